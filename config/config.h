@@ -1,0 +1,179 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The one typed, validated mtpd configuration.
+//
+// load_config_*() turn YAML (a file, or the embedded default) into a config
+// whose every field has been range-checked, or into a list of problems, one
+// per mistake, each naming file:line:column, the key path, what was expected
+// and what was found. check_host() then checks what depends on this machine
+// (CPUs, directories, groups) in the same format. Nothing here starts EAL;
+// all of it runs before. Thread-safety: plain values, build once at start-up.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "result.h"
+#include "udp_frame.h"
+
+namespace mtp::cfg {
+
+/// Where a key sits in its source (1-based, as editors count).
+struct source_mark {
+  int line = 1;
+  int column = 1;
+};
+
+/// One problem in a config, printable as one line.
+struct problem {
+  std::string file;
+  source_mark mark;
+  std::string key_path;  ///< "ports[1].mtu"; empty for syntax errors
+  std::string message;   ///< "expected ..., found ..."
+  std::string to_string() const;
+};
+
+using problems = std::vector<problem>;
+
+/// An IP address with a prefix length ("10.0.0.1/24").
+struct ip_prefix {
+  core::ip_address address;
+  uint8_t prefix_len = 0;
+  std::string text;  ///< as written, for messages and logs
+};
+
+struct node_config {
+  std::string name = "mtpd";  ///< [A-Za-z0-9_.-]{1,32}; names logs, socket, file prefix
+  uint32_t id = 1;            ///< 1 .. 2^32-2, unique in a deployment
+  uint16_t udp_port = 7400;   ///< the MTP UDP port
+};
+
+struct port_config {
+  std::string name;    ///< unique; names counters and log lines
+  std::string device;  ///< PCI address or vdev string ("net_tap0,iface=mtp0")
+  bool is_pci = false;
+  uint16_t mtu = 1500;
+  std::optional<std::array<uint8_t, 6>> mac;  ///< set on the port when given
+  std::vector<ip_prefix> addresses;
+  uint16_t rx_descriptors = 1024;
+  uint16_t tx_descriptors = 1024;
+  source_mark mark;
+  /// The device name EAL knows the port by: the vdev name without its
+  /// arguments, or the PCI address.
+  std::string eal_name() const;
+};
+
+struct lcore_config {
+  unsigned control = 0;
+  std::vector<unsigned> workers{1};
+  std::map<unsigned, unsigned> cpu_of;  ///< lcore -> CPU when pinned explicitly
+  unsigned cpu(unsigned lcore) const {
+    auto it = cpu_of.find(lcore);
+    return it == cpu_of.end() ? lcore : it->second;
+  }
+};
+
+struct memory_config {
+  bool hugepages = true;
+  uint32_t size_mb = 256;        ///< EAL memory; reserved up front with --no-huge
+  uint32_t mbufs = 16383;        ///< packet pool size (2^n - 1 is best for rte_mempool)
+  uint32_t mbuf_cache = 256;     ///< per-lcore mempool cache
+  uint32_t mbuf_data_room = 2176;  ///< bytes per mbuf including 128 B headroom
+};
+
+struct eal_config {
+  std::string file_prefix;  ///< default: "mtpd-" + node.name
+  bool in_memory = false;
+  std::vector<std::string> args;  ///< extra EAL arguments, appended as given
+};
+
+enum class idle_policy { busy, adaptive };
+
+struct idle_config {
+  idle_policy policy = idle_policy::adaptive;
+  uint32_t spin_loops = 512;   ///< empty loops spent spinning before backing off
+  uint32_t max_sleep_us = 500;  ///< longest sleep of an idle adaptive lcore
+};
+
+struct limits_config {
+  uint32_t sessions = 4096;
+  uint32_t streams_per_session = 256;
+  uint32_t members_per_group = 64;
+  uint32_t app_buffers = 8192;
+};
+
+struct app_config {
+  std::string socket_path;  ///< default: /run/mtpd/<node.name>.sock
+  uint32_t mode = 0660;
+  std::string group;  ///< owning group of the socket; empty keeps root's
+};
+
+struct log_config {
+  uint32_t level = 7;      ///< rte_log level: 1 emerg .. 8 debug; 7 = info
+  uint32_t eal_level = 6;  ///< level for DPDK's own log types; 6 = notice
+  std::string file;        ///< empty: stderr
+};
+
+struct telemetry_config {
+  bool enabled = true;
+  uint32_t stats_interval_ms = 0;  ///< periodic counters in the log; 0 = off
+};
+
+/// Test-only traffic source: each worker sends UDP frames on every port.
+struct generator_config {
+  bool enabled = false;
+  uint32_t rate_pps = 1000;  ///< per port, summed over workers
+  uint16_t payload_bytes = 64;
+  core::ip_address dst_ip;
+  std::array<uint8_t, 6> dst_mac{0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  uint16_t dst_port = 0;  ///< default: node.udp_port
+};
+
+struct test_config {
+  generator_config generator;
+};
+
+struct config {
+  std::string source;  ///< file name, or "<embedded default>"
+  node_config node;
+  std::vector<port_config> ports;
+  lcore_config lcores;
+  memory_config memory;
+  eal_config eal;
+  idle_config idle;
+  limits_config limits;
+  app_config app;
+  log_config log;
+  telemetry_config telemetry;
+  test_config test;
+  std::map<std::string, source_mark> marks;  ///< key path -> where it was written
+
+  /// Where `key_path` was written, or 1:1 when it was not.
+  source_mark mark_of(const std::string &key_path) const;
+};
+
+/// Parses and validates YAML text. `source` names it in messages.
+result<config, problems> load_config_string(const std::string &text, const std::string &source);
+
+/// Reads and validates a file. A missing or unreadable file is one problem
+/// with no position: "cannot read config file 'x': <errno text>".
+result<config, problems> load_config_file(const std::string &path);
+
+/// The embedded default: one node on a net_tap virtual port.
+const std::string &default_config_text();
+result<config, problems> load_default_config();
+
+/// Checks what depends on this host: the CPUs of the lcores are ones this
+/// process may run on, directories of the socket and log file exist, the
+/// socket's group exists. Empty when all is well.
+problems check_host(const config &c);
+
+/// The lowest mbuf count that can fill every descriptor ring and cache.
+uint32_t minimum_mbufs(const config &c);
+
+/// "info", "debug", ... for an rte_log level.
+std::string log_level_name(uint32_t level);
+
+}  // namespace mtp::cfg

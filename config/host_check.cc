@@ -1,0 +1,105 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Checks of a loaded config against this host: CPUs, directories, groups.
+// Kept apart from the loader so the loader stays a pure function of the text
+// (and fuzzable); these read the system. Start-up only, one thread.
+#include <grp.h>
+#include <sched.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "config.h"
+
+namespace mtp::cfg {
+
+namespace {
+
+std::string cpu_list(const cpu_set_t &set) {
+  std::string out;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &set)) continue;
+    int end = cpu;
+    while (end + 1 < CPU_SETSIZE && CPU_ISSET(end + 1, &set)) ++end;
+    if (!out.empty()) out.push_back(',');
+    out.append(std::to_string(cpu));
+    if (end > cpu) {
+      out.push_back('-');
+      out.append(std::to_string(end));
+    }
+    cpu = end;
+  }
+  return out.empty() ? "none" : out;
+}
+
+bool is_dir(const std::string &path) {
+  struct stat st{};
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+std::string parent_of(const std::string &path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+}  // namespace
+
+problems check_host(const config &c) {
+  problems out;
+  auto report = [&](const std::string &key, std::string msg) {
+    out.push_back(problem{c.source, c.mark_of(key), key, std::move(msg)});
+  };
+
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+    std::vector<unsigned> lcores{c.lcores.control};
+    lcores.insert(lcores.end(), c.lcores.workers.begin(), c.lcores.workers.end());
+    for (std::size_t i = 0; i < lcores.size(); ++i) {
+      const unsigned lc = lcores[i];
+      const unsigned cpu = c.lcores.cpu(lc);
+      if (cpu < CPU_SETSIZE && CPU_ISSET(cpu, &allowed)) continue;
+      std::string key = c.lcores.cpu_of.count(lc) ? "lcores.cpus." + std::to_string(lc)
+                        : i == 0                  ? "lcores.control"
+                                                  : "lcores.workers";
+      report(key, "lcore " + std::to_string(lc) + " would run on CPU " + std::to_string(cpu) +
+                      ", which this process may not use (allowed CPUs: " + cpu_list(allowed) +
+                      "); pin it with lcores.cpus");
+    }
+  }
+
+  // The socket's directory is created at start-up if missing, so what must
+  // exist is some ancestor we can create it under.
+  std::string dir = parent_of(c.app.socket_path);
+  while (!is_dir(dir) && dir != "/") {
+    struct stat st{};
+    if (stat(dir.c_str(), &st) == 0) {
+      report("app.socket", "'" + dir + "' exists but is not a directory");
+      break;
+    }
+    dir = parent_of(dir);
+  }
+
+  if (!c.log.file.empty() && !is_dir(parent_of(c.log.file)))
+    report("log.file", "directory '" + parent_of(c.log.file) + "' does not exist");
+
+  if (!c.app.group.empty() && getgrnam(c.app.group.c_str()) == nullptr)
+    report("app.group", "no group named '" + c.app.group + "' on this host");
+
+  for (std::size_t i = 0; i < c.ports.size(); ++i) {
+    // net_memif creates its socket file but not the directory it sits in.
+    const std::string &dev = c.ports[i].device;
+    if (dev.rfind("net_memif", 0) != 0) continue;
+    const auto pos = dev.find(",socket=");
+    if (pos == std::string::npos) continue;
+    const std::string sock = dev.substr(pos + 8, dev.find(',', pos + 8) - (pos + 8));
+    if (dev.find("socket-abstract=no") == std::string::npos) continue;  // abstract names have no directory
+    if (!is_dir(parent_of(sock)))
+      report("ports[" + std::to_string(i) + "].device",
+             "memif socket directory '" + parent_of(sock) + "' does not exist");
+  }
+  return out;
+}
+
+}  // namespace mtp::cfg

@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// See app_listener.h.
+#include "app_listener.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "mtp_version.h"
+
+namespace mtp::ctl {
+
+namespace {
+
+constexpr int protocol_version = 1;
+
+std::string errno_text() { return std::strerror(errno); }
+
+result<void> make_dirs(const std::string &dir) {
+  if (dir.empty() || dir == "/") return {};
+  struct stat st{};
+  if (stat(dir.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return {};
+    return make_error("'" + dir + "' is not a directory");
+  }
+  if (auto r = make_dirs(dir.substr(0, dir.find_last_of('/'))); !r) return r;
+  if (mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+    return make_error("cannot create directory '" + dir + "': " + errno_text());
+  return {};
+}
+
+sockaddr_un address_of(const std::string &path) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path, path.c_str(), std::min(path.size(), sizeof a.sun_path - 1));
+  return a;
+}
+
+}  // namespace
+
+result<void> app_listener::open(const cfg::config &c) {
+  const std::string &path = c.app.socket_path;
+  const std::string ctx = "application socket '" + path + "'";
+  if (auto r = make_dirs(path.substr(0, path.find_last_of('/'))); !r) return r.err().context(ctx);
+
+  const sockaddr_un addr = address_of(path);
+  struct stat st{};
+  if (lstat(path.c_str(), &st) == 0) {
+    if (!S_ISSOCK(st.st_mode)) return make_error("the path exists and is not a socket").context(ctx);
+    const int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    const bool live = probe >= 0 && connect(probe, reinterpret_cast<const sockaddr *>(&addr), sizeof addr) == 0;
+    if (probe >= 0) ::close(probe);
+    if (live) return make_error("another mtpd is listening there; give this one its own app.socket").context(ctx);
+    unlink(path.c_str());  // stale: left by a daemon that did not stop cleanly
+  }
+
+  fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd_ < 0) return make_error("socket: " + errno_text()).context(ctx);
+  if (bind(fd_, reinterpret_cast<const sockaddr *>(&addr), sizeof addr) != 0) {
+    auto e = make_error("bind: " + errno_text());
+    close();
+    return e.context(ctx);
+  }
+  path_ = path;
+  if (chmod(path.c_str(), c.app.mode) != 0) {
+    auto e = make_error("chmod: " + errno_text());
+    close();
+    return e.context(ctx);
+  }
+  if (!c.app.group.empty()) {
+    const group *g = getgrnam(c.app.group.c_str());
+    if (g == nullptr || chown(path.c_str(), static_cast<uid_t>(-1), g->gr_gid) != 0) {
+      auto e = make_error("cannot give the socket to group '" + c.app.group + "'");
+      close();
+      return e.context(ctx);
+    }
+  }
+  if (listen(fd_, 64) != 0) {
+    auto e = make_error("listen: " + errno_text());
+    close();
+    return e.context(ctx);
+  }
+  greeting_ = "MTPD " + std::to_string(protocol_version) + " " MTP_VERSION " node=" + c.node.name +
+              " id=" + std::to_string(c.node.id) + "\n";
+  return {};
+}
+
+unsigned app_listener::poll() {
+  unsigned n = 0;
+  while (fd_ >= 0) {
+    const int conn = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (conn < 0) break;
+    // A peer that does not read is not waited for: the line fits any socket
+    // buffer, and a failed send only affects that peer.
+    [[maybe_unused]] ssize_t sent = send(conn, greeting_.data(), greeting_.size(), MSG_NOSIGNAL);
+    ::close(conn);
+    ++greeted_;
+    ++n;
+  }
+  return n;
+}
+
+void app_listener::close() {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  if (!path_.empty()) unlink(path_.c_str());
+  path_.clear();
+}
+
+}  // namespace mtp::ctl

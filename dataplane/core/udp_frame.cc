@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Ethernet / IP / UDP parse and build; see udp_frame.h.
+#include "udp_frame.h"
+
+#include <cstring>
+
+namespace mtp::core {
+
+namespace {
+
+constexpr uint16_t ethertype_ipv4 = 0x0800;
+constexpr uint16_t ethertype_ipv6 = 0x86dd;
+constexpr uint16_t ethertype_vlan = 0x8100;
+constexpr uint8_t ip_proto_udp = 17;
+constexpr std::size_t ethernet_size = 14;
+constexpr std::size_t vlan_tag_size = 4;
+constexpr std::size_t ipv4_min_size = 20;
+constexpr std::size_t ipv6_size = 40;
+constexpr std::size_t udp_size = 8;
+
+constexpr std::string_view verdict_names[] = {
+#define MTP_X(name, text) #name,
+    MTP_FRAME_VERDICTS(MTP_X)
+#undef MTP_X
+};
+constexpr std::string_view verdict_texts[] = {
+#define MTP_X(name, text) text,
+    MTP_FRAME_VERDICTS(MTP_X)
+#undef MTP_X
+};
+
+inline uint16_t load_be16(const std::byte *p) {
+  return static_cast<uint16_t>((std::to_integer<unsigned>(p[0]) << 8) | std::to_integer<unsigned>(p[1]));
+}
+inline void store_be16(std::byte *p, uint16_t v) {
+  p[0] = static_cast<std::byte>(v >> 8);
+  p[1] = static_cast<std::byte>(v & 0xff);
+}
+inline uint8_t load_u8(const std::byte *p) { return std::to_integer<uint8_t>(*p); }
+
+// Sum of the UDP pseudo-header (RFC 768 / RFC 8200 section 8.1).
+uint32_t pseudo_header_sum(const ip_address &src, const ip_address &dst, uint16_t udp_len) {
+  const std::size_t n = src.family == 6 ? 16 : 4;
+  uint32_t sum = 0;
+  for (std::size_t i = 0; i < n; i += 2) {
+    sum += static_cast<uint32_t>((src.bytes[i] << 8) | src.bytes[i + 1]);
+    sum += static_cast<uint32_t>((dst.bytes[i] << 8) | dst.bytes[i + 1]);
+  }
+  return sum + ip_proto_udp + udp_len;
+}
+
+}  // namespace
+
+std::string_view frame_verdict_name(frame_verdict v) {
+  const auto i = static_cast<std::size_t>(v);
+  return i < frame_verdict_count ? verdict_names[i] : "invalid";
+}
+
+std::string_view frame_verdict_text(frame_verdict v) {
+  const auto i = static_cast<std::size_t>(v);
+  return i < frame_verdict_count ? verdict_texts[i] : "invalid verdict";
+}
+
+uint16_t ones_complement_sum(std::span<const std::byte> data, uint32_t initial) {
+  uint64_t sum = initial;
+  std::size_t i = 0;
+  for (; i + 1 < data.size(); i += 2) sum += load_be16(&data[i]);
+  if (i < data.size()) sum += static_cast<uint32_t>(load_u8(&data[i]) << 8);
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<uint16_t>(sum);
+}
+
+frame_verdict parse_udp_frame(std::span<const std::byte> frame, uint16_t mtp_port, csum_hint ip_csum,
+                              csum_hint l4_csum, udp_frame_view &out) {
+  if (frame.size() < ethernet_size) return frame_verdict::truncated_ethernet;
+  const std::byte *p = frame.data();
+  std::memcpy(out.dst_mac.data(), p, 6);
+  std::memcpy(out.src_mac.data(), p + 6, 6);
+  std::size_t off = 12;
+  uint16_t ethertype = load_be16(p + off);
+  if (ethertype == ethertype_vlan) {
+    if (frame.size() < ethernet_size + vlan_tag_size) return frame_verdict::truncated_ethernet;
+    off += vlan_tag_size;
+    ethertype = load_be16(p + off);
+  }
+  off += 2;
+  const std::size_t l3 = off;
+  std::size_t l4 = 0;
+  std::size_t l3_end = 0;  // end of the IP datagram; link padding beyond it is ignored
+
+  if (ethertype == ethertype_ipv4) {
+    if (frame.size() < l3 + ipv4_min_size) return frame_verdict::truncated_ip;
+    const uint8_t ver_ihl = load_u8(p + l3);
+    if ((ver_ihl >> 4) != 4) return frame_verdict::bad_ip_version;
+    const std::size_t ihl = static_cast<std::size_t>(ver_ihl & 0x0f) * 4;
+    if (ihl < ipv4_min_size || l3 + ihl > frame.size()) return frame_verdict::bad_ip_header_length;
+    const std::size_t total = load_be16(p + l3 + 2);
+    if (total < ihl || l3 + total > frame.size()) return frame_verdict::bad_ip_total_length;
+    if (ip_csum == csum_hint::bad) return frame_verdict::bad_ip_checksum;
+    if (ip_csum == csum_hint::unknown && ones_complement_sum(frame.subspan(l3, ihl)) != 0xffff)
+      return frame_verdict::bad_ip_checksum;
+    // More-fragments flag or a non-zero fragment offset.
+    if ((load_be16(p + l3 + 6) & 0x3fff) != 0) return frame_verdict::ip_fragment;
+    if (load_u8(p + l3 + 9) != ip_proto_udp) return frame_verdict::not_udp;
+    out.src_ip.family = out.dst_ip.family = 4;
+    out.src_ip.bytes = {};
+    out.dst_ip.bytes = {};
+    std::memcpy(out.src_ip.bytes.data(), p + l3 + 12, 4);
+    std::memcpy(out.dst_ip.bytes.data(), p + l3 + 16, 4);
+    l4 = l3 + ihl;
+    l3_end = l3 + total;
+  } else if (ethertype == ethertype_ipv6) {
+    if (frame.size() < l3 + ipv6_size) return frame_verdict::truncated_ip;
+    if ((load_u8(p + l3) >> 4) != 6) return frame_verdict::bad_ip_version;
+    const std::size_t payload_len = load_be16(p + l3 + 4);
+    if (l3 + ipv6_size + payload_len > frame.size()) return frame_verdict::bad_ip_total_length;
+    const uint8_t next = load_u8(p + l3 + 6);
+    if (next == 44) return frame_verdict::ip_fragment;
+    // Extension headers are not used by MTP; anything but UDP right away is dropped.
+    if (next != ip_proto_udp) return frame_verdict::not_udp;
+    out.src_ip.family = out.dst_ip.family = 6;
+    std::memcpy(out.src_ip.bytes.data(), p + l3 + 8, 16);
+    std::memcpy(out.dst_ip.bytes.data(), p + l3 + 24, 16);
+    l4 = l3 + ipv6_size;
+    l3_end = l4 + payload_len;
+  } else {
+    return frame_verdict::not_ip;
+  }
+
+  if (l3_end < l4 + udp_size) return frame_verdict::truncated_udp;
+  const std::size_t udp_len = load_be16(p + l4 + 4);
+  if (udp_len < udp_size || l4 + udp_len != l3_end) return frame_verdict::bad_udp_length;
+  const uint16_t wire_csum = load_be16(p + l4 + 6);
+  if (l4_csum == csum_hint::bad) return frame_verdict::bad_udp_checksum;
+  if (l4_csum == csum_hint::unknown) {
+    // IPv4 may omit the UDP checksum (zero); IPv6 may not (RFC 8200).
+    if (wire_csum == 0) {
+      if (out.src_ip.family == 6) return frame_verdict::bad_udp_checksum;
+    } else {
+      const uint32_t pseudo = pseudo_header_sum(out.src_ip, out.dst_ip, static_cast<uint16_t>(udp_len));
+      if (ones_complement_sum(frame.subspan(l4, udp_len), pseudo) != 0xffff) return frame_verdict::bad_udp_checksum;
+    }
+  }
+
+  out.src_port = load_be16(p + l4);
+  out.dst_port = load_be16(p + l4 + 2);
+  out.l3_offset = static_cast<uint16_t>(l3);
+  out.l4_offset = static_cast<uint16_t>(l4);
+  out.payload = frame.subspan(l4 + udp_size, udp_len - udp_size);
+  return out.dst_port == mtp_port ? frame_verdict::accepted : frame_verdict::other_udp_port;
+}
+
+std::size_t build_udp_frame(std::span<std::byte> out, const udp_endpoints &ep, std::span<const std::byte> payload) {
+  const uint8_t family = ep.src_ip.family;
+  if ((family != 4 && family != 6) || ep.dst_ip.family != family) return 0;
+  const std::size_t headers = udp_headers_size(family);
+  const std::size_t udp_len = udp_size + payload.size();
+  const std::size_t ip_len = (family == 4 ? ipv4_min_size : 0) + udp_len;
+  if (ip_len > 0xffff || out.size() < headers + payload.size()) return 0;
+
+  std::byte *p = out.data();
+  std::memcpy(p, ep.dst_mac.data(), 6);
+  std::memcpy(p + 6, ep.src_mac.data(), 6);
+  store_be16(p + 12, family == 4 ? ethertype_ipv4 : ethertype_ipv6);
+  std::byte *ip = p + ethernet_size;
+  std::size_t l4 = 0;
+  if (family == 4) {
+    std::memset(ip, 0, ipv4_min_size);
+    ip[0] = std::byte{0x45};
+    store_be16(ip + 2, static_cast<uint16_t>(ip_len));
+    store_be16(ip + 6, 0x4000);  // don't fragment
+    ip[8] = std::byte{64};
+    ip[9] = std::byte{ip_proto_udp};
+    std::memcpy(ip + 12, ep.src_ip.bytes.data(), 4);
+    std::memcpy(ip + 16, ep.dst_ip.bytes.data(), 4);
+    store_be16(ip + 10, static_cast<uint16_t>(~ones_complement_sum({ip, ipv4_min_size})));
+    l4 = ethernet_size + ipv4_min_size;
+  } else {
+    std::memset(ip, 0, ipv6_size);
+    ip[0] = std::byte{0x60};
+    store_be16(ip + 4, static_cast<uint16_t>(udp_len));
+    ip[6] = std::byte{ip_proto_udp};
+    ip[7] = std::byte{64};
+    std::memcpy(ip + 8, ep.src_ip.bytes.data(), 16);
+    std::memcpy(ip + 24, ep.dst_ip.bytes.data(), 16);
+    l4 = ethernet_size + ipv6_size;
+  }
+  std::byte *udp = p + l4;
+  store_be16(udp, ep.src_port);
+  store_be16(udp + 2, ep.dst_port);
+  store_be16(udp + 4, static_cast<uint16_t>(udp_len));
+  store_be16(udp + 6, 0);
+  if (!payload.empty()) std::memcpy(udp + udp_size, payload.data(), payload.size());
+  uint16_t csum = static_cast<uint16_t>(
+      ~ones_complement_sum({udp, udp_len}, pseudo_header_sum(ep.src_ip, ep.dst_ip, static_cast<uint16_t>(udp_len))));
+  if (csum == 0) csum = 0xffff;  // zero means "no checksum" on the wire
+  store_be16(udp + 6, csum);
+  return headers + payload.size();
+}
+
+}  // namespace mtp::core

@@ -1,0 +1,89 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// What the daemon holds while it runs: the config, the started ports, the
+// packet pool and one context per worker lcore.
+//
+// Ownership: main.cc builds it before launching lcores and tears it down
+// after joining them. Each worker writes only its own worker_context; the
+// control lcore and the telemetry thread read the counters (relaxed atomics,
+// one writer each) and write nothing but `stop`.
+#pragma once
+
+#include <rte_ether.h>
+#include <rte_mempool.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config.h"
+#include "udp_frame.h"
+
+namespace mtp::dp {
+
+/// A counter with one writer and any number of readers. Relaxed load+store
+/// compiles to a plain add on x86: no lock prefix on the fast path.
+class counter {
+ public:
+  void add(uint64_t n) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+  void inc() { add(1); }
+  uint64_t get() const { return v_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> v_{0};
+};
+
+/// Per-worker counters, one X-macro list for the struct and their names.
+#define MTP_WORKER_COUNTERS(X)                                                 \
+  X(rx_pkts, "frames received")                                                \
+  X(rx_bytes, "bytes received")                                                \
+  X(rx_bursts, "rx bursts that returned at least one frame")                   \
+  X(tx_pkts, "frames sent")                                                    \
+  X(tx_bytes, "bytes sent")                                                    \
+  X(tx_dropped, "frames a partial tx burst could not send (freed)")            \
+  X(tx_nombuf, "frames not sent because the pool was empty")                   \
+  X(loops, "poll loop iterations")                                             \
+  X(idle_loops, "loop iterations that found no work")                          \
+  X(sleeps, "adaptive idle sleeps")
+
+struct alignas(64) worker_counters {
+#define MTP_X(name, text) counter name;
+  MTP_WORKER_COUNTERS(MTP_X)
+#undef MTP_X
+  /// Received frames by what parse_udp_frame() made of them.
+  std::array<counter, core::frame_verdict_count> rx_verdict;
+};
+
+/// A started ethdev port.
+struct port_runtime {
+  std::string name;
+  uint16_t port_id = 0;
+  rte_ether_addr mac{};
+  uint16_t mtu = 0;
+  const cfg::port_config *config = nullptr;
+  bool rx_ip_csum = false;  ///< NIC reports IPv4 header checksum verdicts
+  bool rx_l4_csum = false;  ///< NIC reports UDP checksum verdicts
+  int link_up = -1;         ///< last logged link state; control lcore only
+};
+
+struct runtime;
+
+/// One worker lcore: it owns rx and tx queue `queue` on every port.
+struct alignas(64) worker_context {
+  unsigned lcore = 0;
+  uint16_t queue = 0;
+  const runtime *rt = nullptr;
+  worker_counters counters;
+};
+
+struct runtime {
+  cfg::config config;
+  std::vector<port_runtime> ports;
+  rte_mempool *pool = nullptr;
+  std::vector<worker_context *> workers;
+  /// Set once by the control lcore; workers leave their loop when they see it.
+  alignas(64) std::atomic<bool> stop{false};
+};
+
+}  // namespace mtp::dp

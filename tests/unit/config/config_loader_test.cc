@@ -1,0 +1,344 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The config loader on every example, on the embedded default, and on each
+// class of broken config, asserting the exact message an operator reads.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "config.h"
+
+using namespace mtp::cfg;
+
+namespace {
+
+// Loads `text` as "t.yaml" and returns every problem, one string each.
+std::vector<std::string> problems_of(const std::string &text) {
+  auto r = load_config_string(text, "t.yaml");
+  std::vector<std::string> out;
+  if (!r)
+    for (const auto &p : r.err()) out.push_back(p.to_string());
+  return out;
+}
+
+std::string one_problem(const std::string &text) {
+  auto ps = problems_of(text);
+  EXPECT_EQ(ps.size(), 1u) << (ps.empty() ? "no problem" : ps[0]);
+  return ps.empty() ? "" : ps[0];
+}
+
+const char minimal[] = "ports:\n  - name: p0\n    device: net_null0\n";
+
+config load_ok(const std::string &text) {
+  auto r = load_config_string(text, "t.yaml");
+  EXPECT_TRUE(r.ok()) << (r.ok() ? "" : r.err()[0].to_string());
+  return r.ok() ? *r : config{};
+}
+
+}  // namespace
+
+TEST(config_loader, every_example_loads) {
+  std::size_t n = 0;
+  for (const auto &e : std::filesystem::recursive_directory_iterator(MTP_EXAMPLES_DIR)) {
+    if (e.path().extension() != ".yaml") continue;
+    auto r = load_config_file(e.path().string());
+    EXPECT_TRUE(r.ok()) << e.path() << ": " << (r.ok() ? "" : r.err()[0].to_string());
+    ++n;
+  }
+  EXPECT_EQ(n, 7u) << "single-node, two-node-memif (2), four-node-netns (4)";
+}
+
+TEST(config_loader, example_values_are_read) {
+  auto r = load_config_file(std::string(MTP_EXAMPLES_DIR) + "/single-node.yaml");
+  ASSERT_TRUE(r.ok());
+  const config &c = *r;
+  EXPECT_EQ(c.node.name, "single");
+  EXPECT_EQ(c.node.udp_port, 7400);
+  ASSERT_EQ(c.ports.size(), 1u);
+  EXPECT_EQ(c.ports[0].device, "net_tap0,iface=mtp0");
+  EXPECT_EQ(c.ports[0].eal_name(), "net_tap0");
+  EXPECT_FALSE(c.ports[0].is_pci);
+  ASSERT_EQ(c.ports[0].addresses.size(), 2u);
+  EXPECT_EQ(c.ports[0].addresses[0].address.family, 4);
+  EXPECT_EQ(c.ports[0].addresses[0].prefix_len, 24);
+  EXPECT_EQ(c.ports[0].addresses[1].address.family, 6);
+  EXPECT_EQ(c.ports[0].addresses[1].prefix_len, 64);
+  EXPECT_EQ((*c.ports[0].mac)[5], 0x01);
+  EXPECT_EQ(c.lcores.control, 0u);
+  EXPECT_EQ(c.lcores.workers, std::vector<unsigned>{1});
+  EXPECT_EQ(c.lcores.cpu(1), 1u);
+  EXPECT_FALSE(c.memory.hugepages);
+  EXPECT_EQ(c.eal.file_prefix, "mtpd-single");
+  EXPECT_EQ(c.idle.policy, idle_policy::adaptive);
+  EXPECT_EQ(c.app.socket_path, "/run/mtpd/single.sock");
+  EXPECT_EQ(c.app.mode, 0660u);
+  EXPECT_EQ(log_level_name(c.log.level), "info");
+  EXPECT_EQ(log_level_name(c.log.eal_level), "notice");
+  EXPECT_FALSE(c.test.generator.enabled);
+}
+
+TEST(config_loader, memif_example_has_generator_towards_peer) {
+  auto r = load_config_file(std::string(MTP_EXAMPLES_DIR) + "/two-node-memif/node-a.yaml");
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->test.generator.enabled);
+  EXPECT_EQ(r->test.generator.dst_ip.bytes[3], 2);
+  EXPECT_EQ(r->test.generator.dst_port, 7400) << "defaults to node.udp_port";
+  EXPECT_EQ(r->eal.file_prefix, "mtpd-memif-a");
+}
+
+TEST(config_loader, embedded_default_loads_and_needs_no_hugepages) {
+  auto r = load_default_config();
+  ASSERT_TRUE(r.ok()) << r.err()[0].to_string();
+  EXPECT_EQ(r->source, "<embedded default>");
+  EXPECT_FALSE(r->memory.hugepages);
+  ASSERT_EQ(r->ports.size(), 1u);
+  EXPECT_EQ(r->ports[0].device, "net_tap0,iface=mtp0");
+  EXPECT_EQ(r->app.socket_path, "/run/mtpd/mtpd.sock");
+}
+
+TEST(config_loader, embedded_default_is_the_shipped_file) {
+  std::ifstream in(std::string(MTP_SOURCE_ROOT) + "/config/default.yaml");
+  std::stringstream s;
+  s << in.rdbuf();
+  EXPECT_EQ(default_config_text(), s.str());
+}
+
+TEST(config_loader, minimal_config_takes_defaults) {
+  const config c = load_ok(minimal);
+  EXPECT_EQ(c.node.name, "mtpd");
+  EXPECT_EQ(c.ports[0].mtu, 1500);
+  EXPECT_EQ(c.ports[0].rx_descriptors, 1024);
+  EXPECT_TRUE(c.memory.hugepages);
+  EXPECT_EQ(c.memory.mbufs, 16383u);
+  EXPECT_EQ(c.eal.file_prefix, "mtpd-mtpd");
+}
+
+TEST(config_loader, pci_device) {
+  const config c = load_ok("ports:\n  - {name: p0, device: '0000:3b:00.1'}\n");
+  EXPECT_TRUE(c.ports[0].is_pci);
+  EXPECT_EQ(c.ports[0].eal_name(), "0000:3b:00.1");
+}
+
+// --- each class of broken config, with its exact message ---
+
+TEST(config_errors, yaml_syntax) {
+  EXPECT_EQ(one_problem("ports:\n  - name: [p0\n"),
+            "t.yaml:3:1: YAML syntax error: end of sequence flow not found");
+}
+
+TEST(config_errors, empty_file) {
+  EXPECT_EQ(one_problem(""), "t.yaml:1:1: the file is empty; expected at least a 'ports' list");
+}
+
+TEST(config_errors, top_level_not_a_mapping) {
+  EXPECT_EQ(one_problem("- a\n- b\n"),
+            "t.yaml:1:1: expected a mapping with the sections node, ports, lcores, ..., found a list");
+}
+
+TEST(config_errors, unknown_key_with_suggestion) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "lcores:\n  worker: [1]\n"),
+            "t.yaml:5:3: lcores.worker: unknown key; did you mean 'workers'?");
+}
+
+TEST(config_errors, unknown_section_with_suggestion) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "memroy:\n  mbufs: 4095\n"),
+            "t.yaml:4:1: memroy: unknown key; did you mean 'memory'?");
+}
+
+TEST(config_errors, unknown_key_without_suggestion) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "idle:\n  colour: blue\n"),
+            "t.yaml:5:3: idle.colour: unknown key (known keys: policy, spin_loops, max_sleep_us)");
+}
+
+TEST(config_errors, duplicate_key) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "node:\n  id: 1\n  id: 2\n"),
+            "t.yaml:6:3: node.id: duplicate key (first at line 5)");
+}
+
+TEST(config_errors, integer_out_of_range) {
+  EXPECT_EQ(one_problem("ports:\n  - name: p0\n    device: net_null0\n    mtu: 70000\n"),
+            "t.yaml:4:10: ports[0].mtu: expected an integer from 68 to 9600, found 70000");
+}
+
+TEST(config_errors, integer_wrong_type) {
+  EXPECT_EQ(one_problem("ports:\n  - name: p0\n    device: net_null0\n    mtu: big\n"),
+            "t.yaml:4:10: ports[0].mtu: expected an integer from 68 to 9600, found 'big'");
+  EXPECT_EQ(one_problem("ports:\n  - name: p0\n    device: net_null0\n    mtu: [1500]\n"),
+            "t.yaml:4:10: ports[0].mtu: expected an integer from 68 to 9600, found a list");
+  EXPECT_EQ(one_problem(std::string(minimal) + "node:\n  id: -1\n"),
+            "t.yaml:5:7: node.id: expected an integer from 1 to 4294967294, found -1");
+}
+
+TEST(config_errors, bool_wrong_value) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "memory:\n  hugepages: maybe\n"),
+            "t.yaml:5:14: memory.hugepages: expected true or false, found 'maybe'");
+}
+
+TEST(config_errors, enum_with_suggestion) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "idle:\n  policy: adaptiv\n"),
+            "t.yaml:5:11: idle.policy: expected one of busy, adaptive, found 'adaptiv'; did you mean 'adaptive'?");
+  EXPECT_EQ(one_problem(std::string(minimal) + "log:\n  level: loud\n"),
+            "t.yaml:5:10: log.level: expected one of emerg, alert, crit, err, warning, notice, info, debug, "
+            "found 'loud'");
+}
+
+TEST(config_errors, ports_missing_or_empty) {
+  EXPECT_EQ(one_problem("node:\n  name: x\n"),
+            "t.yaml:1:1: ports: missing required key: expected a list of at least one port");
+  EXPECT_EQ(one_problem("ports: []\n"), "t.yaml:1:8: ports: expected a list of at least one port, found an empty list");
+  EXPECT_EQ(one_problem("ports: net_tap0\n"), "t.yaml:1:8: ports: expected a list of ports, found 'net_tap0'");
+}
+
+TEST(config_errors, port_missing_keys) {
+  auto ps = problems_of("ports:\n  - mtu: 1500\n");
+  ASSERT_EQ(ps.size(), 2u);
+  EXPECT_EQ(ps[0], "t.yaml:2:5: ports[0]: missing required key 'name'");
+  EXPECT_EQ(ps[1], "t.yaml:2:5: ports[0]: missing required key 'device'");
+}
+
+TEST(config_errors, bad_device) {
+  EXPECT_EQ(one_problem("ports:\n  - {name: p0, device: eth0}\n"),
+            "t.yaml:2:24: ports[0].device: expected a PCI address (0000:01:00.0) or a virtual device "
+            "(net_tap0,iface=mtp0), found 'eth0'");
+  EXPECT_EQ(one_problem("ports:\n  - {name: p0, device: 'net_tap0,iface'}\n"),
+            "t.yaml:2:24: ports[0].device: expected a PCI address (0000:01:00.0) or a virtual device "
+            "(net_tap0,iface=mtp0), found 'net_tap0,iface'");
+}
+
+TEST(config_errors, duplicate_ports) {
+  auto ps = problems_of(
+      "ports:\n"
+      "  - {name: p0, device: 'net_tap0,iface=a', mac: '02:00:00:00:00:01', addresses: [10.0.0.1/24]}\n"
+      "  - {name: p0, device: 'net_tap0,iface=b', mac: '02:00:00:00:00:01', addresses: [10.0.0.1/16]}\n");
+  ASSERT_EQ(ps.size(), 4u);
+  EXPECT_EQ(ps[0], "t.yaml:3:12: ports[1].name: duplicate port name 'p0' (first in ports[0])");
+  EXPECT_EQ(ps[1], "t.yaml:3:24: ports[1].device: duplicate device 'net_tap0' (first in ports[0])");
+  EXPECT_EQ(ps[2], "t.yaml:3:49: ports[1].mac: duplicate MAC address '02:00:00:00:00:01' (first in ports[0])");
+  EXPECT_EQ(ps[3], "t.yaml:3:82: ports[1].addresses[0]: duplicate address '10.0.0.1' (first in ports[0])");
+}
+
+TEST(config_errors, bad_addresses) {
+  EXPECT_EQ(one_problem("ports:\n  - {name: p0, device: net_null0, addresses: [10.0.0.300/24]}\n"),
+            "t.yaml:2:47: ports[0].addresses[0]: expected an IPv4 or IPv6 address with prefix length like "
+            "10.0.0.1/24, found '10.0.0.300/24'");
+  EXPECT_EQ(one_problem("ports:\n  - {name: p0, device: net_null0, addresses: [10.0.0.1]}\n"),
+            "t.yaml:2:47: ports[0].addresses[0]: expected an IPv4 or IPv6 address with prefix length like "
+            "10.0.0.1/24, found '10.0.0.1'");
+  EXPECT_EQ(one_problem("ports:\n  - {name: p0, device: net_null0, mac: 'zz:00:00:00:00:01'}\n"),
+            "t.yaml:2:40: ports[0].mac: expected a MAC address like 02:00:00:00:00:01, found 'zz:00:00:00:00:01'");
+}
+
+TEST(config_errors, ipv6_needs_mtu_1280) {
+  EXPECT_EQ(one_problem("ports:\n  - {name: p0, device: net_null0, mtu: 1000, addresses: ['fd00::1/64']}\n"),
+            "t.yaml:2:40: ports[0].mtu: expected at least 1280 on a port with an IPv6 address (fd00::1/64), found 1000");
+}
+
+TEST(config_errors, mtu_must_fit_one_mbuf) {
+  EXPECT_EQ(one_problem("ports:\n  - {name: p0, device: net_null0, mtu: 9000}\n"),
+            "t.yaml:2:40: ports[0].mtu: expected at most 2030 so a frame fits one mbuf (memory.mbuf_data_room 2176 "
+            "less 128 B headroom), found 9000");
+}
+
+TEST(config_errors, descriptors_power_of_two) {
+  EXPECT_EQ(one_problem("ports:\n  - {name: p0, device: net_null0, rx_descriptors: 1000}\n"),
+            "t.yaml:2:51: ports[0].rx_descriptors: expected a power of two from 64 to 16384, found 1000");
+  EXPECT_EQ(one_problem("ports:\n  - {name: p0, device: net_null0, tx_descriptors: 32768}\n"),
+            "t.yaml:2:51: ports[0].tx_descriptors: expected a power of two from 64 to 16384, found 32768");
+}
+
+TEST(config_errors, impossible_lcores) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "lcores:\n  control: 1\n  workers: [1]\n"),
+            "t.yaml:6:13: lcores.workers[0]: lcore 1 is the control lcore; workers need lcores of their own");
+  EXPECT_EQ(one_problem(std::string(minimal) + "lcores:\n  workers: [1, 2, 1]\n"),
+            "t.yaml:5:19: lcores.workers[2]: duplicate worker lcore 1");
+  EXPECT_EQ(one_problem(std::string(minimal) + "lcores:\n  workers: []\n"),
+            "t.yaml:5:12: lcores.workers: expected a list of at least one worker lcore, found an empty list");
+  EXPECT_EQ(one_problem(std::string(minimal) + "lcores:\n  workers: [200]\n"),
+            "t.yaml:5:13: lcores.workers[0]: expected an integer from 0 to 127, found 200");
+  EXPECT_EQ(one_problem(std::string(minimal) + "lcores:\n  workers: [1]\n  cpus: {5: 0}\n"),
+            "t.yaml:6:10: lcores.cpus.5: lcore 5 is neither the control lcore nor a worker");
+}
+
+TEST(config_errors, too_few_mbufs) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "memory:\n  mbufs: 2047\n"),
+            "t.yaml:5:10: memory.mbufs: expected at least 2880 to fill 1 port(s) x 1 worker(s) of rx and tx "
+            "descriptors plus the lcore caches, found 2047");
+}
+
+TEST(config_errors, eal_args_cannot_override_the_config) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "eal:\n  args: ['--file-prefix=x', '--log-level=7']\n"),
+            "t.yaml:5:10: eal.args[0]: '--file-prefix' is set from eal.file_prefix; set it there");
+  EXPECT_EQ(one_problem(std::string(minimal) + "eal:\n  args: [--vdev, net_null1]\n"),
+            "t.yaml:5:10: eal.args[0]: '--vdev' is set from ports; set it there");
+}
+
+TEST(config_errors, app_socket_and_mode) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "app:\n  socket: mtpd.sock\n"),
+            "t.yaml:5:11: app.socket: expected an absolute path of at most 107 bytes, found 'mtpd.sock'");
+  EXPECT_EQ(one_problem(std::string(minimal) + "app:\n  mode: '0999'\n"),
+            "t.yaml:5:9: app.mode: expected an octal mode from 0000 to 0777 like \"0660\", found '0999'");
+}
+
+TEST(config_errors, generator_needs_a_destination_of_a_known_family) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "test:\n  generator: {enabled: true}\n"),
+            "t.yaml:5:14: test.generator: missing required key 'dst_ip' when enabled is true");
+  EXPECT_EQ(one_problem(std::string(minimal) + "test:\n  generator: {enabled: true, dst_ip: 10.0.0.2}\n"),
+            "t.yaml:5:38: test.generator.dst_ip: expected an address family some port has an address of, found "
+            "IPv4 and no port has one");
+}
+
+TEST(config_errors, every_problem_is_reported_not_just_the_first) {
+  auto ps = problems_of(
+      "node: {id: 0, udp_port: 0}\n"
+      "ports:\n  - {name: p0, device: net_null0, mtu: 10}\n"
+      "idle: {policy: lazy}\n");
+  ASSERT_EQ(ps.size(), 4u);
+  EXPECT_EQ(ps[0], "t.yaml:1:12: node.id: expected an integer from 1 to 4294967294, found 0");
+  EXPECT_EQ(ps[1], "t.yaml:1:25: node.udp_port: expected an integer from 1 to 65535, found 0");
+  EXPECT_EQ(ps[2], "t.yaml:3:40: ports[0].mtu: expected an integer from 68 to 9600, found 10");
+  EXPECT_EQ(ps[3], "t.yaml:4:16: idle.policy: expected one of busy, adaptive, found 'lazy'");
+}
+
+TEST(config_errors, missing_file) {
+  auto r = load_config_file("/nonexistent/mtp.yaml");
+  ASSERT_FALSE(r.ok());
+  ASSERT_EQ(r.err().size(), 1u);
+  EXPECT_EQ(r.err()[0].to_string(), "/nonexistent/mtp.yaml:1:1: cannot read config file: No such file or directory");
+}
+
+// --- host checks ---
+
+TEST(host_check, cpu_not_available) {
+  const config c = load_ok(std::string(minimal) + "lcores:\n  workers: [1]\n  cpus: {1: 999}\n");
+  auto ps = check_host(c);
+  ASSERT_EQ(ps.size(), 1u);
+  const std::string s = ps[0].to_string();
+  EXPECT_EQ(s.substr(0, s.find("(allowed")),
+            "t.yaml:6:13: lcores.cpus.1: lcore 1 would run on CPU 999, which this process may not use ");
+  EXPECT_NE(s.find("); pin it with lcores.cpus"), std::string::npos) << s;
+}
+
+TEST(host_check, missing_directories_and_group) {
+  const config c = load_ok(std::string(minimal) +
+                           "lcores: {control: 0, workers: [1], cpus: {0: 0, 1: 0}}\n"
+                           "log: {file: /nonexistent/dir/mtpd.log}\n"
+                           "app: {group: no-such-group-mtp}\n");
+  auto ps = check_host(c);
+  ASSERT_EQ(ps.size(), 2u);
+  EXPECT_EQ(ps[0].to_string(), "t.yaml:5:13: log.file: directory '/nonexistent/dir' does not exist");
+  EXPECT_EQ(ps[1].to_string(), "t.yaml:6:14: app.group: no group named 'no-such-group-mtp' on this host");
+}
+
+TEST(host_check, memif_socket_directory) {
+  const config c = load_ok(
+      "ports:\n  - {name: m, device: 'net_memif0,role=server,socket=/nonexistent/m.sock,socket-abstract=no'}\n"
+      "lcores: {control: 0, workers: [1], cpus: {0: 0, 1: 0}}\n");
+  auto ps = check_host(c);
+  ASSERT_EQ(ps.size(), 1u);
+  EXPECT_EQ(ps[0].to_string(), "t.yaml:2:23: ports[0].device: memif socket directory '/nonexistent' does not exist");
+}
+
+TEST(host_check, good_config_has_no_problems) {
+  const config c = load_ok(std::string(minimal) + "lcores: {control: 0, workers: [1], cpus: {0: 0, 1: 0}}\n");
+  EXPECT_TRUE(check_host(c).empty());
+}
