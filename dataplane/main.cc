@@ -76,7 +76,7 @@ int parse_options(int argc, char **argv, options &o) {
       return exit_ok;
     }
     if (a == "--version") {
-      std::printf("mtpd %s (DPDK %s)\n", MTP_VERSION, rte_version());
+      std::printf("mtpd %s (%s)\n", MTP_VERSION, rte_version());
       return exit_ok;
     }
     if (a == "--print-default-config") {
