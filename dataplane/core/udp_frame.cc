@@ -74,8 +74,8 @@ frame_verdict parse_udp_frame(std::span<const std::byte> frame, uint16_t mtp_por
                               csum_hint l4_csum, udp_frame_view &out) {
   if (frame.size() < ethernet_size) return frame_verdict::truncated_ethernet;
   const std::byte *p = frame.data();
-  std::memcpy(out.dst_mac.data(), p, 6);
-  std::memcpy(out.src_mac.data(), p + 6, 6);
+  std::memcpy(out.ends.dst_mac.data(), p, 6);
+  std::memcpy(out.ends.src_mac.data(), p + 6, 6);
   std::size_t off = 12;
   uint16_t ethertype = load_be16(p + off);
   if (ethertype == ethertype_vlan) {
@@ -102,11 +102,11 @@ frame_verdict parse_udp_frame(std::span<const std::byte> frame, uint16_t mtp_por
     // More-fragments flag or a non-zero fragment offset.
     if ((load_be16(p + l3 + 6) & 0x3fff) != 0) return frame_verdict::ip_fragment;
     if (load_u8(p + l3 + 9) != ip_proto_udp) return frame_verdict::not_udp;
-    out.src_ip.family = out.dst_ip.family = 4;
-    out.src_ip.bytes = {};
-    out.dst_ip.bytes = {};
-    std::memcpy(out.src_ip.bytes.data(), p + l3 + 12, 4);
-    std::memcpy(out.dst_ip.bytes.data(), p + l3 + 16, 4);
+    out.ends.src_ip.family = out.ends.dst_ip.family = 4;
+    out.ends.src_ip.bytes = {};
+    out.ends.dst_ip.bytes = {};
+    std::memcpy(out.ends.src_ip.bytes.data(), p + l3 + 12, 4);
+    std::memcpy(out.ends.dst_ip.bytes.data(), p + l3 + 16, 4);
     l4 = l3 + ihl;
     l3_end = l3 + total;
   } else if (ethertype == ethertype_ipv6) {
@@ -118,9 +118,9 @@ frame_verdict parse_udp_frame(std::span<const std::byte> frame, uint16_t mtp_por
     if (next == 44) return frame_verdict::ip_fragment;
     // Extension headers are not used by MTP; anything but UDP right away is dropped.
     if (next != ip_proto_udp) return frame_verdict::not_udp;
-    out.src_ip.family = out.dst_ip.family = 6;
-    std::memcpy(out.src_ip.bytes.data(), p + l3 + 8, 16);
-    std::memcpy(out.dst_ip.bytes.data(), p + l3 + 24, 16);
+    out.ends.src_ip.family = out.ends.dst_ip.family = 6;
+    std::memcpy(out.ends.src_ip.bytes.data(), p + l3 + 8, 16);
+    std::memcpy(out.ends.dst_ip.bytes.data(), p + l3 + 24, 16);
     l4 = l3 + ipv6_size;
     l3_end = l4 + payload_len;
   } else {
@@ -135,19 +135,19 @@ frame_verdict parse_udp_frame(std::span<const std::byte> frame, uint16_t mtp_por
   if (l4_csum == csum_hint::unknown) {
     // IPv4 may omit the UDP checksum (zero); IPv6 may not (RFC 8200).
     if (wire_csum == 0) {
-      if (out.src_ip.family == 6) return frame_verdict::bad_udp_checksum;
+      if (out.ends.src_ip.family == 6) return frame_verdict::bad_udp_checksum;
     } else {
-      const uint32_t pseudo = pseudo_header_sum(out.src_ip, out.dst_ip, static_cast<uint16_t>(udp_len));
+      const uint32_t pseudo = pseudo_header_sum(out.ends.src_ip, out.ends.dst_ip, static_cast<uint16_t>(udp_len));
       if (ones_complement_sum(frame.subspan(l4, udp_len), pseudo) != 0xffff) return frame_verdict::bad_udp_checksum;
     }
   }
 
-  out.src_port = load_be16(p + l4);
-  out.dst_port = load_be16(p + l4 + 2);
+  out.ends.src_port = load_be16(p + l4);
+  out.ends.dst_port = load_be16(p + l4 + 2);
   out.l3_offset = static_cast<uint16_t>(l3);
   out.l4_offset = static_cast<uint16_t>(l4);
   out.payload = frame.subspan(l4 + udp_size, udp_len - udp_size);
-  return out.dst_port == mtp_port ? frame_verdict::accepted : frame_verdict::other_udp_port;
+  return out.ends.dst_port == mtp_port ? frame_verdict::accepted : frame_verdict::other_udp_port;
 }
 
 std::size_t build_udp_frame(std::span<std::byte> out, const udp_endpoints &ep, std::span<const std::byte> payload) {

@@ -63,14 +63,20 @@ struct ip_address {
   bool operator==(const ip_address &) const = default;
 };
 
-/// A parsed frame: addresses, ports and where the payload sits.
-struct udp_frame_view {
+/// Addresses and ports of a frame, as parsed or as to build. Both IPs have
+/// the same family.
+struct udp_endpoints {
   std::array<uint8_t, 6> dst_mac{};
   std::array<uint8_t, 6> src_mac{};
   ip_address src_ip;
   ip_address dst_ip;
   uint16_t src_port = 0;
   uint16_t dst_port = 0;
+};
+
+/// A parsed frame: its endpoints and where the payload sits.
+struct udp_frame_view {
+  udp_endpoints ends;
   uint16_t l3_offset = 0;  ///< IP header offset in the frame
   uint16_t l4_offset = 0;  ///< UDP header offset in the frame
   std::span<const std::byte> payload;
@@ -85,16 +91,6 @@ struct udp_frame_view {
 /// @return `accepted`, or the one reason the frame is dropped.
 frame_verdict parse_udp_frame(std::span<const std::byte> frame, uint16_t mtp_port, csum_hint ip_csum,
                               csum_hint l4_csum, udp_frame_view &out);
-
-/// Endpoints of a frame to build. Both IPs must have the same family.
-struct udp_endpoints {
-  std::array<uint8_t, 6> dst_mac{};
-  std::array<uint8_t, 6> src_mac{};
-  ip_address src_ip;
-  ip_address dst_ip;
-  uint16_t src_port = 0;
-  uint16_t dst_port = 0;
-};
 
 /// Size of the Ethernet + IP + UDP headers build_udp_frame() writes.
 constexpr std::size_t udp_headers_size(uint8_t family) { return family == 6 ? 14 + 40 + 8 : 14 + 20 + 8; }

@@ -7,6 +7,14 @@ from framework.daemon import Daemon, DaemonError
 from framework.testbed import TESTBED
 
 
+def run_config(tmp_path, name, body):
+    """Runs mtpd on a config of `body` plus dts's prefix and socket for `name`."""
+    f = tmp_path / f"{name}.yaml"
+    f.write_text(f"node: {{name: {name}}}\n{body}eal: {{file_prefix: dts-{name}}}\n"
+                 f"app: {{socket: /run/mtpd-dts/{name}.sock}}\n")
+    return subprocess.run([TESTBED["mtpd"], "--config", str(f)], capture_output=True, text=True, timeout=60)
+
+
 def null_daemon(name, **kw):
     return Daemon(name, ports=[{"name": "n0", "device": "net_null0"}], **kw)
 
@@ -47,11 +55,7 @@ class TestLifecycle:
         """Steps: a config with a vdev whose driver does not exist. Verify:
         exit 1, a message naming the port and the missing driver, and no
         EAL runtime directory left behind."""
-        f = tmp_path / "nodrv.yaml"
-        f.write_text("node: {name: nodrv}\nports:\n  - {name: x0, device: net_nosuch0}\n"
-                     "memory: {hugepages: false}\neal: {file_prefix: dts-nodrv}\n"
-                     "app: {socket: /run/mtpd-dts/nodrv.sock}\n")
-        r = subprocess.run([TESTBED["mtpd"], "--config", str(f)], capture_output=True, text=True, timeout=60)
+        r = run_config(tmp_path, "nodrv", "ports:\n  - {name: x0, device: net_nosuch0}\nmemory: {hugepages: false}\n")
         assert r.returncode == 1
         assert ("mtpd: port 'x0' (net_nosuch0): no DPDK driver named 'net_nosuch' is installed" in r.stderr), r.stderr
         assert not os.path.exists("/var/run/dpdk/dts-nodrv")
@@ -59,11 +63,8 @@ class TestLifecycle:
     def test_no_free_hugepages_is_one_clear_message(self, tmp_path):
         """Steps: ask for more hugepage memory than is free. Verify: exit 1
         with a message that says how much is needed and how to fix it."""
-        f = tmp_path / "big.yaml"
-        f.write_text("node: {name: big}\nports:\n  - {name: n0, device: net_null0}\n"
-                     "memory: {hugepages: true, mbufs: 16000000}\neal: {file_prefix: dts-big}\n"
-                     "app: {socket: /run/mtpd-dts/big.sock}\n")
-        r = subprocess.run([TESTBED["mtpd"], "--config", str(f)], capture_output=True, text=True, timeout=60)
+        r = run_config(tmp_path, "big", "ports:\n  - {name: n0, device: net_null0}\n"
+                       "memory: {hugepages: true, mbufs: 16000000}\n")
         assert r.returncode == 1
         assert "MB of hugepages needed for 16000000 mbufs" in r.stderr, r.stderr
         assert "EAL" not in r.stderr

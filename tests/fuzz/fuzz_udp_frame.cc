@@ -22,12 +22,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (v.payload.data() < frame.data() || v.payload.data() + v.payload.size() > frame.data() + frame.size())
     __builtin_trap();
 
-  udp_endpoints ep{v.dst_mac, v.src_mac, v.src_ip, v.dst_ip, v.src_port, v.dst_port};
-  std::vector<std::byte> rebuilt(udp_headers_size(v.src_ip.family) + v.payload.size());
-  if (build_udp_frame(rebuilt, ep, v.payload) != rebuilt.size()) __builtin_trap();
+  std::vector<std::byte> rebuilt(udp_headers_size(v.ends.src_ip.family) + v.payload.size());
+  if (build_udp_frame(rebuilt, v.ends, v.payload) != rebuilt.size()) __builtin_trap();
   udp_frame_view w;
   if (parse_udp_frame(rebuilt, 7400, csum_hint::unknown, csum_hint::unknown, w) != verdict) __builtin_trap();
-  if (!(w.src_ip == v.src_ip) || !(w.dst_ip == v.dst_ip) || w.src_port != v.src_port || w.dst_port != v.dst_port ||
+  if (!(w.ends.src_ip == v.ends.src_ip) || !(w.ends.dst_ip == v.ends.dst_ip) || w.ends.src_port != v.ends.src_port ||
+      w.ends.dst_port != v.ends.dst_port ||
       w.payload.size() != v.payload.size() ||
       (v.payload.size() && std::memcmp(w.payload.data(), v.payload.data(), v.payload.size()) != 0))
     __builtin_trap();

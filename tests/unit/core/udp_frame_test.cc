@@ -62,25 +62,25 @@ TEST(udp_frame, ipv4_round_trip) {
   const auto f = frame(4, 100);
   udp_frame_view v;
   ASSERT_EQ(parse_udp_frame(f, 7400, csum_hint::unknown, csum_hint::unknown, v), frame_verdict::accepted);
-  EXPECT_EQ(v.src_ip, v4(10, 0, 0, 1));
-  EXPECT_EQ(v.dst_ip, v4(10, 0, 0, 2));
-  EXPECT_EQ(v.src_port, 5000);
-  EXPECT_EQ(v.dst_port, 7400);
+  EXPECT_EQ(v.ends.src_ip, v4(10, 0, 0, 1));
+  EXPECT_EQ(v.ends.dst_ip, v4(10, 0, 0, 2));
+  EXPECT_EQ(v.ends.src_port, 5000);
+  EXPECT_EQ(v.ends.dst_port, 7400);
   EXPECT_EQ(v.l3_offset, 14);
   EXPECT_EQ(v.l4_offset, 34);
   ASSERT_EQ(v.payload.size(), 100u);
   const auto p = payload_of(100);
   EXPECT_TRUE(std::equal(p.begin(), p.end(), v.payload.begin()));
-  EXPECT_EQ(v.src_mac[5], 1);
-  EXPECT_EQ(v.dst_mac[5], 2);
+  EXPECT_EQ(v.ends.src_mac[5], 1);
+  EXPECT_EQ(v.ends.dst_mac[5], 2);
 }
 
 TEST(udp_frame, ipv6_round_trip) {
   const auto f = frame(6, 33);
   udp_frame_view v;
   ASSERT_EQ(parse_udp_frame(f, 7400, csum_hint::unknown, csum_hint::unknown, v), frame_verdict::accepted);
-  EXPECT_EQ(v.src_ip, v6(1));
-  EXPECT_EQ(v.dst_ip, v6(2));
+  EXPECT_EQ(v.ends.src_ip, v6(1));
+  EXPECT_EQ(v.ends.dst_ip, v6(2));
   EXPECT_EQ(v.l4_offset, 54);
   EXPECT_EQ(v.payload.size(), 33u);
 }
@@ -121,7 +121,7 @@ TEST(udp_frame, other_port) {
   udp_frame_view v;
   const auto f = frame(4, 10);
   EXPECT_EQ(parse_udp_frame(f, 9999, csum_hint::unknown, csum_hint::unknown, v), frame_verdict::other_udp_port);
-  EXPECT_EQ(v.dst_port, 7400);
+  EXPECT_EQ(v.ends.dst_port, 7400);
 }
 
 TEST(udp_frame, truncated_ethernet) {
