@@ -1,0 +1,285 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The MTP protocol engine: one connection between this endpoint and a group
+// of n >= 1 members (docs/protocol.md sections 5 to 8).
+//
+// Sans-I/O. Packets come in with on_packet(); packets go out when the
+// caller asks poll_transmit(), which returns the bytes and the members they
+// are for (one copy serves every member in the mask, so a group packet is
+// built once). Time is a parameter; timers surface as next_expiry() and
+// on_expiry(). Events for the application queue up for poll_event().
+// Spans handed out in events stay valid until the next call into the
+// connection. Memory is sized at creation from connection_config; streams
+// take their buffers when opened; nothing is allocated per packet.
+//
+// Thread-safety: none; one owner (a worker lcore, or a test) per connection.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "congestion.h"
+#include "range_set.h"
+#include "rtt.h"
+#include "types.h"
+#include "wire.h"
+
+namespace mtp::core {
+
+enum class reliability : uint8_t { reliable, partial, unreliable };
+/// causal, total and total_fifo come with group ordering (ORDER frames);
+/// open_stream() answers `unsupported` for them until then.
+enum class ordering : uint8_t { none, fifo, causal, total, total_fifo };
+enum class stream_mode : uint8_t { message, bytes };
+
+struct message_options {
+  reliability rel = reliability::reliable;
+  uint32_t max_retransmissions = 0;  ///< partial: at most this many per member
+  time_ns lifetime_ns = 0;           ///< partial: give up this long after send(); 0 = no limit
+  bool low_latency = false;          ///< send now: no coalescing wait
+};
+
+struct connection_config {
+  uint64_t connection_id = 0;
+  uint32_t local_id = 0;              ///< our member id, carried as sender id
+  std::vector<uint32_t> members;      ///< the peers' ids (client: the group; server: the client)
+  uint32_t threshold = 0;             ///< t of n; 0 means all
+  uint16_t max_packet_bytes = 1400;   ///< UDP payload size
+  uint16_t max_streams = 16;          ///< per direction
+  uint32_t stream_buffer_bytes = 1u << 20;  ///< send buffer and receive window per stream (power of two)
+  uint64_t connection_window_bytes = 1ull << 26;  ///< receive window over all streams of a peer
+  uint32_t max_messages = 1u << 15;   ///< message records per stream (power of two)
+  uint32_t max_sent_packets = 1u << 14;  ///< packets tracked until acknowledged (power of two)
+  uint32_t max_events = 1u << 15;
+  uint32_t max_datagrams = 256;       ///< datagrams queued for sending
+  uint32_t max_ack_ranges = 256;      ///< received packet-number ranges remembered per peer
+  time_ns ack_delay_ns = 1'000'000;
+  time_ns coalesce_delay_ns = 50'000;
+  time_ns initial_rtt_ns = 10'000'000;
+  time_ns heartbeat_interval_ns = 100'000'000;
+  time_ns member_timeout_ns = 1'000'000'000;
+  cc_algorithm cc = cc_algorithm::cubic;
+  bool pacing = true;
+};
+
+/// What an API call returns; each value says what the caller does next.
+enum class status : uint8_t {
+  ok,           ///< done
+  would_block,  ///< send buffer or message records full: retry after Sent events
+  bad_stream,   ///< no such open stream, or the wrong mode for the call
+  too_large,    ///< larger than the stream buffer (or a datagram larger than a packet)
+  closed,       ///< the connection is closing or closed
+  unsupported,  ///< the option is not implemented yet (causal/total ordering)
+  invalid,      ///< arguments out of range
+};
+
+enum class event_type : uint8_t {
+  ready,             ///< enough members accepted (t, or all)
+  received,          ///< data: stream_id, offset, data, end_of_message
+  datagram,          ///< a DATAGRAM frame's payload
+  sent,              ///< message message_id is stable: count members acknowledged it
+  expired,           ///< message message_id was given up: count members miss it
+  send_error,        ///< message message_id cannot be sent (connection failed)
+  member_left,       ///< member left: reason 1 timeout, 2 closed by it
+  closed,            ///< the connection closed: error_code (0 = normal)
+  connection_error,  ///< the connection failed: error_code
+};
+
+struct event {
+  event_type type = event_type::ready;
+  uint32_t member = 0;  ///< member id, where one is concerned
+  uint64_t stream_id = 0;
+  uint64_t message_id = 0;
+  uint64_t offset = 0;
+  std::span<const std::byte> data;
+  bool end_of_message = false;
+  uint32_t count = 0;
+  uint64_t error_code = 0;
+  uint32_t reason = 0;
+};
+
+/// Error codes carried in CLOSE (protocol.md 7).
+enum class error_code : uint64_t {
+  no_error = 0,
+  internal = 1,
+  flow_control = 3,
+  protocol_violation = 10,
+  member_timeout = 20,
+  threshold_lost = 21,
+  application = 0x100,
+};
+
+/// Counters, one writer (the owner). Names via MTP_CONNECTION_COUNTERS.
+#define MTP_CONNECTION_COUNTERS(X)                                             \
+  X(packets_sent)                                                              \
+  X(packets_received)                                                          \
+  X(bytes_sent)                                                                \
+  X(stream_bytes_sent)                                                         \
+  X(stream_bytes_retransmitted)                                                \
+  X(retransmitted_frames)                                                      \
+  X(packets_lost)                                                              \
+  X(pto_probes)                                                                \
+  X(acks_sent)                                                                 \
+  X(duplicate_packets)                                                         \
+  X(dropped_parse)                                                             \
+  X(dropped_unknown_sender)                                                    \
+  X(dropped_not_absorbed)                                                      \
+  X(flow_control_violations)                                                   \
+  X(messages_delivered)                                                        \
+  X(messages_expired)                                                          \
+  X(messages_stable)
+
+struct connection_stats {
+#define MTP_X(name) uint64_t name = 0;
+  MTP_CONNECTION_COUNTERS(MTP_X)
+#undef MTP_X
+};
+
+/// Where a packet goes: one copy to every member whose bit is set.
+struct transmit {
+  std::size_t bytes = 0;  ///< 0: nothing to send now
+  uint64_t member_mask = 0;
+};
+
+class connection {
+ public:
+  static constexpr std::size_t max_members = 64;
+
+  /// @param now  creation time; the client side starts by probing members
+  connection(const connection_config &cfg, time_ns now);
+  ~connection();
+  connection(const connection &) = delete;
+  connection &operator=(const connection &) = delete;
+
+  // -- application side --------------------------------------------------
+
+  /// Opens stream `id` (< max_streams) for sending.
+  status open_stream(uint64_t id, stream_mode mode, ordering ord);
+  /// Queues a message (message mode) or bytes (byte mode) on a stream.
+  /// @param message_id set to the id Sent/Expired events will carry
+  status send(uint64_t stream_id, std::span<const std::byte> data, const message_options &opt, time_ns now,
+              uint64_t *message_id = nullptr);
+  /// Ends a byte stream after what was queued.
+  status finish_stream(uint64_t stream_id);
+  /// Queues an unreliable, unordered datagram.
+  status send_datagram(std::span<const std::byte> data, time_ns now);
+  /// Sends what is queued without waiting to fill packets (end of a burst).
+  void flush() { flush_requested_ = true; }
+  /// Closes with CLOSE(code, reason) to every live member.
+  void close(error_code code, std::string_view reason, time_ns now);
+
+  // -- network side ------------------------------------------------------
+
+  /// Processes one received UDP payload (the caller keeps it alive until
+  /// the next call: datagram events point into it).
+  void on_packet(std::span<const std::byte> packet, time_ns now);
+  /// Builds the next packet into `out` (at least max_packet_bytes).
+  transmit poll_transmit(std::span<std::byte> out, time_ns now);
+  time_ns next_expiry() const;
+  void on_expiry(time_ns now);
+
+  // -- observation -------------------------------------------------------
+
+  bool poll_event(event &out);
+  const connection_stats &stats() const { return stats_; }
+  std::size_t member_count() const { return members_.size(); }
+  uint32_t member_id(std::size_t index) const;
+  bool member_live(std::size_t index) const;
+  /// Bytes held in send buffers awaiting acknowledgement (0 when all is stable).
+  uint64_t send_buffered_bytes() const;
+  /// Packets awaiting acknowledgement.
+  uint64_t packets_in_flight() const;
+  bool is_closed() const { return state_ == state::closed; }
+  uint64_t id() const { return cfg_.connection_id; }
+  /// Writes the connection's internal state, for debugging and mtpctl.
+  void dump(FILE *out) const;
+  const rtt_estimator &member_rtt(std::size_t index) const;
+  uint64_t member_cwnd(std::size_t index) const;
+
+ private:
+  struct member_state;
+  struct send_stream;
+  struct recv_stream;
+  struct message_record;
+  struct frame_record;
+  struct sent_packet;
+  enum class state : uint8_t { open, closing, closed };
+
+  // connection.cc
+  void push_event(const event &e);
+  bool events_room(std::size_t n) const;
+  void begin_call(time_ns now);
+  void member_failed(std::size_t m, uint32_t reason, time_ns now);
+  uint32_t needed_members() const;
+  uint32_t live_members() const;
+  void check_ready();
+
+  // send.cc
+  transmit build_member_packet(std::size_t m, std::span<std::byte> out, time_ns now);
+  transmit build_group_packet(std::span<std::byte> out, time_ns now);
+  bool group_may_send(std::size_t bytes) const;
+  bool pacer_allows(std::size_t bytes, time_ns now);
+  void pacer_on_sent(std::size_t bytes, time_ns now);
+  uint64_t pacing_rate_bytes_per_s() const;
+  bool new_data_pending(time_ns now, time_ns *wait_until) const;
+  sent_packet *record_packet(uint64_t pn, std::size_t bytes, uint64_t mask, bool ack_eliciting, time_ns now);
+  bool frames_room(std::size_t n) const;
+  void on_ack_frame(std::size_t m, const ack_frame &a, time_ns now);
+  void detect_losses(std::size_t m, time_ns now);
+  void on_packet_lost(std::size_t m, sent_packet &p, uint64_t pn);
+  void resend_credits(std::size_t m);
+  bool repair_frame(std::size_t m, const frame_record &f, packet_builder &b, time_ns now);
+  void expire_message(send_stream &s, uint64_t seq, time_ns now);
+  void check_stability(send_stream &s, time_ns now);
+  void check_lifetimes(time_ns now);
+  void retire_packets();
+  message_record *find_message(send_stream &s, uint64_t seq);
+  uint64_t stream_send_limit(uint64_t stream_id) const;
+  uint64_t connection_send_limit() const;
+
+  // recv.cc
+  void on_stream_frame(std::size_t m, const stream_frame &f, time_ns now, bool &absorbed);
+  void on_forward_frame(std::size_t m, const forward_frame &f, bool &absorbed);
+  recv_stream *recv_stream_for(std::size_t m, uint64_t id);
+  void deliver(std::size_t m, recv_stream &r, uint64_t stream_id);
+  void emit_data(std::size_t m, recv_stream &r, uint64_t stream_id, uint64_t start, uint64_t end, bool eom);
+  void release_delivered(std::size_t m);
+  bool append_ack(std::size_t m, packet_builder &b, time_ns now);
+  bool append_credits(std::size_t m, packet_builder &b);
+
+  connection_config cfg_;
+  state state_ = state::open;
+  std::vector<std::unique_ptr<member_state>> members_;
+  std::vector<std::unique_ptr<send_stream>> send_streams_;
+  std::vector<event> events_;
+  uint64_t event_head_ = 0, event_tail_ = 0;
+  std::vector<sent_packet> sent_;
+  uint64_t sent_head_pn_ = 0, next_pn_ = 0;
+  std::vector<frame_record> frames_;
+  uint64_t frame_head_ = 0, frame_tail_ = 0;
+  // Datagrams queued: offsets into one byte ring.
+  std::vector<std::byte> dgram_buf_;
+  std::vector<std::pair<uint32_t, uint32_t>> dgram_q_;  // (offset, len)
+  uint64_t dgram_head_ = 0, dgram_tail_ = 0;
+  uint32_t dgram_write_ = 0;
+  uint64_t conn_bytes_sent_ = 0;  ///< new stream bytes, for connection flow control
+  bool flush_requested_ = false;
+  bool ready_reported_ = false;
+  bool close_pending_ = false;
+  error_code close_code_ = error_code::no_error;
+  std::string close_reason_;
+  std::size_t next_member_rr_ = 0;
+  std::size_t next_stream_rr_ = 0;
+  time_ns last_now_ = 0;
+  double pacer_tokens_ = 0;
+  time_ns pacer_last_ = 0;
+  time_ns next_lifetime_ns_ = never;
+  std::vector<std::byte> scratch_;  ///< packet-sized temporary for frames
+  connection_stats stats_;
+};
+
+}  // namespace mtp::core

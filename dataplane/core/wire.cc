@@ -1,0 +1,368 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// See wire.h and docs/protocol.md.
+#include "wire.h"
+
+#include <cstring>
+
+#include "crc32c.h"
+
+namespace mtp::core {
+
+namespace {
+
+constexpr std::string_view status_names[] = {
+#define MTP_X(name, text) #name,
+    MTP_PARSE_STATUSES(MTP_X)
+#undef MTP_X
+};
+
+constexpr uint8_t stream_flag_fin = 0x01;
+constexpr uint8_t stream_flag_msg = 0x02;
+constexpr uint8_t stream_flag_unordered = 0x04;
+
+inline uint64_t load_be(const std::byte *p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v = (v << 8) | std::to_integer<uint64_t>(p[i]);
+  return v;
+}
+inline void store_be(std::byte *p, uint64_t v, int n) {
+  for (int i = n - 1; i >= 0; --i) {
+    p[i] = static_cast<std::byte>(v & 0xff);
+    v >>= 8;
+  }
+}
+
+}  // namespace
+
+std::string_view parse_status_name(parse_status s) {
+  const auto i = static_cast<std::size_t>(s);
+  return i < parse_status_count ? status_names[i] : "invalid";
+}
+
+bool read_varint(std::span<const std::byte> in, std::size_t &pos, uint64_t &out) {
+  if (pos >= in.size()) return false;
+  const uint8_t first = std::to_integer<uint8_t>(in[pos]);
+  const std::size_t len = std::size_t{1} << (first >> 6);
+  if (in.size() - pos < len) return false;
+  uint64_t v = first & 0x3f;
+  for (std::size_t i = 1; i < len; ++i) v = (v << 8) | std::to_integer<uint64_t>(in[pos + i]);
+  pos += len;
+  out = v;
+  return true;
+}
+
+bool write_varint(std::span<std::byte> out, std::size_t &pos, uint64_t v) {
+  if (v > varint_max) return false;
+  const std::size_t len = varint_size(v);
+  if (pos > out.size() || out.size() - pos < len) return false;
+  const uint64_t prefix = len == 1 ? 0 : len == 2 ? 1 : len == 4 ? 2 : 3;
+  store_be(out.data() + pos, v | (prefix << (len * 8 - 2)), static_cast<int>(len));
+  pos += len;
+  return true;
+}
+
+parse_status parse_packet(std::span<const std::byte> packet, packet_header &hdr, std::span<const std::byte> &frames) {
+  if (packet.size() < 4) return parse_status::too_short;
+  hdr.version = std::to_integer<uint8_t>(packet[0]);
+  if (hdr.version != protocol_version) return parse_status::bad_version;
+  if (packet.size() < header_size + crc_size) return parse_status::too_short;
+  const uint8_t type = std::to_integer<uint8_t>(packet[1]);
+  if (type != static_cast<uint8_t>(packet_type::data) && type != static_cast<uint8_t>(packet_type::version_negotiation))
+    return parse_status::bad_type;
+  hdr.type = static_cast<packet_type>(type);
+  hdr.flags = std::to_integer<uint8_t>(packet[2]);
+  // Until the security issue adds AEAD, every packet carries the CRC.
+  if (!(hdr.flags & flag_crc)) return parse_status::no_crc;
+  const std::size_t body = packet.size() - crc_size;
+  if (crc32c(packet.first(body)) != static_cast<uint32_t>(load_be(packet.data() + body, 4)))
+    return parse_status::bad_crc;
+  hdr.sender_id = static_cast<uint32_t>(load_be(packet.data() + 4, 4));
+  hdr.connection_id = load_be(packet.data() + 8, 8);
+  hdr.packet_number = load_be(packet.data() + 16, 8);
+  frames = packet.subspan(header_size, body - header_size);
+  return parse_status::ok;
+}
+
+parse_status frame_reader::next(frame &f) {
+  const std::size_t start = pos_;
+  auto fail = [&](parse_status s) {
+    pos_ = start;
+    return s;
+  };
+  auto var = [&](uint64_t &v) { return read_varint(in_, pos_, v); };
+  auto bytes = [&](uint64_t n, std::span<const std::byte> &out) {
+    if (n > in_.size() - pos_) return false;
+    out = in_.subspan(pos_, static_cast<std::size_t>(n));
+    pos_ += static_cast<std::size_t>(n);
+    return true;
+  };
+  if (pos_ >= in_.size()) return parse_status::malformed_frame;
+  const uint8_t t = std::to_integer<uint8_t>(in_[pos_++]);
+  f.type = static_cast<frame_type>(t);
+  switch (f.type) {
+    case frame_type::padding:
+      // Padding runs to the end of the packet (protocol.md 4.1).
+      while (pos_ < in_.size())
+        if (std::to_integer<uint8_t>(in_[pos_++]) != 0) return fail(parse_status::malformed_frame);
+      return parse_status::ok;
+    case frame_type::ping:
+      return parse_status::ok;
+    case frame_type::ack: {
+      auto &a = f.ack;
+      if (!var(a.largest) || !var(a.ack_delay_us) || !var(a.range_count) || !var(a.first_range))
+        return fail(parse_status::malformed_frame);
+      if (a.first_range > a.largest) return fail(parse_status::malformed_frame);
+      const std::size_t ranges_start = pos_;
+      uint64_t v;
+      for (uint64_t i = 0; i < a.range_count * 2; ++i)
+        if (!var(v)) return fail(parse_status::malformed_frame);
+      a.ranges = in_.subspan(ranges_start, pos_ - ranges_start);
+      // Underflow below packet number 0 is checked here so the engine never
+      // sees a frame whose ranges it cannot walk.
+      ack_range_iter it(a);
+      uint64_t lo, hi;
+      while (it.next(lo, hi)) {
+      }
+      if (it.error()) return fail(parse_status::malformed_frame);
+      return parse_status::ok;
+    }
+    case frame_type::group_ack: {
+      auto &g = f.group_ack;
+      if (!var(g.stream_id) || !var(g.stable_offset) || !var(g.acked_members) || !var(g.total_members) ||
+          g.acked_members > g.total_members)
+        return fail(parse_status::malformed_frame);
+      return parse_status::ok;
+    }
+    case frame_type::stream: {
+      auto &s = f.stream;
+      if (pos_ >= in_.size()) return fail(parse_status::malformed_frame);
+      const uint8_t flags = std::to_integer<uint8_t>(in_[pos_++]);
+      if (flags & ~(stream_flag_fin | stream_flag_msg | stream_flag_unordered)) return fail(parse_status::malformed_frame);
+      s.fin = flags & stream_flag_fin;
+      s.message = flags & stream_flag_msg;
+      s.unordered = flags & stream_flag_unordered;
+      if (s.unordered && !s.message) return fail(parse_status::malformed_frame);
+      uint64_t len = 0;
+      if (!var(s.stream_id) || !var(s.offset) || !var(len)) return fail(parse_status::malformed_frame);
+      if (s.offset + len > varint_max) return fail(parse_status::malformed_frame);
+      s.msg_start = s.msg_length = 0;
+      if (s.message) {
+        uint64_t delta = 0;
+        if (!var(delta) || !var(s.msg_length) || delta > s.offset) return fail(parse_status::malformed_frame);
+        s.msg_start = s.offset - delta;
+        if (s.msg_length == 0 || s.offset + len > s.msg_start + s.msg_length) return fail(parse_status::malformed_frame);
+      }
+      if (!bytes(len, s.data)) return fail(parse_status::malformed_frame);
+      return parse_status::ok;
+    }
+    case frame_type::datagram: {
+      uint64_t len = 0;
+      if (!var(len) || !bytes(len, f.datagram)) return fail(parse_status::malformed_frame);
+      return parse_status::ok;
+    }
+    case frame_type::credit: {
+      uint64_t id1 = 0;
+      if (!var(id1) || !var(f.credit.max_offset)) return fail(parse_status::malformed_frame);
+      f.credit.connection = id1 == 0;
+      f.credit.stream_id = id1 ? id1 - 1 : 0;
+      return parse_status::ok;
+    }
+    case frame_type::heartbeat:
+      if (!var(f.heartbeat_seq)) return fail(parse_status::malformed_frame);
+      return parse_status::ok;
+    case frame_type::close: {
+      uint64_t len = 0;
+      std::span<const std::byte> reason;
+      if (!var(f.close.error_code) || !var(len) || !bytes(len, reason)) return fail(parse_status::malformed_frame);
+      f.close.reason = {reinterpret_cast<const char *>(reason.data()), reason.size()};
+      return parse_status::ok;
+    }
+    case frame_type::forward:
+      if (!var(f.forward.stream_id) || !var(f.forward.offset) || !var(f.forward.length) ||
+          f.forward.offset + f.forward.length > varint_max)
+        return fail(parse_status::malformed_frame);
+      return parse_status::ok;
+    default:
+      return fail(parse_status::unknown_frame);
+  }
+}
+
+ack_range_iter::ack_range_iter(const ack_frame &a) : a_(a), next_hi_(a.largest) {}
+
+bool ack_range_iter::next(uint64_t &lo, uint64_t &hi) {
+  if (error_ || index_ > a_.range_count) return false;
+  if (index_ == 0) {
+    if (a_.first_range > a_.largest) return error_ = true, false;
+    hi = a_.largest;
+    lo = a_.largest - a_.first_range;
+  } else {
+    uint64_t gap = 0, len = 0;
+    if (!read_varint(a_.ranges, pos_, gap) || !read_varint(a_.ranges, pos_, len)) return error_ = true, false;
+    // next_hi_ holds the previous range's low end.
+    if (next_hi_ < gap + 2) return error_ = true, false;
+    hi = next_hi_ - gap - 2;
+    if (len > hi) return error_ = true, false;
+    lo = hi - len;
+  }
+  next_hi_ = lo;
+  ++index_;
+  return true;
+}
+
+packet_builder::packet_builder(std::span<std::byte> out, const packet_header &hdr)
+    : out_(out), pos_(header_size), limit_(out.size() >= header_size + crc_size ? out.size() - crc_size : 0) {
+  if (limit_ == 0) {
+    pos_ = 0;
+    return;
+  }
+  out[0] = static_cast<std::byte>(hdr.version);
+  out[1] = static_cast<std::byte>(hdr.type);
+  out[2] = static_cast<std::byte>(hdr.flags | flag_crc);
+  out[3] = std::byte{0};
+  store_be(out.data() + 4, hdr.sender_id, 4);
+  store_be(out.data() + 8, hdr.connection_id, 8);
+  store_be(out.data() + 16, hdr.packet_number, 8);
+}
+
+bool packet_builder::put_u8(uint8_t v) {
+  if (pos_ >= limit_) return false;
+  out_[pos_++] = static_cast<std::byte>(v);
+  return true;
+}
+
+bool packet_builder::append_ping() { return put_u8(static_cast<uint8_t>(frame_type::ping)); }
+
+bool packet_builder::append_heartbeat(uint64_t seq) {
+  const std::size_t start = pos_;
+  auto lim = out_.first(limit_);
+  if (put_u8(static_cast<uint8_t>(frame_type::heartbeat)) && write_varint(lim, pos_, seq)) return true;
+  pos_ = start;
+  return false;
+}
+
+bool packet_builder::append_ack(std::span<const uint64_t> r, uint64_t ack_delay_us) {
+  if (r.size() < 2 || r.size() % 2) return false;
+  const std::size_t start = pos_;
+  auto lim = out_.first(limit_);
+  bool ok = put_u8(static_cast<uint8_t>(frame_type::ack)) && write_varint(lim, pos_, r[1]) &&
+            write_varint(lim, pos_, ack_delay_us) && write_varint(lim, pos_, r.size() / 2 - 1) &&
+            write_varint(lim, pos_, r[1] - r[0]);
+  for (std::size_t i = 2; ok && i < r.size(); i += 2) {
+    const uint64_t prev_lo = r[i - 2], lo = r[i], hi = r[i + 1];
+    ok = hi + 2 <= prev_lo && lo <= hi && write_varint(lim, pos_, prev_lo - hi - 2) && write_varint(lim, pos_, hi - lo);
+  }
+  if (!ok) pos_ = start;
+  return ok;
+}
+
+bool packet_builder::append_group_ack(const group_ack_frame &g) {
+  const std::size_t start = pos_;
+  auto lim = out_.first(limit_);
+  if (put_u8(static_cast<uint8_t>(frame_type::group_ack)) && write_varint(lim, pos_, g.stream_id) &&
+      write_varint(lim, pos_, g.stable_offset) && write_varint(lim, pos_, g.acked_members) &&
+      write_varint(lim, pos_, g.total_members))
+    return true;
+  pos_ = start;
+  return false;
+}
+
+std::size_t packet_builder::stream_room(const stream_frame &s) const {
+  std::size_t fixed = 2 + varint_size(s.stream_id) + varint_size(s.offset);
+  if (s.message) fixed += varint_size(s.offset - s.msg_start) + varint_size(s.msg_length);
+  const std::size_t avail = room();
+  if (avail <= fixed + 1) return 0;
+  const std::size_t n = avail - fixed;  // for the length varint and the data
+  // The length field grows with the data: take the largest that fits.
+  for (std::size_t lsize : {std::size_t{1}, std::size_t{2}, std::size_t{4}}) {
+    const std::size_t data = n - lsize;
+    if (varint_size(data) <= lsize) return data;
+  }
+  return n - 8;
+}
+
+bool packet_builder::append_stream(const stream_frame &s) {
+  const std::size_t start = pos_;
+  auto lim = out_.first(limit_);
+  const uint8_t flags = (s.fin ? stream_flag_fin : 0) | (s.message ? stream_flag_msg : 0) |
+                        (s.message && s.unordered ? stream_flag_unordered : 0);
+  bool ok = put_u8(static_cast<uint8_t>(frame_type::stream)) && put_u8(flags) && write_varint(lim, pos_, s.stream_id) &&
+            write_varint(lim, pos_, s.offset) && write_varint(lim, pos_, s.data.size());
+  if (ok && s.message)
+    ok = write_varint(lim, pos_, s.offset - s.msg_start) && write_varint(lim, pos_, s.msg_length);
+  if (ok && limit_ - pos_ >= s.data.size()) {
+    if (!s.data.empty()) std::memcpy(out_.data() + pos_, s.data.data(), s.data.size());
+    pos_ += s.data.size();
+    return true;
+  }
+  pos_ = start;
+  return false;
+}
+
+bool packet_builder::append_datagram(std::span<const std::byte> data) {
+  const std::size_t start = pos_;
+  auto lim = out_.first(limit_);
+  if (put_u8(static_cast<uint8_t>(frame_type::datagram)) && write_varint(lim, pos_, data.size()) &&
+      limit_ - pos_ >= data.size()) {
+    if (!data.empty()) std::memcpy(out_.data() + pos_, data.data(), data.size());
+    pos_ += data.size();
+    return true;
+  }
+  pos_ = start;
+  return false;
+}
+
+bool packet_builder::append_credit(const credit_frame &c) {
+  const std::size_t start = pos_;
+  auto lim = out_.first(limit_);
+  if (put_u8(static_cast<uint8_t>(frame_type::credit)) &&
+      write_varint(lim, pos_, c.connection ? 0 : c.stream_id + 1) && write_varint(lim, pos_, c.max_offset))
+    return true;
+  pos_ = start;
+  return false;
+}
+
+bool packet_builder::append_close(uint64_t error_code, std::string_view reason) {
+  const std::size_t start = pos_;
+  auto lim = out_.first(limit_);
+  if (put_u8(static_cast<uint8_t>(frame_type::close)) && write_varint(lim, pos_, error_code) &&
+      write_varint(lim, pos_, reason.size()) && limit_ - pos_ >= reason.size()) {
+    std::memcpy(out_.data() + pos_, reason.data(), reason.size());
+    pos_ += reason.size();
+    return true;
+  }
+  pos_ = start;
+  return false;
+}
+
+bool packet_builder::append_forward(const forward_frame &f) {
+  const std::size_t start = pos_;
+  auto lim = out_.first(limit_);
+  if (put_u8(static_cast<uint8_t>(frame_type::forward)) && write_varint(lim, pos_, f.stream_id) &&
+      write_varint(lim, pos_, f.offset) && write_varint(lim, pos_, f.length))
+    return true;
+  pos_ = start;
+  return false;
+}
+
+std::size_t packet_builder::finish() {
+  if (pos_ < header_size) return 0;
+  store_be(out_.data() + pos_, crc32c(out_.first(pos_)), 4);
+  return pos_ + crc_size;
+}
+
+std::size_t build_version_negotiation(std::span<std::byte> out, uint64_t connection_id, uint32_t sender_id) {
+  packet_header h;
+  h.type = packet_type::version_negotiation;
+  h.connection_id = connection_id;
+  h.sender_id = sender_id;
+  packet_builder b(out, h);
+  // The payload is not frames but the versions this endpoint speaks, 32
+  // bits each (protocol.md 3.3); we speak one.
+  if (b.room() < 4) return 0;
+  store_be(out.data() + header_size, protocol_version, 4);
+  const std::size_t len = header_size + 4;
+  store_be(out.data() + len, crc32c(out.first(len)), 4);
+  return len + crc_size;
+}
+
+}  // namespace mtp::core

@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The engine by hand, time stepped explicitly: one client, one or two
+// members, packets passed directly. The simulator covers loss and scale.
+#include "connection.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <vector>
+
+using namespace mtp::core;
+
+namespace {
+
+connection_config client_cfg(std::vector<uint32_t> members) {
+  connection_config c;
+  c.connection_id = 42;
+  c.local_id = 100;
+  c.members = std::move(members);
+  c.max_sent_packets = 256;
+  c.max_messages = 256;
+  c.stream_buffer_bytes = 1 << 16;
+  c.pacing = false;
+  return c;
+}
+
+connection_config server_cfg(uint32_t id) {
+  connection_config c = client_cfg({100});
+  c.local_id = id;
+  return c;
+}
+
+// Moves every packet between the client and the servers until quiet.
+void exchange(connection &client, std::vector<connection *> servers, time_ns now, int rounds = 20) {
+  std::vector<std::byte> buf(1500);
+  for (int r = 0; r < rounds; ++r) {
+    bool any = false;
+    for (transmit t; (t = client.poll_transmit(buf, now)).bytes;) {
+      any = true;
+      for (std::size_t m = 0; m < servers.size(); ++m)
+        if (t.member_mask & (1ull << m)) servers[m]->on_packet({buf.data(), t.bytes}, now);
+    }
+    for (connection *s : servers)
+      for (transmit t; (t = s->poll_transmit(buf, now)).bytes;) {
+        any = true;
+        client.on_packet({buf.data(), t.bytes}, now);
+      }
+    if (!any) break;
+  }
+}
+
+std::vector<event> drain(connection &c) {
+  std::vector<event> out;
+  for (event e; c.poll_event(e);) out.push_back(e);
+  return out;
+}
+
+}  // namespace
+
+TEST(connection, ready_then_messages_in_order_then_sent) {
+  time_ns now = 1'000'000;
+  connection client(client_cfg({1, 2}), now);
+  connection s1(server_cfg(1), now), s2(server_cfg(2), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  exchange(client, {&s1, &s2}, now);
+  auto ev = drain(client);
+  ASSERT_FALSE(ev.empty());
+  EXPECT_EQ(ev[0].type, event_type::ready);
+  EXPECT_EQ(ev[0].count, 2u);
+
+  for (uint64_t i = 0; i < 50; ++i) {
+    std::vector<std::byte> msg(64, static_cast<std::byte>(i));
+    uint64_t id = 99;
+    ASSERT_EQ(client.send(0, msg, {}, now, &id), status::ok);
+    EXPECT_EQ(id, i);
+  }
+  client.flush();
+  exchange(client, {&s1, &s2}, now);
+  for (connection *s : {&s1, &s2}) {
+    auto got = drain(*s);
+    std::vector<uint8_t> seen;
+    for (const auto &e : got)
+      if (e.type == event_type::received) {
+        EXPECT_TRUE(e.end_of_message);
+        ASSERT_EQ(e.data.size(), 64u);
+        seen.push_back(std::to_integer<uint8_t>(e.data[0]));
+      }
+    ASSERT_EQ(seen.size(), 50u);
+    for (uint8_t i = 0; i < 50; ++i) EXPECT_EQ(seen[i], i);
+  }
+  // ACKs may be delayed: let the ACK timer fire.
+  now += 2'000'000;
+  s1.on_expiry(now);
+  s2.on_expiry(now);
+  exchange(client, {&s1, &s2}, now);
+  auto sent = drain(client);
+  std::size_t n = 0;
+  for (const auto &e : sent)
+    if (e.type == event_type::sent) {
+      EXPECT_EQ(e.message_id, n);
+      EXPECT_EQ(e.count, 2u);
+      ++n;
+    }
+  EXPECT_EQ(n, 50u);
+  EXPECT_EQ(client.send_buffered_bytes(), 0u);
+  EXPECT_EQ(client.packets_in_flight(), 0u);
+  EXPECT_GT(client.stats().packets_sent, 0u);
+  // 50 x 64 B messages coalesce into a few packets, not 50.
+  EXPECT_LE(s1.stats().packets_received, 8u);
+}
+
+TEST(connection, api_errors) {
+  connection c(client_cfg({1}), 0);
+  EXPECT_EQ(c.open_stream(99, stream_mode::message, ordering::fifo), status::bad_stream);
+  EXPECT_EQ(c.open_stream(0, stream_mode::message, ordering::total), status::unsupported);
+  ASSERT_EQ(c.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  EXPECT_EQ(c.open_stream(0, stream_mode::message, ordering::fifo), status::invalid);
+  std::vector<std::byte> big((1 << 16) + 1);
+  EXPECT_EQ(c.send(0, big, {}, 0), status::too_large);
+  EXPECT_EQ(c.send(1, {big.data(), 10}, {}, 0), status::bad_stream);
+  EXPECT_EQ(c.send(0, {}, {}, 0), status::invalid);
+  std::vector<std::byte> half(1 << 15);
+  EXPECT_EQ(c.send(0, half, {}, 0), status::ok);
+  EXPECT_EQ(c.send(0, half, {}, 0), status::ok);
+  EXPECT_EQ(c.send(0, {half.data(), 1}, {}, 0), status::would_block);
+  EXPECT_EQ(c.send_datagram(big, 0), status::too_large);
+}
+
+TEST(connection, close_reaches_the_member) {
+  time_ns now = 0;
+  connection client(client_cfg({1}), now);
+  connection s1(server_cfg(1), now);
+  exchange(client, {&s1}, now);
+  drain(client);
+  drain(s1);
+  client.close(error_code::application, "done", now);
+  exchange(client, {&s1}, now);
+  auto cev = drain(client);
+  ASSERT_FALSE(cev.empty());
+  EXPECT_EQ(cev.back().type, event_type::closed);
+  auto sev = drain(s1);
+  ASSERT_EQ(sev.size(), 1u);
+  EXPECT_EQ(sev[0].type, event_type::closed);
+  EXPECT_EQ(sev[0].error_code, static_cast<uint64_t>(error_code::application));
+  EXPECT_TRUE(s1.is_closed());
+}
+
+TEST(connection, silent_member_is_reported_and_group_goes_on) {
+  time_ns now = 0;
+  auto cfg = client_cfg({1, 2});
+  cfg.member_timeout_ns = 500'000'000;
+  connection client(cfg, now);
+  connection s1(server_cfg(1), now), s2(server_cfg(2), now);
+  exchange(client, {&s1, &s2}, now);
+  drain(client);
+  // Member 2 goes silent: only member 1 hears and answers from here on.
+  connection dead(server_cfg(3), now);  // swallows without answering correctly
+  for (int step = 0; step < 40; ++step) {
+    now += 50'000'000;
+    client.on_expiry(now);
+    s1.on_expiry(now);
+    std::vector<std::byte> buf(1500);
+    for (transmit t; (t = client.poll_transmit(buf, now)).bytes;)
+      if (t.member_mask & 1) s1.on_packet({buf.data(), t.bytes}, now);
+    for (transmit t; (t = s1.poll_transmit(buf, now)).bytes;) client.on_packet({buf.data(), t.bytes}, now);
+  }
+  auto ev = drain(client);
+  bool left = false;
+  for (const auto &e : ev) {
+    EXPECT_NE(e.type, event_type::connection_error);
+    if (e.type == event_type::member_left) {
+      EXPECT_EQ(e.member, 2u);
+      EXPECT_EQ(e.reason, 1u);
+      left = true;
+    }
+  }
+  EXPECT_TRUE(left);
+  EXPECT_TRUE(client.member_live(0));
+  EXPECT_FALSE(client.member_live(1));
+}
