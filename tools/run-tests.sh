@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: BSD-3-Clause
 # Every test, from a fresh Debian 12 machine, as root: installs what is
-# missing, reserves hugepages, builds, then runs the unit suites (meson
-# test), the libFuzzer targets for a bounded time (clang build), and the
+# missing, reserves hugepages, builds, then runs the unit suites and the
+# engine's simulator properties (meson test), the libFuzzer targets for a bounded time (clang build), and the
 # end-to-end dts suites with real daemons (pytest). Exits non-zero on the
 # first failing stage. FUZZ_SECONDS (default 20) bounds each fuzz target.
 set -euo pipefail
@@ -21,8 +21,8 @@ stage "build (release, gcc)"
 [ -f build/build.ninja ] || meson setup build
 ninja -C build
 
-stage "unit tests"
-meson test -C build --suite unit --print-errorlogs
+stage "unit tests and simulator properties (seeds 0-15; soak: MTP_SIM_SEEDS=0-4999 build/tests/sim/sim_test)"
+meson test -C build --suite unit --suite sim --print-errorlogs
 
 stage "fuzz targets, ${fuzz_seconds} s each (clang, libFuzzer + ASan)"
 [ -f build-fuzz/build.ninja ] || CXX=clang++ meson setup build-fuzz -Dfuzz=true
