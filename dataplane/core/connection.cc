@@ -21,7 +21,8 @@ connection::connection(const connection_config &cfg, time_ns now) : cfg_(cfg) {
   if (cfg_.members.size() > max_members) cfg_.members.resize(max_members);
   if (cfg_.threshold > cfg_.members.size()) cfg_.threshold = static_cast<uint32_t>(cfg_.members.size());
 
-  events_.resize(std::max<uint32_t>(cfg_.max_events, 64));
+  cfg_.max_events = static_cast<uint32_t>(round_up(std::max<uint32_t>(cfg_.max_events, 64)));
+  events_.resize(cfg_.max_events);
   sent_.resize(cfg_.max_sent_packets);
   // A packet carries at most this many repairable frames (64 B messages in
   // a 1400 B packet): size the frame ring to match every tracked packet.
@@ -146,12 +147,12 @@ void connection::push_event(const event &e) {
   // Callers check events_room first where losing an event would lose data;
   // the rest (notifications) overwrite nothing: they are dropped if full.
   if (!events_room(1)) return;
-  events_[event_tail_++ % events_.size()] = e;
+  events_[event_tail_++ & (events_.size() - 1)] = e;
 }
 
 bool connection::poll_event(event &out) {
   if (event_head_ == event_tail_) return false;
-  out = events_[event_head_++ % events_.size()];
+  out = events_[event_head_++ & (events_.size() - 1)];
   return true;
 }
 

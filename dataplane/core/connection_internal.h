@@ -144,7 +144,7 @@ struct connection::member_state {
   std::size_t retx_size() const { return static_cast<std::size_t>(lost_tail - lost_head + fwd_tail - fwd_head); }
   bool push_forward(const frame_record &f) {
     if (fwd_tail - fwd_head >= forwards.size()) return false;
-    forwards[fwd_tail++ % forwards.size()] = f;
+    forwards[fwd_tail++ & (forwards.size() - 1)] = f;
     return true;
   }
 };

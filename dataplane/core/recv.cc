@@ -32,38 +32,34 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
   }
   member_state &m = *members_[mi];
 
-  // Pass 1: the whole packet must parse before any of it takes effect.
-  bool eliciting = false;
-  std::size_t n_frames = 0;
-  {
-    frame_reader rd(frames);
-    frame f;
-    while (!rd.done()) {
-      if (rd.next(f) != parse_status::ok) {
-        ++stats_.dropped_parse;
-        return;
-      }
-      eliciting |= ack_eliciting(f.type);
-      ++n_frames;
-    }
-  }
   const uint64_t pn = h.packet_number;
   if (m.received_pns.contains(pn)) {
     ++stats_.duplicate_packets;
-    if (eliciting) {  // our ACK may have been lost
+    // Our ACK may have been lost: answer at once if it asked for one.
+    frame_reader peek(frames);
+    frame pf;
+    bool asks = false;
+    while (!asks && !peek.done() && peek.next(pf) == parse_status::ok) asks = ack_eliciting(pf.type);
+    if (asks) {
       ++m.ack_pending;
       m.ack_now = true;
     }
     return;
   }
 
-  // Pass 2: apply. Everything below is idempotent, so a packet that cannot
-  // be absorbed whole is simply not acknowledged and comes again.
+  // One pass: frames take effect as they parse. Everything they do is
+  // idempotent, so a packet that turns out malformed, or that cannot be
+  // absorbed whole, is simply not acknowledged and its sender repairs it.
   bool absorbed = true;
+  bool eliciting = false;
   frame_reader rd(frames);
   frame f;
   while (absorbed && !rd.done()) {
-    rd.next(f);
+    if (rd.next(f) != parse_status::ok) {
+      ++stats_.dropped_parse;
+      return;
+    }
+    eliciting |= ack_eliciting(f.type);
     switch (f.type) {
       case frame_type::ack:
         on_ack_frame(mi, f.ack, now);
@@ -111,7 +107,6 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
     ++stats_.dropped_not_absorbed;
     return;
   }
-  (void)n_frames;
   if (m.received_pns.full() && !m.received_pns.contains(pn)) m.received_pns.drop_lowest();
   m.received_pns.insert(pn, pn + 1);
   m.last_rx_ns = now;

@@ -210,7 +210,7 @@ bool connection::repair_frame(std::size_t mi, const frame_record &f, packet_buil
   frame_record nf = f;
   nf.offset = lo;
   nf.len = static_cast<uint32_t>(len);
-  frames_[frame_tail_++ % frames_.size()] = nf;
+  frames_[frame_tail_++ & (frames_.size() - 1)] = nf;
   ++stats_.retransmitted_frames;
   stats_.stream_bytes_retransmitted += len;
   return true;
@@ -238,25 +238,25 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
     if (m.credit_pending && append_credits(mi, b)) {
       frame_record cf;
       cf.kind = frame_record::credit;
-      frames_[frame_tail_++ % frames_.size()] = cf;
+      frames_[frame_tail_++ & (frames_.size() - 1)] = cf;
       eliciting = true;
     }
     while (m.fwd_tail > m.fwd_head) {
-      const frame_record &f = m.forwards[m.fwd_head % m.forwards.size()];
+      const frame_record &f = m.forwards[m.fwd_head & (m.forwards.size() - 1)];
       if (!frames_room(1) || !b.append_forward({f.stream, f.offset, f.len})) break;
-      frames_[frame_tail_++ % frames_.size()] = f;
+      frames_[frame_tail_++ & (frames_.size() - 1)] = f;
       ++m.fwd_head;
       eliciting = true;
     }
     if (m.bytes_in_flight + cfg_.max_packet_bytes <= m.cc->cwnd() || m.probe_pending) {
       bool full = false;
       while (!full && m.lost_tail > m.lost_head) {
-        const uint64_t pn = m.lost[m.lost_head % m.lost.size()];
+        const uint64_t pn = m.lost[m.lost_head & (m.lost.size() - 1)];
         sent_packet &p = sent_[pn & (sent_.size() - 1)];
         if (p.pn == pn) {
           for (; m.lost_cursor < p.frame_count; ++m.lost_cursor) {
             const std::size_t before = b.size();
-            if (!repair_frame(mi, frames_[(p.frame_first + m.lost_cursor) % frames_.size()], b, now)) {
+            if (!repair_frame(mi, frames_[(p.frame_first + m.lost_cursor) & (frames_.size() - 1)], b, now)) {
               full = true;
               break;
             }
@@ -270,9 +270,9 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
       }
       // A repair may have turned into a FORWARD (an expired message).
       while (m.fwd_tail > m.fwd_head) {
-        const frame_record &f = m.forwards[m.fwd_head % m.forwards.size()];
+        const frame_record &f = m.forwards[m.fwd_head & (m.forwards.size() - 1)];
         if (!frames_room(1) || !b.append_forward({f.stream, f.offset, f.len})) break;
-        frames_[frame_tail_++ % frames_.size()] = f;
+        frames_[frame_tail_++ & (frames_.size() - 1)] = f;
         ++m.fwd_head;
         eliciting = true;
       }
@@ -280,7 +280,7 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
     if (m.credit_pending && append_credits(mi, b)) {
       frame_record cf;
       cf.kind = frame_record::credit;
-      frames_[frame_tail_++ % frames_.size()] = cf;
+      frames_[frame_tail_++ & (frames_.size() - 1)] = cf;
       eliciting = true;
     }
     if (m.probe_pending && !eliciting && b.append_ping()) eliciting = true;
@@ -406,7 +406,7 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
       f.len = static_cast<uint32_t>(len);
       f.msg_seq = seq;
       f.fin = sf.fin;
-      frames_[frame_tail_++ % frames_.size()] = f;
+      frames_[frame_tail_++ & (frames_.size() - 1)] = f;
       s.sent_end += len;
       conn_bytes_sent_ += len;
       conn_room -= len;
@@ -468,7 +468,7 @@ void connection::on_ack_frame(std::size_t mi, const ack_frame &a, time_ns now) {
         if (now > p.sent_ns) m.rtt.on_sample(now - p.sent_ns, delay);
       }
       for (uint32_t i = 0; i < p.frame_count; ++i) {
-        const frame_record &f = frames_[(p.frame_first + i) % frames_.size()];
+        const frame_record &f = frames_[(p.frame_first + i) & (frames_.size() - 1)];
         if (f.kind != frame_record::stream_data || f.stream >= send_streams_.size() || !send_streams_[f.stream])
           continue;
         send_stream &s = *send_streams_[f.stream];
@@ -501,7 +501,7 @@ void connection::on_packet_lost(std::size_t mi, sent_packet &p, uint64_t pn) {
   // Unreliable messages are not repaired: the member is told to skip them.
   bool needs_repair = false;
   for (uint32_t i = 0; i < p.frame_count; ++i) {
-    const frame_record &f = frames_[(p.frame_first + i) % frames_.size()];
+    const frame_record &f = frames_[(p.frame_first + i) & (frames_.size() - 1)];
     if (f.kind == frame_record::credit) {
       resend_credits(mi);
       continue;
@@ -534,7 +534,7 @@ void connection::on_packet_lost(std::size_t mi, sent_packet &p, uint64_t pn) {
   }
   if (needs_repair && m.lost_tail - m.lost_head < m.lost.size()) {
     p.repair |= bit(mi);
-    m.lost[m.lost_tail++ % m.lost.size()] = pn;
+    m.lost[m.lost_tail++ & (m.lost.size() - 1)] = pn;
   }
 }
 

@@ -39,28 +39,6 @@ std::string_view parse_status_name(parse_status s) {
   return i < parse_status_count ? status_names[i] : "invalid";
 }
 
-bool read_varint(std::span<const std::byte> in, std::size_t &pos, uint64_t &out) {
-  if (pos >= in.size()) return false;
-  const uint8_t first = std::to_integer<uint8_t>(in[pos]);
-  const std::size_t len = std::size_t{1} << (first >> 6);
-  if (in.size() - pos < len) return false;
-  uint64_t v = first & 0x3f;
-  for (std::size_t i = 1; i < len; ++i) v = (v << 8) | std::to_integer<uint64_t>(in[pos + i]);
-  pos += len;
-  out = v;
-  return true;
-}
-
-bool write_varint(std::span<std::byte> out, std::size_t &pos, uint64_t v) {
-  if (v > varint_max) return false;
-  const std::size_t len = varint_size(v);
-  if (pos > out.size() || out.size() - pos < len) return false;
-  const uint64_t prefix = len == 1 ? 0 : len == 2 ? 1 : len == 4 ? 2 : 3;
-  store_be(out.data() + pos, v | (prefix << (len * 8 - 2)), static_cast<int>(len));
-  pos += len;
-  return true;
-}
-
 parse_status parse_packet(std::span<const std::byte> packet, packet_header &hdr, std::span<const std::byte> &frames) {
   if (packet.size() < 4) return parse_status::too_short;
   hdr.version = std::to_integer<uint8_t>(packet[0]);

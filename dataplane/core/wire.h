@@ -98,9 +98,32 @@ inline constexpr uint64_t varint_max = (uint64_t{1} << 62) - 1;
 constexpr std::size_t varint_size(uint64_t v) { return v < 64 ? 1 : v < 16384 ? 2 : v < (1u << 30) ? 4 : 8; }
 
 /// Reads a varint at `pos`, advancing it. @return false if it runs past the end.
-bool read_varint(std::span<const std::byte> in, std::size_t &pos, uint64_t &out);
+inline bool read_varint(std::span<const std::byte> in, std::size_t &pos, uint64_t &out) {
+  if (pos >= in.size()) return false;
+  const auto first = std::to_integer<uint8_t>(in[pos]);
+  const std::size_t len = std::size_t{1} << (first >> 6);
+  if (in.size() - pos < len) return false;
+  uint64_t v = first & 0x3f;
+  for (std::size_t i = 1; i < len; ++i) v = (v << 8) | std::to_integer<uint64_t>(in[pos + i]);
+  pos += len;
+  out = v;
+  return true;
+}
+
 /// Writes `v` (<= varint_max) at `pos`, advancing it. @return false if no room.
-bool write_varint(std::span<std::byte> out, std::size_t &pos, uint64_t v);
+inline bool write_varint(std::span<std::byte> out, std::size_t &pos, uint64_t v) {
+  if (v > varint_max) return false;
+  const std::size_t len = varint_size(v);
+  if (pos > out.size() || out.size() - pos < len) return false;
+  const uint64_t prefix = len == 1 ? 0 : len == 2 ? 1 : len == 4 ? 2 : 3;
+  v |= prefix << (len * 8 - 2);
+  for (std::size_t i = len; i-- > 0;) {
+    out[pos + i] = static_cast<std::byte>(v & 0xff);
+    v >>= 8;
+  }
+  pos += len;
+  return true;
+}
 
 // ---- frames as parsed (views into the packet) ----
 

@@ -38,7 +38,7 @@ TEST(wire, crc32c_known_vector) {
   EXPECT_EQ(crc32c_portable(b), 0xe3069283u);
   std::vector<std::byte> big(1500);
   for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<std::byte>(i * 7);
-  for (std::size_t n : {0u, 1u, 7u, 8u, 9u, 63u, 1500u})
+  for (std::size_t n = 0; n <= big.size(); ++n)
     EXPECT_EQ(crc32c({big.data(), n}), crc32c_portable({big.data(), n})) << n;
 }
 
