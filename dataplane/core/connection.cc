@@ -23,6 +23,7 @@ connection::connection(const connection_config &cfg, time_ns now) : cfg_(cfg) {
 
   cfg_.max_events = static_cast<uint32_t>(round_up(std::max<uint32_t>(cfg_.max_events, 64)));
   events_.resize(cfg_.max_events);
+  event_mask_ = cfg_.max_events - 1;
   sent_.resize(cfg_.max_sent_packets);
   // A packet carries at most this many repairable frames (64 B messages in
   // a 1400 B packet): size the frame ring to match every tracked packet.
@@ -141,18 +142,16 @@ void connection::dump(FILE *out) const {
 
 // ---- events ----
 
-bool connection::events_room(std::size_t n) const { return events_.size() - (event_tail_ - event_head_) >= n; }
-
 void connection::push_event(const event &e) {
   // Callers check events_room first where losing an event would lose data;
   // the rest (notifications) overwrite nothing: they are dropped if full.
   if (!events_room(1)) return;
-  events_[event_tail_++ & (events_.size() - 1)] = e;
+  events_[event_tail_++ & event_mask_] = e;
 }
 
 bool connection::poll_event(event &out) {
   if (event_head_ == event_tail_) return false;
-  out = events_[event_head_++ & (events_.size() - 1)];
+  out = events_[event_head_++ & event_mask_];
   return true;
 }
 

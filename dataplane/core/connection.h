@@ -174,8 +174,9 @@ class connection {
 
   // -- network side ------------------------------------------------------
 
-  /// Processes one received UDP payload (the caller keeps it alive until
-  /// the next call: datagram events point into it).
+  /// Processes one received UDP payload. The caller keeps the bytes
+  /// unchanged until its next call into this connection: Received events
+  /// of in-order messages and datagram events point into them (zero copy).
   void on_packet(std::span<const std::byte> packet, time_ns now);
   /// Builds the next packet into `out` (at least max_packet_bytes).
   transmit poll_transmit(std::span<std::byte> out, time_ns now);
@@ -211,7 +212,7 @@ class connection {
 
   // connection.cc
   void push_event(const event &e);
-  bool events_room(std::size_t n) const;
+  bool events_room(std::size_t n) const { return event_mask_ + 1 - (event_tail_ - event_head_) >= n; }
   void begin_call(time_ns now);
   void member_failed(std::size_t m, uint32_t reason, time_ns now);
   uint32_t needed_members() const;
@@ -256,6 +257,7 @@ class connection {
   std::vector<std::unique_ptr<member_state>> members_;
   std::vector<std::unique_ptr<send_stream>> send_streams_;
   std::vector<event> events_;
+  uint64_t event_mask_ = 0;  ///< events_.size() - 1, kept to spare a division per push
   uint64_t event_head_ = 0, event_tail_ = 0;
   std::vector<sent_packet> sent_;
   uint64_t sent_head_pn_ = 0, next_pn_ = 0;

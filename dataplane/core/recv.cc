@@ -179,6 +179,28 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, time_ns,
     if (f.fin) deliver(mi, r, f.stream_id);
     return;  // a duplicate: nothing new
   }
+  // Fast path: a whole message arriving in order on a fifo stream with
+  // nothing pending before it goes straight to delivery.
+  if (f.message && !r.unordered && off == f.msg_start && end == f.msg_start + f.msg_length &&
+      r.ext_head == r.extents.size() && off >= r.released && r.delivered.contiguous_end(r.released) == off &&
+      events_room(2)) {
+    // Zero copy: the event points into the packet, which the caller keeps
+    // until its next call (see on_packet); the ring is not touched.
+    if (!r.received.insert(off, end) || !r.delivered.insert(off, end)) {
+      absorbed = false;
+      return;
+    }
+    event e;
+    e.type = event_type::received;
+    e.member = m.id;
+    e.stream_id = f.stream_id;
+    e.offset = off;
+    e.data = f.data;
+    e.end_of_message = true;
+    push_event(e);
+    ++stats_.messages_delivered;
+    return;
+  }
   if (f.message) {
     const uint64_t ms = f.msg_start, me = f.msg_start + f.msg_length;
     if (ms >= r.released && !r.delivered.contains(ms, me)) {

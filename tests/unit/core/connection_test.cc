@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <vector>
 
 using namespace mtp::core;
@@ -30,7 +31,22 @@ connection_config server_cfg(uint32_t id) {
   return c;
 }
 
-// Moves every packet between the client and the servers until quiet.
+// An event with its data copied out: spans into packets last only until
+// the next call into the connection.
+struct copied_event {
+  event e;
+  std::vector<std::byte> data;
+};
+
+std::map<const connection *, std::vector<copied_event>> inbox;
+
+void collect(connection &c) {
+  for (event e; c.poll_event(e);) inbox[&c].push_back({e, {e.data.begin(), e.data.end()}});
+}
+
+// Moves every packet between the client and the servers until quiet. Each
+// receiver's events are collected right after each packet, as the contract
+// of on_packet() asks.
 void exchange(connection &client, std::vector<connection *> servers, time_ns now, int rounds = 20) {
   std::vector<std::byte> buf(1500);
   for (int r = 0; r < rounds; ++r) {
@@ -38,20 +54,25 @@ void exchange(connection &client, std::vector<connection *> servers, time_ns now
     for (transmit t; (t = client.poll_transmit(buf, now)).bytes;) {
       any = true;
       for (std::size_t m = 0; m < servers.size(); ++m)
-        if (t.member_mask & (1ull << m)) servers[m]->on_packet({buf.data(), t.bytes}, now);
+        if (t.member_mask & (1ull << m)) {
+          servers[m]->on_packet({buf.data(), t.bytes}, now);
+          collect(*servers[m]);
+        }
     }
     for (connection *s : servers)
       for (transmit t; (t = s->poll_transmit(buf, now)).bytes;) {
         any = true;
         client.on_packet({buf.data(), t.bytes}, now);
+        collect(client);
       }
     if (!any) break;
   }
 }
 
-std::vector<event> drain(connection &c) {
-  std::vector<event> out;
-  for (event e; c.poll_event(e);) out.push_back(e);
+std::vector<copied_event> drain(connection &c) {
+  collect(c);
+  auto out = std::move(inbox[&c]);
+  inbox.erase(&c);
   return out;
 }
 
@@ -65,8 +86,8 @@ TEST(connection, ready_then_messages_in_order_then_sent) {
   exchange(client, {&s1, &s2}, now);
   auto ev = drain(client);
   ASSERT_FALSE(ev.empty());
-  EXPECT_EQ(ev[0].type, event_type::ready);
-  EXPECT_EQ(ev[0].count, 2u);
+  EXPECT_EQ(ev[0].e.type, event_type::ready);
+  EXPECT_EQ(ev[0].e.count, 2u);
 
   for (uint64_t i = 0; i < 50; ++i) {
     std::vector<std::byte> msg(64, static_cast<std::byte>(i));
@@ -79,11 +100,11 @@ TEST(connection, ready_then_messages_in_order_then_sent) {
   for (connection *s : {&s1, &s2}) {
     auto got = drain(*s);
     std::vector<uint8_t> seen;
-    for (const auto &e : got)
-      if (e.type == event_type::received) {
-        EXPECT_TRUE(e.end_of_message);
-        ASSERT_EQ(e.data.size(), 64u);
-        seen.push_back(std::to_integer<uint8_t>(e.data[0]));
+    for (const auto &c : got)
+      if (c.e.type == event_type::received) {
+        EXPECT_TRUE(c.e.end_of_message);
+        ASSERT_EQ(c.data.size(), 64u);
+        seen.push_back(std::to_integer<uint8_t>(c.data[0]));
       }
     ASSERT_EQ(seen.size(), 50u);
     for (uint8_t i = 0; i < 50; ++i) EXPECT_EQ(seen[i], i);
@@ -95,8 +116,8 @@ TEST(connection, ready_then_messages_in_order_then_sent) {
   exchange(client, {&s1, &s2}, now);
   auto sent = drain(client);
   std::size_t n = 0;
-  for (const auto &e : sent)
-    if (e.type == event_type::sent) {
+  for (const auto &c : sent)
+    if (const event &e = c.e; e.type == event_type::sent) {
       EXPECT_EQ(e.message_id, n);
       EXPECT_EQ(e.count, 2u);
       ++n;
@@ -137,11 +158,11 @@ TEST(connection, close_reaches_the_member) {
   exchange(client, {&s1}, now);
   auto cev = drain(client);
   ASSERT_FALSE(cev.empty());
-  EXPECT_EQ(cev.back().type, event_type::closed);
+  EXPECT_EQ(cev.back().e.type, event_type::closed);
   auto sev = drain(s1);
   ASSERT_EQ(sev.size(), 1u);
-  EXPECT_EQ(sev[0].type, event_type::closed);
-  EXPECT_EQ(sev[0].error_code, static_cast<uint64_t>(error_code::application));
+  EXPECT_EQ(sev[0].e.type, event_type::closed);
+  EXPECT_EQ(sev[0].e.error_code, static_cast<uint64_t>(error_code::application));
   EXPECT_TRUE(s1.is_closed());
 }
 
@@ -166,7 +187,8 @@ TEST(connection, silent_member_is_reported_and_group_goes_on) {
   }
   auto ev = drain(client);
   bool left = false;
-  for (const auto &e : ev) {
+  for (const auto &c : ev) {
+    const event &e = c.e;
     EXPECT_NE(e.type, event_type::connection_error);
     if (e.type == event_type::member_left) {
       EXPECT_EQ(e.member, 2u);
