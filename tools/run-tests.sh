@@ -24,10 +24,11 @@ ninja -C build
 stage "unit tests and simulator properties (seeds 0-15; soak: MTP_SIM_SEEDS=0-4999 build/tests/sim/sim_test)"
 meson test -C build --suite unit --suite sim --print-errorlogs
 
-stage "fuzz targets, ${fuzz_seconds} s each (clang, libFuzzer + ASan)"
+stage "clang build with ASan + UBSan: unit and simulator suites, then fuzz targets, ${fuzz_seconds} s each"
 [ -f build-fuzz/build.ninja ] || CXX=clang++ meson setup build-fuzz -Dfuzz=true
 meson configure build-fuzz -Dfuzz_seconds="$fuzz_seconds"
 ninja -C build-fuzz
+meson test -C build-fuzz --suite unit --suite sim --print-errorlogs
 meson test -C build-fuzz --suite fuzz --print-errorlogs
 
 stage "dts: end-to-end suites with real daemons"

@@ -287,10 +287,20 @@ status connection::send_datagram(std::span<const std::byte> data, time_ns) {
 
 void connection::close(error_code code, std::string_view reason, time_ns) {
   if (state_ != state::open) return;
+  // Graceful: no new data; what is queued still goes out and is repaired
+  // until stable, then CLOSE (poll_transmit).
   state_ = state::closing;
   close_pending_ = true;
   close_code_ = code;
   close_reason_ = std::string(reason.substr(0, 200));
+}
+
+void connection::abort(error_code code, std::string_view reason, time_ns now) {
+  if (state_ == state::closed) return;
+  close(code, reason, now);
+  state_ = state::closing;
+  close_pending_ = true;
+  abort_ = true;
   // Messages that never became stable will not now.
   for (std::size_t id = 0; id < send_streams_.size(); ++id) {
     auto &s = send_streams_[id];
@@ -365,7 +375,7 @@ transmit connection::poll_transmit(std::span<std::byte> out, time_ns now) {
   begin_call(now);
   if (state_ == state::closed || out.size() < cfg_.max_packet_bytes) return {};
   out = out.first(cfg_.max_packet_bytes);
-  if (close_pending_) {
+  if (close_pending_ && (abort_ || (send_buffered_bytes() == 0 && dgram_head_ == dgram_tail_))) {
     close_pending_ = false;
     packet_header h;
     h.sender_id = cfg_.local_id;
@@ -384,7 +394,6 @@ transmit connection::poll_transmit(std::span<std::byte> out, time_ns now) {
     ++stats_.packets_sent;
     return {b.finish(), mask};
   }
-  if (state_ != state::open) return {};
   // Per-member packets first (ACKs, repairs, probes), round robin so one
   // member's losses do not starve the others; then new data for the group.
   for (std::size_t k = 0; k < members_.size(); ++k) {

@@ -169,8 +169,13 @@ class connection {
   status send_datagram(std::span<const std::byte> data, time_ns now);
   /// Sends what is queued without waiting to fill packets (end of a burst).
   void flush() { flush_requested_ = true; }
-  /// Closes with CLOSE(code, reason) to every live member.
+  /// Closes gracefully: refuses new data, finishes sending and repairing
+  /// what is queued until it is stable, then sends CLOSE(code, reason) to
+  /// every live member and reports Closed.
   void close(error_code code, std::string_view reason, time_ns now);
+  /// Closes now: CLOSE at the next poll_transmit; every message not yet
+  /// stable is reported as SendError.
+  void abort(error_code code, std::string_view reason, time_ns now);
 
   // -- network side ------------------------------------------------------
 
@@ -272,6 +277,7 @@ class connection {
   bool flush_requested_ = false;
   bool ready_reported_ = false;
   bool close_pending_ = false;
+  bool abort_ = false;
   error_code close_code_ = error_code::no_error;
   std::string close_reason_;
   std::size_t next_member_rr_ = 0;

@@ -211,6 +211,14 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, time_ns,
           absorbed = false;
           return;
         }
+        if (r.extents.size() == r.extents.capacity()) {
+          // Reclaim the delivered prefix rather than let the vector grow.
+          const auto dead = static_cast<long>(r.ext_head);
+          const auto pos = it - r.extents.begin() - dead;
+          r.extents.erase(r.extents.begin(), r.extents.begin() + dead);
+          r.ext_head = 0;
+          it = r.extents.begin() + pos;
+        }
         r.extents.insert(it, extent{ms, me, false});
       }
     }

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <map>
+#include <string>
 #include <vector>
 
 using namespace mtp::core;
@@ -199,4 +200,144 @@ TEST(connection, silent_member_is_reported_and_group_goes_on) {
   EXPECT_TRUE(left);
   EXPECT_TRUE(client.member_live(0));
   EXPECT_FALSE(client.member_live(1));
+}
+
+TEST(connection, datagrams_arrive_unordered_and_unrepaired) {
+  time_ns now = 0;
+  connection client(client_cfg({1}), now);
+  connection s1(server_cfg(1), now);
+  exchange(client, {&s1}, now);
+  drain(client);
+  drain(s1);
+  const std::string text = "a datagram";
+  std::vector<std::byte> d(text.size());
+  std::memcpy(d.data(), text.data(), text.size());
+  ASSERT_EQ(client.send_datagram(d, now), status::ok);
+  exchange(client, {&s1}, now);
+  auto ev = drain(s1);
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].e.type, event_type::datagram);
+  EXPECT_EQ(ev[0].e.member, 100u);
+  EXPECT_EQ(std::string(reinterpret_cast<const char *>(ev[0].data.data()), ev[0].data.size()), text);
+  EXPECT_EQ(client.stats().retransmitted_frames, 0u);
+}
+
+TEST(connection, coalescing_waits_unless_low_latency) {
+  time_ns now = 0;
+  auto cfg = client_cfg({1});
+  cfg.coalesce_delay_ns = 50'000;
+  connection client(cfg, now);
+  connection s1(server_cfg(1), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  exchange(client, {&s1}, now);
+  drain(client);
+  std::vector<std::byte> buf(1500), msg(64);
+  // A lone small message waits for company ...
+  ASSERT_EQ(client.send(0, msg, {}, now), status::ok);
+  EXPECT_EQ(client.poll_transmit(buf, now).bytes, 0u);
+  EXPECT_EQ(client.next_expiry(), now + 50'000);
+  // ... until the coalescing deadline,
+  EXPECT_GT(client.poll_transmit(buf, now + 50'000).bytes, 0u);
+  // while a low-latency message goes at once.
+  message_options fast;
+  fast.low_latency = true;
+  ASSERT_EQ(client.send(0, msg, fast, now + 60'000), status::ok);
+  EXPECT_GT(client.poll_transmit(buf, now + 60'000).bytes, 0u);
+}
+
+TEST(connection, a_lost_packet_on_one_stream_does_not_block_another) {
+  time_ns now = 0;
+  connection client(client_cfg({1}), now);
+  connection s1(server_cfg(1), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  ASSERT_EQ(client.open_stream(1, stream_mode::message, ordering::fifo), status::ok);
+  exchange(client, {&s1}, now);
+  drain(client);
+  drain(s1);
+  std::vector<std::byte> buf(1500), msg(64, std::byte{7});
+  message_options fast;
+  fast.low_latency = true;
+  ASSERT_EQ(client.send(0, msg, fast, now), status::ok);
+  ASSERT_GT(client.poll_transmit(buf, now).bytes, 0u);  // stream 0's packet: lost
+  ASSERT_EQ(client.send(1, msg, fast, now), status::ok);
+  const transmit t = client.poll_transmit(buf, now);
+  ASSERT_GT(t.bytes, 0u);
+  s1.on_packet({buf.data(), t.bytes}, now);
+  auto ev = drain(s1);
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].e.type, event_type::received);
+  EXPECT_EQ(ev[0].e.stream_id, 1u);
+}
+
+TEST(connection, graceful_close_sends_what_is_queued_first_abort_does_not) {
+  time_ns now = 0;
+  connection client(client_cfg({1}), now);
+  connection s1(server_cfg(1), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  exchange(client, {&s1}, now);
+  drain(client);
+  drain(s1);
+  std::vector<std::byte> msg(100, std::byte{1});
+  for (int i = 0; i < 5; ++i) ASSERT_EQ(client.send(0, msg, {}, now), status::ok);
+  client.close(error_code::no_error, "bye", now);
+  EXPECT_EQ(client.send(0, msg, {}, now), status::closed);
+  client.flush();
+  for (int step = 0; step < 10; ++step) {
+    now += 2'000'000;
+    s1.on_expiry(now);
+    exchange(client, {&s1}, now);
+  }
+  auto sev = drain(s1);
+  std::size_t received = 0;
+  for (const auto &c : sev) received += c.e.type == event_type::received;
+  EXPECT_EQ(received, 5u);
+  ASSERT_FALSE(sev.empty());
+  EXPECT_EQ(sev.back().e.type, event_type::closed);
+  EXPECT_TRUE(client.is_closed());
+
+  connection c2(client_cfg({1}), now);
+  ASSERT_EQ(c2.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  for (int i = 0; i < 3; ++i) ASSERT_EQ(c2.send(0, msg, {}, now), status::ok);
+  c2.abort(error_code::application, "stop", now);
+  std::vector<std::byte> buf(1500);
+  EXPECT_GT(c2.poll_transmit(buf, now).bytes, 0u);  // the CLOSE, nothing else
+  EXPECT_EQ(c2.poll_transmit(buf, now).bytes, 0u);
+  std::size_t errors = 0;
+  for (const auto &c : drain(c2)) errors += c.e.type == event_type::send_error;
+  EXPECT_EQ(errors, 3u);
+}
+
+TEST(connection, partial_message_expires_after_its_lifetime) {
+  time_ns now = 0;
+  connection client(client_cfg({1}), now);
+  connection s1(server_cfg(1), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  exchange(client, {&s1}, now);
+  drain(client);
+  drain(s1);
+  std::vector<std::byte> buf(1500), msg(64, std::byte{3});
+  message_options o;
+  o.rel = reliability::partial;
+  o.max_retransmissions = 100;
+  o.lifetime_ns = 5'000'000;
+  o.low_latency = true;
+  ASSERT_EQ(client.send(0, msg, o, now), status::ok);
+  ASSERT_GT(client.poll_transmit(buf, now).bytes, 0u);  // lost
+  // Past the lifetime the message is given up: FORWARD goes, Expired comes.
+  for (int step = 0; step < 20; ++step) {
+    now += 2'000'000;
+    client.on_expiry(now);
+    s1.on_expiry(now);
+    exchange(client, {&s1}, now);
+  }
+  bool expired = false;
+  for (const auto &c : drain(client))
+    if (c.e.type == event_type::expired) {
+      expired = true;
+      EXPECT_EQ(c.e.message_id, 0u);
+      EXPECT_EQ(c.e.count, 1u);
+    }
+  EXPECT_TRUE(expired);
+  for (const auto &c : drain(s1)) EXPECT_NE(c.e.type, event_type::received);
+  EXPECT_EQ(client.send_buffered_bytes(), 0u);
 }
