@@ -377,11 +377,8 @@ transmit connection::poll_transmit(std::span<std::byte> out, time_ns now) {
   out = out.first(cfg_.max_packet_bytes);
   if (close_pending_ && (abort_ || (send_buffered_bytes() == 0 && dgram_head_ == dgram_tail_))) {
     close_pending_ = false;
-    packet_header h;
-    h.sender_id = cfg_.local_id;
-    h.connection_id = cfg_.connection_id;
-    h.packet_number = next_pn_++;
-    packet_builder b(out, h);
+    packet_builder b(out, next_header());
+    ++next_pn_;
     b.append_close(static_cast<uint64_t>(close_code_), close_reason_);
     uint64_t mask = 0;
     for (std::size_t i = 0; i < members_.size(); ++i)

@@ -225,6 +225,7 @@ class connection {
   void check_ready();
 
   // send.cc
+  packet_header next_header() const;
   transmit build_member_packet(std::size_t m, std::span<std::byte> out, time_ns now);
   transmit build_group_packet(std::span<std::byte> out, time_ns now);
   bool group_may_send(std::size_t bytes) const;

@@ -216,6 +216,14 @@ bool connection::repair_frame(std::size_t mi, const frame_record &f, packet_buil
   return true;
 }
 
+packet_header connection::next_header() const {
+  packet_header h;
+  h.sender_id = cfg_.local_id;
+  h.connection_id = cfg_.connection_id;
+  h.packet_number = next_pn_;
+  return h;
+}
+
 transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> out, time_ns now) {
   member_state &m = *members_[mi];
   const bool want_ack = m.ack_pending && (m.ack_now || now >= m.ack_deadline);
@@ -226,21 +234,18 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
   const bool ring_room = next_pn_ - sent_head_pn_ < sent_.size() && frames_room(64);
   if (!ring_room && !want_ack) return {};
 
-  packet_header h;
-  h.sender_id = cfg_.local_id;
-  h.connection_id = cfg_.connection_id;
-  h.packet_number = next_pn_;
+  const packet_header h = next_header();
   packet_builder b(out, h);
   const uint64_t frame_first = frame_tail_;
   bool eliciting = false;
-  if (want_ack || (m.ack_pending && ring_room)) append_ack(mi, b, now);
-  if (ring_room) {
-    if (m.credit_pending && append_credits(mi, b)) {
-      frame_record cf;
-      cf.kind = frame_record::credit;
-      frames_[frame_tail_++ & (frames_.size() - 1)] = cf;
-      eliciting = true;
-    }
+  auto add_credits = [&] {
+    if (!m.credit_pending || !append_credits(mi, b)) return;
+    frame_record cf;
+    cf.kind = frame_record::credit;
+    frames_[frame_tail_++ & (frames_.size() - 1)] = cf;
+    eliciting = true;
+  };
+  auto add_forwards = [&] {
     while (m.fwd_tail > m.fwd_head) {
       const frame_record &f = m.forwards[m.fwd_head & (m.forwards.size() - 1)];
       if (!frames_room(1) || !b.append_forward({f.stream, f.offset, f.len})) break;
@@ -248,6 +253,11 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
       ++m.fwd_head;
       eliciting = true;
     }
+  };
+  if (want_ack || (m.ack_pending && ring_room)) append_ack(mi, b, now);
+  if (ring_room) {
+    add_credits();
+    add_forwards();
     if (m.bytes_in_flight + cfg_.max_packet_bytes <= m.cc->cwnd() || m.probe_pending) {
       bool full = false;
       while (!full && m.lost_tail > m.lost_head) {
@@ -268,20 +278,8 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
         ++m.lost_head;
         m.lost_cursor = 0;
       }
-      // A repair may have turned into a FORWARD (an expired message).
-      while (m.fwd_tail > m.fwd_head) {
-        const frame_record &f = m.forwards[m.fwd_head & (m.forwards.size() - 1)];
-        if (!frames_room(1) || !b.append_forward({f.stream, f.offset, f.len})) break;
-        frames_[frame_tail_++ & (frames_.size() - 1)] = f;
-        ++m.fwd_head;
-        eliciting = true;
-      }
-    }
-    if (m.credit_pending && append_credits(mi, b)) {
-      frame_record cf;
-      cf.kind = frame_record::credit;
-      frames_[frame_tail_++ & (frames_.size() - 1)] = cf;
-      eliciting = true;
+      add_forwards();  // repairs may have turned into FORWARDs (expired messages)
+      add_credits();   // or into credits to resend
     }
     if (m.probe_pending && !eliciting && b.append_ping()) eliciting = true;
     if (m.heartbeat_pending && b.append_heartbeat(m.heartbeat_seq)) {
@@ -320,10 +318,7 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   if (!group_may_send(cfg_.max_packet_bytes)) return {};
   if (!pacer_allows(cfg_.max_packet_bytes, now)) return {};
 
-  packet_header h;
-  h.sender_id = cfg_.local_id;
-  h.connection_id = cfg_.connection_id;
-  h.packet_number = next_pn_;
+  const packet_header h = next_header();
   packet_builder b(out, h);
   const uint64_t frame_first = frame_tail_;
 
