@@ -28,11 +28,20 @@ class newreno final : public congestion_control {
   void on_loss(time_ns sent_ns, time_ns now_ns) override {
     if (in_recovery(sent_ns)) return;
     recovery_start_ = now_ns;
+    prior_cwnd_ = cwnd_;
+    prior_ssthresh_ = ssthresh_;
     ssthresh_ = std::max(cwnd_ / 2, min_cwnd());
     cwnd_ = ssthresh_;
     acked_ = 0;
   }
   void on_persistent_congestion() override { cwnd_ = min_cwnd(); }
+  void on_spurious_loss() override {
+    if (prior_cwnd_ == 0) return;
+    cwnd_ = std::max(cwnd_, prior_cwnd_);
+    ssthresh_ = prior_ssthresh_;
+    prior_cwnd_ = 0;
+    recovery_start_ = 0;
+  }
   uint64_t cwnd() const override { return cwnd_; }
   std::string_view name() const override { return "newreno"; }
 
@@ -41,6 +50,7 @@ class newreno final : public congestion_control {
   uint64_t min_cwnd() const { return 2 * mss_; }
   uint64_t mss_, cwnd_, ssthresh_;
   uint64_t acked_ = 0;
+  uint64_t prior_cwnd_ = 0, prior_ssthresh_ = 0;
   time_ns recovery_start_ = 0;
 };
 
@@ -79,6 +89,9 @@ class cubic final : public congestion_control {
   void on_loss(time_ns sent_ns, time_ns now_ns) override {
     if (recovery_start_ != 0 && sent_ns <= recovery_start_) return;
     recovery_start_ = now_ns;
+    prior_cwnd_ = cwnd_;
+    prior_ssthresh_ = ssthresh_;
+    prior_w_max_ = w_max_;
     epoch_start_ = 0;
     const double w = static_cast<double>(cwnd_) / static_cast<double>(mss_);
     // Fast convergence (RFC 8312 4.6).
@@ -88,6 +101,15 @@ class cubic final : public congestion_control {
   }
   void on_persistent_congestion() override {
     cwnd_ = 2 * mss_;
+    epoch_start_ = 0;
+  }
+  void on_spurious_loss() override {
+    if (prior_cwnd_ == 0) return;
+    cwnd_ = std::max(cwnd_, prior_cwnd_);
+    ssthresh_ = prior_ssthresh_;
+    w_max_ = prior_w_max_;
+    prior_cwnd_ = 0;
+    recovery_start_ = 0;
     epoch_start_ = 0;
   }
   uint64_t cwnd() const override { return cwnd_; }
@@ -100,6 +122,8 @@ class cubic final : public congestion_control {
   time_ns recovery_start_ = 0;
   time_ns epoch_start_ = 0;
   double w_max_ = 0, k_ = 0, w_est_ = 0;
+  uint64_t prior_cwnd_ = 0, prior_ssthresh_ = 0;
+  double prior_w_max_ = 0;
 };
 
 }  // namespace

@@ -24,6 +24,9 @@ class congestion_control {
   virtual void on_loss(time_ns sent_ns, time_ns now_ns) = 0;
   /// Persistent congestion (RFC 9002 7.6): back to the minimum window.
   virtual void on_persistent_congestion() = 0;
+  /// The last loss turned out to be reordering (the packet arrived):
+  /// undo that reduction, as Linux does on DSACK/Eifel evidence.
+  virtual void on_spurious_loss() = 0;
   virtual uint64_t cwnd() const = 0;
   virtual std::string_view name() const = 0;
 };

@@ -64,6 +64,7 @@ struct connection_config {
   time_ns member_timeout_ns = 1'000'000'000;
   cc_algorithm cc = cc_algorithm::cubic;
   bool pacing = true;
+  message_options defaults;           ///< per-connection reliability, used by send() without options
 };
 
 /// What an API call returns; each value says what the caller does next.
@@ -122,6 +123,7 @@ enum class error_code : uint64_t {
   X(stream_bytes_retransmitted)                                                \
   X(retransmitted_frames)                                                      \
   X(packets_lost)                                                              \
+  X(spurious_losses)                                                           \
   X(pto_probes)                                                                \
   X(acks_sent)                                                                 \
   X(duplicate_packets)                                                         \
@@ -131,7 +133,8 @@ enum class error_code : uint64_t {
   X(flow_control_violations)                                                   \
   X(messages_delivered)                                                        \
   X(messages_expired)                                                          \
-  X(messages_stable)
+  X(messages_stable)                                                           \
+  X(messages_skipped_by_slow_members)
 
 struct connection_stats {
 #define MTP_X(name) uint64_t name = 0;
@@ -163,6 +166,10 @@ class connection {
   /// @param message_id set to the id Sent/Expired events will carry
   status send(uint64_t stream_id, std::span<const std::byte> data, const message_options &opt, time_ns now,
               uint64_t *message_id = nullptr);
+  /// The same with the connection's default options (connection_config::defaults).
+  status send(uint64_t stream_id, std::span<const std::byte> data, time_ns now) {
+    return send(stream_id, data, cfg_.defaults, now);
+  }
   /// Ends a byte stream after what was queued.
   status finish_stream(uint64_t stream_id);
   /// Queues an unreliable, unordered datagram.

@@ -110,6 +110,8 @@ struct connection::member_state {
   bool has_acked = false;
   uint64_t largest_acked = 0;
   uint64_t loss_scan_pn = 0;   ///< packets below are resolved for this member
+  uint64_t reorder_packets = 3;  ///< packet-threshold loss; grows on spurious losses
+  uint32_t reorder_eighths = 9;  ///< time threshold in eighths of an RTT; grows likewise
   time_ns loss_time = never;   ///< earliest time-threshold loss
   time_ns last_ack_eliciting_ns = 0;
   uint32_t pto_count = 0;

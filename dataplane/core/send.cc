@@ -10,7 +10,6 @@ namespace mtp::core {
 
 namespace {
 
-constexpr uint64_t packet_threshold = 3;
 constexpr time_ns timer_granularity_ns = 1'000'000;
 
 inline uint64_t bit(std::size_t m) { return uint64_t{1} << m; }
@@ -22,18 +21,34 @@ connection::message_record *connection::find_message(send_stream &s, uint64_t se
   return &s.msg(seq);
 }
 
+// Flow-control limits for new group data: the smallest credit of all live
+// members, or in a threshold group the t-th largest (members with less are
+// left out of the packet and served by repair as their credit grows).
+namespace {
+uint64_t counted_limit(const uint64_t *v, std::size_t n, uint32_t threshold) {
+  if (n == 0) return 0;
+  uint64_t sorted[connection::max_members];
+  std::copy(v, v + n, sorted);
+  std::sort(sorted, sorted + n, [](uint64_t a, uint64_t b) { return a > b; });
+  const std::size_t t = threshold ? std::min<std::size_t>(threshold, n) : n;
+  return sorted[t - 1];
+}
+}  // namespace
+
 uint64_t connection::stream_send_limit(uint64_t id) const {
-  uint64_t lim = UINT64_MAX;
+  uint64_t v[max_members];
+  std::size_t n = 0;
   for (const auto &m : members_)
-    if (m->live) lim = std::min(lim, m->stream_credit[id]);
-  return lim;
+    if (m->live) v[n++] = m->stream_credit[id];
+  return counted_limit(v, n, cfg_.threshold);
 }
 
 uint64_t connection::connection_send_limit() const {
-  uint64_t lim = UINT64_MAX;
+  uint64_t v[max_members];
+  std::size_t n = 0;
   for (const auto &m : members_)
-    if (m->live) lim = std::min(lim, m->conn_credit);
-  return lim;
+    if (m->live) v[n++] = m->conn_credit;
+  return counted_limit(v, n, cfg_.threshold);
 }
 
 // ---- congestion and pacing for the group ----
@@ -141,7 +156,7 @@ void connection::retire_packets() {
     sent_packet &p = sent_[sent_head_pn_ & (sent_.size() - 1)];
     if (p.pn == sent_head_pn_) {
       const uint64_t open = p.members & ~dead;
-      if (((p.acked | p.lost) & open) != open || (p.repair & open)) break;
+      if (((p.acked | p.lost) & open) != open || (p.repair & ~dead)) break;
       frame_head_ = std::max(frame_head_, p.frame_first + p.frame_count);
       p.pn = UINT64_MAX;
     }
@@ -195,6 +210,9 @@ bool connection::repair_frame(std::size_t mi, const frame_record &f, packet_buil
   sf.offset = lo;
   sf.fin = f.fin && hi == s.write_end;
   const std::size_t len = static_cast<std::size_t>(hi - lo);
+  const member_state &m = *members_[mi];
+  // Never past the member's credit: wait for its CREDIT (or a skip).
+  if (hi > m.stream_credit[f.stream] || conn_bytes_sent_ > m.conn_credit) return false;
   if (b.stream_room(sf) < len || !frames_room(1)) return false;
   // Copy out of the ring (the range may wrap).
   const std::size_t pos = lo & s.mask();
@@ -415,13 +433,34 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   if (b.empty()) return {};
 
   const std::size_t len = b.finish();
-  uint64_t mask = 0;
-  for (std::size_t i = 0; i < members_.size(); ++i)
-    if (members_[i]->live) mask |= bit(i);
+  // Who gets this copy: every live member; in a threshold group only those
+  // with window and credit for it. The others get its data by repair,
+  // within their own window and credit, or are told to skip it once it is
+  // released (check_stability).
+  uint64_t mask = 0, behind = 0;
+  for (std::size_t i = 0; i < members_.size(); ++i) {
+    const member_state &m = *members_[i];
+    if (!m.live) continue;
+    bool fits = true;
+    if (cfg_.threshold) {
+      fits = m.bytes_in_flight + len <= m.cc->cwnd() && conn_bytes_sent_ <= m.conn_credit;
+      for (uint64_t k = frame_first; fits && k < frame_tail_; ++k) {
+        const frame_record &f = frames_[k & (frames_.size() - 1)];
+        fits = f.offset + f.len <= m.stream_credit[f.stream];
+      }
+    }
+    (fits ? mask : behind) |= bit(i);
+  }
   ++next_pn_;
   sent_packet *p = record_packet(h.packet_number, len, mask, true, now);
   p->frame_first = frame_first;
   p->frame_count = static_cast<uint32_t>(frame_tail_ - frame_first);
+  for (std::size_t i = 0; i < members_.size(); ++i) {
+    member_state &m = *members_[i];
+    if (!(behind & bit(i)) || m.lost_tail - m.lost_head >= m.lost.size()) continue;
+    p->repair |= bit(i);
+    m.lost[m.lost_tail++ & (m.lost.size() - 1)] = h.packet_number;
+  }
   for (std::size_t i = 0; i < members_.size(); ++i) {
     if (!(mask & bit(i))) continue;
     members_[i]->bytes_in_flight += len;
@@ -454,6 +493,16 @@ void connection::on_ack_frame(std::size_t mi, const ack_frame &a, time_ns now) {
       const bool was_lost = p.lost & b;
       p.acked |= b;
       newly = true;
+      if (was_lost) {
+        // Declared lost, yet it arrived: the path reorders more than we
+        // allowed. Widen both thresholds (RFC 9002 6.1 allows adapting
+        // them; Linux RACK grows its reordering window the same way).
+        ++stats_.spurious_losses;
+        if (m.has_acked && m.largest_acked > pn)
+          m.reorder_packets = std::min<uint64_t>(std::max(m.reorder_packets, m.largest_acked - pn + 1), 256);
+        m.reorder_eighths = std::min<uint32_t>(m.reorder_eighths + 2, 32);
+        m.cc->on_spurious_loss();
+      }
       if (!was_lost) {
         m.bytes_in_flight -= std::min<uint64_t>(m.bytes_in_flight, p.bytes);
         m.cc->on_acked(p.bytes, p.sent_ns, m.rtt, now);
@@ -539,7 +588,7 @@ void connection::detect_losses(std::size_t mi, time_ns now) {
   if (!m.has_acked) return;
   const uint64_t b = bit(mi);
   const time_ns rtt = std::max(m.rtt.smoothed(), m.rtt.latest());
-  const time_ns loss_delay = std::max<time_ns>(rtt + rtt / 8, timer_granularity_ns);
+  const time_ns loss_delay = std::max<time_ns>(rtt * m.reorder_eighths / 8, timer_granularity_ns);
   bool any_lost = false;
   time_ns newest_lost_sent = 0;
   m.loss_scan_pn = std::max(m.loss_scan_pn, sent_head_pn_);
@@ -551,7 +600,7 @@ void connection::detect_losses(std::size_t mi, time_ns now) {
       if (scanning) m.loss_scan_pn = pn + 1;
       continue;
     }
-    if (m.largest_acked >= pn + packet_threshold || p.sent_ns + loss_delay <= now) {
+    if (m.largest_acked >= pn + m.reorder_packets || p.sent_ns + loss_delay <= now) {
       on_packet_lost(mi, p, pn);
       any_lost = true;
       newest_lost_sent = std::max(newest_lost_sent, p.sent_ns);
@@ -637,13 +686,32 @@ void connection::check_stability(send_stream &s, time_ns) {
     push_event(e);
     ++s.msg_stable;
   }
-  // Release what every live member holds (or was told to skip).
+  // Release what every live member holds (or was told to skip). In a
+  // threshold group, a stable message is released under buffer pressure
+  // even if slow members lack it: they are told to skip it (FORWARD), so
+  // the group runs at the pace of its t-th fastest member, not its slowest.
+  const bool pressure = cfg_.threshold != 0 && ((s.write_end - s.base) * 4 > s.buf.size() * 3 ||
+                                                (s.msg_tail - s.msg_head) * 4 > s.msgs.size() * 3);
   while (s.msg_head < s.msg_stable) {
     message_record &r = s.msg(s.msg_head);
     bool all = true;
     for (std::size_t mi = 0; mi < members_.size() && all; ++mi)
       if (members_[mi]->live && !holds(mi, r)) all = false;
-    if (!all) break;
+    if (!all) {
+      if (!pressure || r.expired || r.missed) break;
+      for (std::size_t mi = 0; mi < members_.size(); ++mi) {
+        member_state &m = *members_[mi];
+        if (!m.live || holds(mi, r)) continue;
+        frame_record fw;
+        fw.kind = frame_record::forward;
+        fw.stream = static_cast<uint16_t>(s.id);
+        fw.offset = r.start;
+        fw.len = static_cast<uint32_t>(r.end - r.start);
+        if (!m.push_forward(fw)) return;  // no room to tell it: keep the message
+        s.acked[mi].insert(r.start, r.end);
+        ++stats_.messages_skipped_by_slow_members;
+      }
+    }
     s.base = r.end;
     ++s.msg_head;
   }

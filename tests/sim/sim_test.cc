@@ -9,11 +9,15 @@
 //
 // Seeds: MTP_SIM_SEEDS="0-15" (default, CI) or "0-4999" (soak), or one
 // seed: MTP_SIM_SEEDS=1234. A failing seed prints the command to rerun it.
+// Debugging: MTP_SIM_VERBOSE=1 prints each run and, on failure, every
+// endpoint's counters and state; MTP_SIM_DUMP_AT=<ns> dumps sender 0's
+// state once simulated time passes <ns>.
 #include <gtest/gtest.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <set>
 #include <sstream>
@@ -46,6 +50,9 @@ struct scenario {
   uint32_t stream_buffer = 1u << 18;
   time_ns finish_bound_ns = 15'000'000'000ull;
   cc_algorithm cc = cc_algorithm::cubic;
+  int slow_member = -1;               ///< this member's links run at slow_bps
+  uint64_t slow_bps = 0;
+  bool allow_skips = false;           ///< threshold under pressure: members may be told to skip
 };
 
 constexpr uint32_t sender_node(uint32_t i) { return 1000 + i; }
@@ -80,6 +87,8 @@ struct receiver_stream {
 struct run_result {
   std::string failure;
   time_ns finished_ns = 0;
+  time_ns all_stable_ns = 0;  ///< when the last Sent/Expired arrived
+  uint64_t skipped = 0;       ///< messages slow members were told to skip
   uint64_t corrupted = 0;
   uint64_t retransmitted = 0;
 };
@@ -96,7 +105,11 @@ run_result run(const scenario &sc, uint64_t seed) {
   };
   // Links: each sender to each member, both ways.
   for (uint32_t i = 0; i < sc.senders; ++i)
-    for (uint32_t j = 0; j < sc.members; ++j) net.set_link(sender_node(i), member_node(j), sc.link);
+    for (uint32_t j = 0; j < sc.members; ++j) {
+      link_params l = sc.link;
+      if (static_cast<int>(j) == sc.slow_member) l.bandwidth_bps = sc.slow_bps;
+      net.set_link(sender_node(i), member_node(j), l);
+    }
   net.calm_after(sc.calm_after_ns);
 
   connection_config base;
@@ -168,7 +181,14 @@ run_result run(const scenario &sc, uint64_t seed) {
   std::vector<std::byte> payload;
   bool crashed = false;
 
+  bool dumped = false;
   auto app = [&]() {
+    if (std::getenv("MTP_SIM_DUMP_AT") && !dumped && net.now() > std::stoull(std::getenv("MTP_SIM_DUMP_AT"))) {
+      dumped = true;
+      senders[0]->dump(stdout);
+      const auto &st = senders[0]->stats();
+      std::printf("stable %llu skipped %llu\n", (unsigned long long)st.messages_stable, (unsigned long long)st.messages_skipped_by_slow_members);
+    }
     if (!crashed && sc.crash_at_ns && net.now() >= sc.crash_at_ns) {
       for (uint32_t j : sc.crash) net.crash(member_node(j));
       crashed = true;
@@ -180,6 +200,7 @@ run_result run(const scenario &sc, uint64_t seed) {
         if (e.type == event_type::sent || e.type == event_type::expired) {
           auto &o = outcome[i][{e.stream_id, e.message_id}];
           if (o != 0) fail("message reported twice");
+          res.all_stable_ns = net.now();
           o = e.type == event_type::sent ? 1 : 2;
           if (e.type == event_type::expired && sc.rel == reliability::reliable) fail("a reliable message expired");
         } else if (e.type == event_type::member_left) {
@@ -247,7 +268,8 @@ run_result run(const scenario &sc, uint64_t seed) {
         if (!r.got.insert(seq).second) fail("message delivered twice");
         if (sc.ord == ordering::fifo) {
           if (seq < r.next_seq) fail("fifo order broken");
-          if (sc.rel == reliability::reliable && seq != r.next_seq) fail("fifo gap in reliable stream");
+          if (sc.rel == reliability::reliable && seq != r.next_seq && !sc.allow_skips)
+            fail("fifo gap in reliable stream");
           r.next_seq = seq + 1;
         }
       }
@@ -287,7 +309,10 @@ run_result run(const scenario &sc, uint64_t seed) {
     }
   }
   res.corrupted = net.corrupted();
-  for (auto *c : senders) res.retransmitted += c->stats().retransmitted_frames;
+  for (auto *c : senders) {
+    res.retransmitted += c->stats().retransmitted_frames;
+    res.skipped += c->stats().messages_skipped_by_slow_members;
+  }
   if (!res.failure.empty()) return res;
 
   // --- properties ---
@@ -317,7 +342,7 @@ run_result run(const scenario &sc, uint64_t seed) {
         for (uint64_t seq = 0; seq < sc.messages; ++seq) {
           const int o = outcome[i].count({k, seq}) ? outcome[i].at({k, seq}) : 0;
           const bool got = r.got.count(seq);
-          if (sc.rel == reliability::reliable && !got)
+          if (sc.rel == reliability::reliable && !got && !sc.allow_skips)
             fail("member " + std::to_string(j) + " misses reliable message " + std::to_string(seq) + " of stream " +
                  std::to_string(k));
           if (o == 1 && !got && sc.threshold == 0)
@@ -327,6 +352,18 @@ run_result run(const scenario &sc, uint64_t seed) {
         }
       }
   }
+  // A stable message reached at least t members (or all live ones).
+  if (sc.mode == stream_mode::message && sc.rel == reliability::reliable)
+    for (uint32_t i = 0; i < sc.senders; ++i)
+      for (uint32_t k = 0; k < sc.streams; ++k)
+        for (uint64_t seq = 0; seq < sc.messages; ++seq) {
+          uint32_t holders = 0;
+          for (uint32_t j = 0; j < sc.members; ++j)
+            if (!crashed_set.count(j) && rx[j][i][k].got.count(seq)) ++holders;
+          const uint32_t live = sc.members - static_cast<uint32_t>(crashed_set.size());
+          if (holders < (sc.threshold ? std::min(sc.threshold, live) : live))
+            fail("stable message " + std::to_string(seq) + " reached only " + std::to_string(holders) + " members");
+        }
   for (const auto &[key, n] : sends) {
     const uint32_t to = std::get<1>(key);
     if (crashed_set.count(to - 1)) continue;
@@ -352,9 +389,10 @@ std::vector<uint64_t> seeds() {
   return out;
 }
 
-void run_all(const scenario &sc) {
+void run_all(const scenario &sc, const std::function<void(const run_result &, uint64_t)> &check = {}) {
   for (uint64_t seed : seeds()) {
     const run_result r = run(sc, seed);
+    if (check && r.failure.empty()) check(r, seed);
     if (std::getenv("MTP_SIM_VERBOSE"))
       std::printf("%s seed %llu: finished at %.3f s simulated, %llu frames retransmitted, %llu packets corrupted\n",
                   sc.name.c_str(), static_cast<unsigned long long>(seed), static_cast<double>(r.finished_ns) / 1e9,
@@ -408,10 +446,10 @@ TEST(sim, threshold_5_of_8_with_crashes) {
   s.name = "threshold_5_of_8_with_crashes";
   s.members = 8;
   s.threshold = 5;
-  s.messages = 150;
+  s.messages = 300;
   s.link = lossy(0.10);
   s.crash = {2, 6};
-  s.crash_at_ns = 200'000'000ull;
+  s.crash_at_ns = 50'000'000ull;
   run_all(s);
 }
 
@@ -455,4 +493,37 @@ TEST(sim, byte_stream_small_window) {
   s.stream_buffer = 16384;
   s.link = lossy(0.05);
   run_all(s);
+}
+
+// A group without a threshold runs at its slowest member's pace; with t of
+// n, at the t-th fastest: stability (Sent for every message) comes long
+// before the slow member could have carried the data, and the slow member
+// is told to skip what it cannot keep up with, in order, with no duplicate.
+TEST(sim, slowest_member_paces_the_group_unless_a_threshold_counts) {
+  scenario s;
+  s.name = "slowest_member_paces_the_group_unless_a_threshold_counts";
+  s.members = 3;
+  s.streams = 1;
+  s.messages = 1500;
+  s.min_size = 400;
+  s.max_size = 1000;  // about 1 MB in all
+  s.stream_buffer = 1u << 16;
+  s.link = lossy(0.0);
+  s.link.corrupt = 0;
+  s.link.duplicate = 0;
+  s.slow_member = 2;
+  s.slow_bps = 4'000'000;  // 1 MB takes about 2 s at 4 Mbit/s
+  s.finish_bound_ns = 60'000'000'000ull;
+  const double slow_transfer_s = 1500.0 * 700 * 8 / 4e6;
+  run_all(s, [&](const run_result &r, uint64_t seed) {
+    EXPECT_GE(static_cast<double>(r.all_stable_ns) / 1e9, 0.8 * slow_transfer_s) << "all-members group, seed " << seed;
+    EXPECT_EQ(r.skipped, 0u) << seed;
+  });
+  s.name += "_threshold";
+  s.threshold = 2;
+  s.allow_skips = true;
+  run_all(s, [&](const run_result &r, uint64_t seed) {
+    EXPECT_LE(static_cast<double>(r.all_stable_ns) / 1e9, 0.4 * slow_transfer_s) << "2-of-3 group, seed " << seed;
+    EXPECT_GT(r.skipped, 0u) << seed;
+  });
 }
