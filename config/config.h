@@ -131,14 +131,51 @@ struct generator_config {
   uint16_t dst_port = 0;  ///< default: node.udp_port
 };
 
+/// Test-only application inside the daemon: sends a verifiable byte
+/// pattern to a group over one MTP connection (issue 4's first slice,
+/// before libmtp).
+struct source_config {
+  bool enabled = false;
+  uint64_t connection_id = 1;
+  std::vector<uint32_t> members;  ///< member ids, each listed in `peers`
+  uint32_t threshold = 0;
+  uint64_t total_bytes = 1u << 20;
+  uint32_t message_bytes = 1024;
+  uint32_t streams = 1;
+};
+
+/// Test-only application: accepts connections, verifies and counts data.
+struct sink_config {
+  bool enabled = false;
+};
+
+/// Seeded fault injection on received frames (this kernel has no netem).
+struct faults_config {
+  uint64_t seed = 1;
+  double drop = 0, duplicate = 0, reorder = 0, corrupt = 0;
+  bool any() const { return drop > 0 || duplicate > 0 || reorder > 0 || corrupt > 0; }
+};
+
 struct test_config {
   generator_config generator;
+  source_config source;
+  sink_config sink;
+  faults_config faults;
+};
+
+/// A member this node talks to: its id and where it is.
+struct peer_config {
+  uint32_t id = 0;
+  core::ip_address ip;
+  std::array<uint8_t, 6> mac{};
+  std::string port;  ///< local port name to reach it; default: the first port
 };
 
 struct config {
   std::string source;  ///< file name, or "<embedded default>"
   node_config node;
   std::vector<port_config> ports;
+  std::vector<peer_config> peers;
   lcore_config lcores;
   memory_config memory;
   eal_config eal;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <fstream>
 #include <regex>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -331,9 +332,89 @@ struct loader {
     r.read_uint(n, p, "stats_interval_ms", c.telemetry.stats_interval_ms, 0, 3600000);
   }
 
+  std::optional<double> read_probability(const YAML::Node &map, const std::string &path, const char *key) {
+    auto v = r.child(map, path, key);
+    if (!v) return std::nullopt;
+    const std::string kp = yaml_reader::join(path, key);
+    try {
+      if (v->IsScalar()) {
+        const double d = std::stod(v->Scalar());
+        if (d >= 0 && d <= 1) return d;
+      }
+    } catch (const std::exception &) {
+    }
+    r.report(*v, kp, "expected a probability from 0 to 1, found " + yaml_reader::describe(*v));
+    return std::nullopt;
+  }
+
+  void read_peers(const YAML::Node &n) {
+    if (!r.check_list(n, "peers", "peers")) return;
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      const YAML::Node e = n[i];
+      const std::string p = yaml_reader::index("peers", i);
+      if (!r.check_map(e, p, {"id", "ip", "mac", "port"})) continue;
+      peer_config peer;
+      if (!e["id"].IsDefined() || !e["ip"].IsDefined() || !e["mac"].IsDefined()) {
+        r.report(e, p, "missing required key: a peer needs id, ip and mac");
+        continue;
+      }
+      r.read_uint(e, p, "id", peer.id, 1, 0xfffffffeu);
+      if (auto v = r.child(e, p, "ip"))
+        if (auto s = r.as_string(*v, p + ".ip", "an IP address")) {
+          if (auto ip = parse_ip(*s))
+            peer.ip = *ip;
+          else
+            r.report(*v, p + ".ip", "expected an IPv4 or IPv6 address, found '" + *s + "'");
+        }
+      if (auto v = r.child(e, p, "mac"))
+        if (auto s = r.as_string(*v, p + ".mac", "a MAC address")) {
+          if (auto mac = parse_mac(*s))
+            peer.mac = *mac;
+          else
+            r.report(*v, p + ".mac", "expected a MAC address like 02:00:00:00:00:01, found '" + *s + "'");
+        }
+      if (auto v = r.child(e, p, "port"))
+        if (auto s = r.as_string(*v, p + ".port", "a port name")) peer.port = *s;
+      c.peers.push_back(peer);
+    }
+  }
+
+  void read_source(const YAML::Node &n) {
+    const std::string p = "test.source";
+    if (!r.check_map(n, p, {"enabled", "connection_id", "members", "threshold", "total_bytes", "message_bytes",
+                            "streams"}))
+      return;
+    auto &s = c.test.source;
+    r.read_bool(n, p, "enabled", s.enabled);
+    r.read_uint(n, p, "connection_id", s.connection_id, 1, UINT64_MAX - 1);
+    r.read_uint(n, p, "threshold", s.threshold, 0, 64);
+    r.read_uint(n, p, "total_bytes", s.total_bytes, 1, uint64_t{1} << 44);
+    r.read_uint(n, p, "message_bytes", s.message_bytes, 16, 65536);
+    r.read_uint(n, p, "streams", s.streams, 1, 16);
+    if (auto v = r.child(n, p, "members"); v && r.check_list(*v, p + ".members", "member ids"))
+      for (std::size_t i = 0; i < v->size(); ++i)
+        if (auto id = r.as_uint((*v)[i], yaml_reader::index(p + ".members", i), 1, 0xfffffffeu))
+          s.members.push_back(static_cast<uint32_t>(*id));
+  }
+
   void read_test(const YAML::Node &n) {
     const std::string p = "test";
-    if (!r.check_map(n, p, {"generator"})) return;
+    if (!r.check_map(n, p, {"generator", "source", "sink", "faults"})) return;
+    if (auto s = r.child(n, p, "source")) read_source(*s);
+    if (auto s = r.child(n, p, "sink")) {
+      if (r.check_map(*s, "test.sink", {"enabled"})) r.read_bool(*s, "test.sink", "enabled", c.test.sink.enabled);
+    }
+    if (auto f = r.child(n, p, "faults")) {
+      const std::string fp = "test.faults";
+      if (r.check_map(*f, fp, {"seed", "drop", "duplicate", "reorder", "corrupt"})) {
+        auto &ft = c.test.faults;
+        r.read_uint(*f, fp, "seed", ft.seed, 0, UINT64_MAX);
+        if (auto d = read_probability(*f, fp, "drop")) ft.drop = *d;
+        if (auto d = read_probability(*f, fp, "duplicate")) ft.duplicate = *d;
+        if (auto d = read_probability(*f, fp, "reorder")) ft.reorder = *d;
+        if (auto d = read_probability(*f, fp, "corrupt")) ft.corrupt = *d;
+      }
+    }
     auto g = r.child(n, p, "generator");
     if (!g) return;
     const std::string gp = "test.generator";
@@ -433,12 +514,40 @@ struct loader {
                      std::to_string(min_mtu) + "), found " + std::to_string(gen.payload_bytes));
     }
     if (gen.dst_port == 0) gen.dst_port = c.node.udp_port;
+
+    std::map<uint32_t, std::size_t> peer_ids;
+    for (std::size_t i = 0; i < c.peers.size(); ++i) {
+      const std::string pp = yaml_reader::index("peers", i);
+      if (!peer_ids.emplace(c.peers[i].id, i).second)
+        r.report(c.mark_of(pp + ".id"), pp + ".id", "duplicate peer id " + std::to_string(c.peers[i].id));
+      if (c.peers[i].id == c.node.id)
+        r.report(c.mark_of(pp + ".id"), pp + ".id", "peer id " + std::to_string(c.peers[i].id) + " is node.id");
+      bool port_ok = c.peers[i].port.empty();
+      for (const auto &port : c.ports) port_ok |= port.name == c.peers[i].port;
+      if (!port_ok)
+        r.report(c.mark_of(pp + ".port"), pp + ".port", "no port named '" + c.peers[i].port + "'");
+    }
+    const auto &src = c.test.source;
+    if (src.enabled) {
+      if (src.members.empty())
+        r.report(c.mark_of("test.source"), "test.source", "expected at least one member in members when enabled");
+      if (src.members.size() > 64)
+        r.report(c.mark_of("test.source.members"), "test.source.members", "expected at most 64 members");
+      for (uint32_t id : src.members)
+        if (!peer_ids.count(id))
+          r.report(c.mark_of("test.source.members"), "test.source.members",
+                   "member " + std::to_string(id) + " is not in peers (give its ip and mac there)");
+      if (src.threshold > src.members.size())
+        r.report(c.mark_of("test.source.threshold"), "test.source.threshold",
+                 "expected at most the number of members (" + std::to_string(src.members.size()) + "), found " +
+                     std::to_string(src.threshold));
+    }
     if (c.eal.file_prefix.empty()) c.eal.file_prefix = "mtpd-" + c.node.name;
     if (c.app.socket_path.empty()) c.app.socket_path = "/run/mtpd/" + c.node.name + ".sock";
   }
 
   void read(const YAML::Node &root) {
-    static const std::vector<std::string> sections = {"node", "ports", "lcores", "memory", "eal", "idle",
+    static const std::vector<std::string> sections = {"node", "ports", "peers", "lcores", "memory", "eal", "idle",
                                                       "limits", "app", "log", "telemetry", "test"};
     if (!root.IsMap()) {
       r.report(root, "", "expected a mapping with the sections node, ports, lcores, ..., found " +
@@ -450,6 +559,7 @@ struct loader {
     if (auto n = r.child(root, "", "lcores")) read_lcores(*n);
     if (auto n = r.child(root, "", "memory")) read_memory(*n);
     read_ports(root);
+    if (auto n = r.child(root, "", "peers")) read_peers(*n);
     if (auto n = r.child(root, "", "eal")) read_eal(*n);
     if (auto n = r.child(root, "", "idle")) read_idle(*n);
     if (auto n = r.child(root, "", "limits")) read_limits(*n);

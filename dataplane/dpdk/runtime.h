@@ -45,7 +45,26 @@ class counter {
   X(tx_nombuf, "frames not sent because the pool was empty")                   \
   X(loops, "poll loop iterations")                                             \
   X(idle_loops, "loop iterations that found no work")                          \
-  X(sleeps, "adaptive idle sleeps")
+  X(sleeps, "adaptive idle sleeps")                                            \
+  X(mtp_packets_in, "MTP packets handed to the engine")                        \
+  X(mtp_packets_out, "MTP packet copies sent (one per member)")                \
+  X(mtp_no_session, "MTP packets for no session and not accepted")             \
+  X(mtp_other_worker, "MTP packets that reached a worker not owning sessions") \
+  X(mtp_unknown_peer, "packet copies for a member with no known address")      \
+  X(sessions_opened, "MTP sessions created")                                   \
+  X(members_left, "MemberLeft events")                                         \
+  X(source_bytes_queued, "test source: bytes queued on its connection")        \
+  X(source_bytes_stable, "test source: bytes acknowledged (Sent)")             \
+  X(source_complete_us, "test source: microseconds to all stable (0: not yet)") \
+  X(sink_bytes, "test sink: bytes received and checked")                       \
+  X(sink_messages, "test sink: whole messages received")                       \
+  X(sink_verify_errors, "test sink: bytes that differ from the pattern")       \
+  X(sink_order_errors, "test sink: data out of stream order")                  \
+  X(sink_closed, "test sink: connections closed by their sender")              \
+  X(fault_dropped, "fault stage: frames dropped")                              \
+  X(fault_duplicated, "fault stage: frames duplicated")                        \
+  X(fault_reordered, "fault stage: frames held back one burst")                \
+  X(fault_corrupted, "fault stage: frames with one bit flipped")
 
 struct alignas(64) worker_counters {
 #define MTP_X(name, text) counter name;

@@ -14,7 +14,9 @@
 #include <rte_prefetch.h>
 
 #include <cstring>
+#include <memory>
 
+#include "endpoint.h"
 #include "idle.h"
 #include "log.h"
 #include "runtime.h"
@@ -131,25 +133,92 @@ unsigned generate(const runtime &rt, worker_context &w, const port_runtime &p, g
   return n;
 }
 
+/// Per-worker state beyond the counters: the engine endpoint (worker 0)
+/// and the seeded fault stage.
+struct worker_state {
+  std::unique_ptr<endpoint> ep;
+  core::rng fault_rng{1};
+  rte_mbuf *held = nullptr;  ///< a frame held back one burst (reordering)
+  std::size_t held_port = 0;
+};
+
+void classify(const runtime &rt, worker_context &w, worker_state &ws, std::size_t port_index, rte_mbuf *m,
+              core::time_ns now_ns) {
+  const port_runtime &p = rt.ports[port_index];
+  // Frames fit one mbuf (the config checks MTU against the data room), so
+  // the first segment is the whole frame.
+  core::udp_frame_view view;
+  const auto verdict = core::parse_udp_frame(
+      {rte_pktmbuf_mtod(m, const std::byte *), m->data_len}, rt.config.node.udp_port,
+      p.rx_ip_csum ? ip_hint(m->ol_flags) : core::csum_hint::unknown,
+      p.rx_l4_csum ? l4_hint(m->ol_flags) : core::csum_hint::unknown, view);
+  w.counters.rx_verdict[static_cast<std::size_t>(verdict)].inc();
+  if (verdict != core::frame_verdict::accepted) return;
+  if (ws.ep)
+    ws.ep->on_frame(port_index, view, now_ns);
+  else
+    w.counters.mtp_other_worker.inc();
+}
+
+/// The fault stage, enabled only by the config's test section: decides
+/// per frame to drop, corrupt, duplicate or hold it back one burst.
+/// @return how many times to process `m` now (0, 1 or 2).
+int apply_faults(const cfg::faults_config &f, worker_context &w, worker_state &ws, std::size_t port_index,
+                 rte_mbuf *m) {
+  if (ws.fault_rng.uniform() < f.drop) {
+    w.counters.fault_dropped.inc();
+    return 0;
+  }
+  if (ws.fault_rng.uniform() < f.corrupt && m->data_len > 0) {
+    const uint64_t bit = ws.fault_rng.below(uint64_t{m->data_len} * 8);
+    rte_pktmbuf_mtod(m, uint8_t *)[bit / 8] ^= static_cast<uint8_t>(1u << (bit % 8));
+    // A NIC verdict computed before the flip no longer holds.
+    m->ol_flags &= ~(RTE_MBUF_F_RX_IP_CKSUM_MASK | RTE_MBUF_F_RX_L4_CKSUM_MASK);
+    w.counters.fault_corrupted.inc();
+  }
+  if (ws.held == nullptr && ws.fault_rng.uniform() < f.reorder) {
+    ws.held = rte_pktmbuf_clone(m, m->pool);
+    if (ws.held != nullptr) {
+      ws.held_port = port_index;
+      w.counters.fault_reordered.inc();
+      return 0;
+    }
+  }
+  if (ws.fault_rng.uniform() < f.duplicate) {
+    w.counters.fault_duplicated.inc();
+    return 2;
+  }
+  return 1;
+}
+
 /// Receives one burst on one port and accounts for every frame in it.
-unsigned receive(const runtime &rt, worker_context &w, const port_runtime &p) {
+unsigned receive(const runtime &rt, worker_context &w, worker_state &ws, std::size_t port_index,
+                 core::time_ns now_ns) {
+  const port_runtime &p = rt.ports[port_index];
   rte_mbuf *pkts[burst_pkts];
   const uint16_t n = rte_eth_rx_burst(p.port_id, w.queue, pkts, burst_pkts);
   if (n == 0) return 0;
+  const auto &faults = rt.config.test.faults;
+  const bool faulty = faults.any();
+  // The frame held back by the last burst goes first: it is now late.
+  rte_mbuf *late = nullptr;
+  if (faulty && ws.held != nullptr && ws.held_port == port_index) {
+    late = ws.held;
+    ws.held = nullptr;
+  }
   for (unsigned i = 0; i < prefetch_offset && i < n; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   uint64_t bytes = 0;
   for (uint16_t i = 0; i < n; ++i) {
     if (i + prefetch_offset < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + prefetch_offset], void *));
     rte_mbuf *m = pkts[i];
     bytes += m->pkt_len;
-    // Frames fit one mbuf (the config checks MTU against the data room), so
-    // the first segment is the whole frame.
-    core::udp_frame_view view;
-    const auto verdict = core::parse_udp_frame(
-        {rte_pktmbuf_mtod(m, const std::byte *), m->data_len}, rt.config.node.udp_port,
-        p.rx_ip_csum ? ip_hint(m->ol_flags) : core::csum_hint::unknown,
-        p.rx_l4_csum ? l4_hint(m->ol_flags) : core::csum_hint::unknown, view);
-    w.counters.rx_verdict[static_cast<std::size_t>(verdict)].inc();
+    const int times = faulty ? apply_faults(faults, w, ws, port_index, m) : 1;
+    for (int k = 0; k < times; ++k) classify(rt, w, ws, port_index, m, now_ns);
+    if (i == 0 && late != nullptr) {
+      classify(rt, w, ws, port_index, late, now_ns);
+      rte_pktmbuf_free(late);
+      late = nullptr;
+    }
   }
   rte_pktmbuf_free_bulk(pkts, n);
   w.counters.rx_pkts.add(n);
@@ -168,15 +237,27 @@ int worker_main(void *arg) {
   generator_port gens[RTE_MAX_ETHPORTS]{};
   uint64_t gen_interval_tsc = 0;
   setup_generator(rt, w, gens, gen_interval_tsc);
-  MTP_LOG(INFO, "worker lcore %u: polling queue %u on %zu port(s)\n", w.lcore, w.queue, rt.ports.size());
+  // TSC to nanoseconds once per loop (a double holds 104 days of ns exactly).
+  const double ns_per_tsc = 1e9 / static_cast<double>(rte_get_tsc_hz());
+  const uint64_t tsc0 = rte_rdtsc();
+  auto to_ns = [&](uint64_t tsc) { return static_cast<core::time_ns>(static_cast<double>(tsc - tsc0) * ns_per_tsc) + 1; };
+  worker_state ws;
+  ws.fault_rng = core::rng(rt.config.test.faults.seed * 0x9e3779b97f4a7c15ull + w.queue + 1);
+  // Sessions live on the first worker until steering by connection id lands.
+  if (w.queue == 0 && (rt.config.test.source.enabled || rt.config.test.sink.enabled))
+    ws.ep = std::make_unique<endpoint>(rt, w, to_ns(rte_rdtsc()));
+  MTP_LOG(INFO, "worker lcore %u: polling queue %u on %zu port(s)%s\n", w.lcore, w.queue, rt.ports.size(),
+          ws.ep ? ", MTP sessions here" : "");
 
   while (!rt.stop.load(std::memory_order_relaxed)) {
     const uint64_t now_tsc = rte_rdtsc();
+    const core::time_ns now_ns = to_ns(now_tsc);
     unsigned work = 0;
     for (std::size_t i = 0; i < rt.ports.size(); ++i) {
-      work += receive(rt, w, rt.ports[i]);
+      work += receive(rt, w, ws, i, now_ns);
       if (gen_interval_tsc) work += generate(rt, w, rt.ports[i], gens[i], now_tsc, gen_interval_tsc);
     }
+    if (ws.ep) work += ws.ep->poll(now_ns);
     w.counters.loops.inc();
     idle.idle(work, idle_n);
     // Idle counters live in the loop's registers; publish them now and then.
@@ -186,6 +267,9 @@ int worker_main(void *arg) {
       idle_n = {};
     }
   }
+  if (ws.ep) ws.ep->shutdown(to_ns(rte_rdtsc()));
+  ws.ep.reset();
+  if (ws.held != nullptr) rte_pktmbuf_free(ws.held);
   w.counters.idle_loops.add(idle_n.idle_loops);
   w.counters.sleeps.add(idle_n.sleeps);
   MTP_LOG(INFO, "worker lcore %u: stopped\n", w.lcore);

@@ -1,0 +1,283 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// See endpoint.h.
+#include "endpoint.h"
+
+#include <rte_ethdev.h>
+
+#include <cstring>
+
+#include "log.h"
+
+namespace mtp::dp {
+
+namespace {
+
+// Transport parameters both ends must agree on until a handshake carries
+// them (protocol.md 6.5): the initial credits.
+constexpr uint32_t stream_buffer_bytes = 4u << 20;
+constexpr uint64_t connection_window_bytes = 64ull << 20;
+
+}  // namespace
+
+endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
+    : rt_(rt), w_(w), scratch_(2048), start_ns_(now_ns), tx_(rt.ports.size()) {
+  for (auto &q : tx_) q.reserve(tx_burst);
+  const auto &src = rt_.config.test.source;
+  if (!src.enabled) return;
+  auto s = std::make_unique<session>();
+  s->source = true;
+  core::connection_config c = base_config(src.connection_id);
+  c.threshold = src.threshold;
+  for (uint32_t id : src.members) {
+    c.members.push_back(id);
+    peer p;
+    for (const auto &pc : rt_.config.peers) {
+      if (pc.id != id) continue;
+      std::size_t port = 0;
+      for (std::size_t i = 0; i < rt_.ports.size(); ++i)
+        if (rt_.ports[i].name == pc.port) port = i;
+      p.port = port;
+      p.known = true;
+      p.to.dst_mac = pc.mac;
+      std::memcpy(p.to.src_mac.data(), rt_.ports[port].mac.addr_bytes, 6);
+      p.to.dst_ip = pc.ip;
+      for (const auto &a : rt_.ports[port].config->addresses)
+        if (a.address.family == pc.ip.family) p.to.src_ip = a.address;
+      p.to.src_port = rt_.config.node.udp_port;
+      p.to.dst_port = rt_.config.node.udp_port;
+    }
+    s->members.push_back(p);
+  }
+  s->conn = std::make_unique<core::connection>(c, now_ns);
+  for (uint32_t k = 0; k < src.streams; ++k) s->conn->open_stream(k, core::stream_mode::message, core::ordering::fifo);
+  pattern_.resize(src.message_bytes);
+  sessions_.push_back(std::move(s));
+  w_.counters.sessions_opened.inc();
+  MTP_LOG(INFO, "source: connection %llx to %zu member(s), %llu bytes in %u B messages on %u stream(s)\n",
+          static_cast<unsigned long long>(src.connection_id), src.members.size(),
+          static_cast<unsigned long long>(src.total_bytes), src.message_bytes, src.streams);
+}
+
+endpoint::~endpoint() {
+  for (auto &q : tx_) rte_pktmbuf_free_bulk(q.data(), static_cast<unsigned>(q.size()));
+}
+
+core::connection_config endpoint::base_config(uint64_t cid) const {
+  core::connection_config c;
+  c.connection_id = cid;
+  c.local_id = rt_.config.node.id;
+  uint16_t mtu = 9600;
+  for (const auto &p : rt_.ports) mtu = std::min(mtu, p.mtu);
+  c.max_packet_bytes = static_cast<uint16_t>(mtu - 48);  // room for IPv6 + UDP headers
+  c.max_streams = 16;
+  c.stream_buffer_bytes = stream_buffer_bytes;
+  c.connection_window_bytes = connection_window_bytes;
+  c.max_messages = 1u << 14;
+  c.max_sent_packets = 1u << 13;
+  c.max_events = 1u << 13;
+  return c;
+}
+
+endpoint::session *endpoint::find(uint64_t cid) {
+  for (auto &s : sessions_)
+    if (s->conn->id() == cid) return s.get();
+  return nullptr;
+}
+
+endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid,
+                                    uint32_t sender, core::time_ns now_ns) {
+  if (!rt_.config.test.sink.enabled || sessions_.size() >= rt_.config.limits.sessions) return nullptr;
+  auto s = std::make_unique<session>();
+  core::connection_config c = base_config(cid);
+  c.members = {sender};
+  peer p;
+  p.known = true;
+  p.port = port_index;
+  // Answer where it came from.
+  p.to.dst_mac = v.ends.src_mac;
+  std::memcpy(p.to.src_mac.data(), rt_.ports[port_index].mac.addr_bytes, 6);
+  p.to.src_ip = v.ends.dst_ip;
+  p.to.dst_ip = v.ends.src_ip;
+  p.to.src_port = v.ends.dst_port;
+  p.to.dst_port = v.ends.src_port;
+  s->members.push_back(p);
+  s->conn = std::make_unique<core::connection>(c, now_ns);
+  s->next_offset.assign(c.max_streams, 0);
+  sessions_.push_back(std::move(s));
+  w_.counters.sessions_opened.inc();
+  MTP_LOG(INFO, "sink: accepted connection %llx from member %u\n", static_cast<unsigned long long>(cid), sender);
+  return sessions_.back().get();
+}
+
+void endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, core::time_ns now_ns) {
+  core::packet_header h;
+  std::span<const std::byte> frames;
+  // Peek at the header for the session; the engine parses it again fully.
+  if (core::parse_packet(v.payload, h, frames) != core::parse_status::ok) {
+    w_.counters.mtp_no_session.inc();
+    return;
+  }
+  session *s = find(h.connection_id);
+  if (s == nullptr) s = accept(port_index, v, h.connection_id, h.sender_id, now_ns);
+  if (s == nullptr) {
+    w_.counters.mtp_no_session.inc();
+    return;
+  }
+  w_.counters.mtp_packets_in.inc();
+  s->conn->on_packet(v.payload, now_ns);
+  // Events may point into this packet: consume them before it is freed.
+  drain_events(*s, now_ns);
+}
+
+void endpoint::drain_events(session &s, core::time_ns now_ns) {
+  core::event e;
+  const auto &src = rt_.config.test.source;
+  while (s.conn->poll_event(e)) {
+    switch (e.type) {
+      case core::event_type::received: {
+        if (e.stream_id < s.next_offset.size()) {
+          if (e.offset != s.next_offset[e.stream_id]) w_.counters.sink_order_errors.inc();
+          s.next_offset[e.stream_id] = e.offset + e.data.size();
+        }
+        uint64_t bad = 0;
+        for (std::size_t i = 0; i < e.data.size(); ++i)
+          bad += std::to_integer<uint8_t>(e.data[i]) != pattern_byte(e.stream_id, e.offset + i);
+        w_.counters.sink_verify_errors.add(bad);
+        w_.counters.sink_bytes.add(e.data.size());
+        if (e.end_of_message) w_.counters.sink_messages.inc();
+        break;
+      }
+      case core::event_type::sent: {
+        // Messages are message_bytes long except the very last one.
+        const uint64_t before = std::min(src.total_bytes, stable_msgs_ * src.message_bytes);
+        ++stable_msgs_;
+        w_.counters.source_bytes_stable.add(std::min(src.total_bytes, stable_msgs_ * src.message_bytes) - before);
+        break;
+      }
+      case core::event_type::member_left:
+        w_.counters.members_left.inc();
+        MTP_LOG(WARNING, "connection %llx: member %u left (%s)\n", static_cast<unsigned long long>(s.conn->id()),
+                e.member, e.reason == 1 ? "timeout" : "closed");
+        break;
+      case core::event_type::closed:
+        if (!s.source) {
+          w_.counters.sink_closed.inc();
+          MTP_LOG(INFO, "sink: connection %llx closed by its sender (code %llu)\n",
+                  static_cast<unsigned long long>(s.conn->id()), static_cast<unsigned long long>(e.error_code));
+        }
+        break;
+      case core::event_type::connection_error:
+        MTP_LOG(ERR, "connection %llx failed: error %llu\n", static_cast<unsigned long long>(s.conn->id()),
+                static_cast<unsigned long long>(e.error_code));
+        break;
+      default:
+        break;
+    }
+  }
+  (void)now_ns;
+}
+
+void endpoint::feed_source(session &s, core::time_ns now_ns) {
+  const auto &src = rt_.config.test.source;
+  bool wrote = false;
+  while (source_next_ < src.total_bytes) {
+    // Round-robin over streams, one message at a time.
+    const uint64_t msg_index = source_next_ / src.message_bytes;
+    const uint64_t stream = msg_index % src.streams;
+    const uint64_t stream_msg = msg_index / src.streams;
+    const uint64_t len = std::min<uint64_t>(src.message_bytes, src.total_bytes - source_next_);
+    const uint64_t off = stream_msg * src.message_bytes;
+    for (uint64_t i = 0; i < len; ++i) pattern_[i] = static_cast<std::byte>(pattern_byte(stream, off + i));
+    const core::status st = s.conn->send(stream, {pattern_.data(), static_cast<std::size_t>(len)}, now_ns);
+    if (st != core::status::ok) break;
+    source_next_ += len;
+    w_.counters.source_bytes_queued.add(len);
+    wrote = true;
+  }
+  if (wrote) s.conn->flush();
+  if (!source_done_ && source_next_ >= src.total_bytes && s.conn->send_buffered_bytes() == 0) {
+    source_done_ = true;
+    const double secs = static_cast<double>(now_ns - start_ns_) / 1e9;
+    w_.counters.source_complete_us.add(std::max<uint64_t>(1, (now_ns - start_ns_) / 1000));
+    MTP_LOG(INFO, "source: all %llu bytes stable at %u member(s) in %.3f s (%.2f Gbit/s); closing\n",
+            static_cast<unsigned long long>(src.total_bytes), static_cast<unsigned>(src.members.size()), secs,
+            static_cast<double>(src.total_bytes) * 8 / secs / 1e9);
+    s.conn->close(core::error_code::no_error, "transfer complete", now_ns);
+  }
+}
+
+void endpoint::transmit(session &s, core::time_ns now_ns) {
+  for (int n = 0; n < 256; ++n) {
+    const core::transmit t = s.conn->poll_transmit(scratch_, now_ns);
+    if (t.bytes == 0) break;
+    for (std::size_t m = 0; m < s.members.size(); ++m) {
+      if (!(t.member_mask & (uint64_t{1} << m))) continue;
+      const peer &p = s.members[m];
+      if (!p.known) {
+        w_.counters.mtp_unknown_peer.inc();
+        continue;
+      }
+      rte_mbuf *mb = rte_pktmbuf_alloc(rt_.pool);
+      if (mb == nullptr) {
+        w_.counters.tx_nombuf.inc();
+        continue;
+      }
+      const std::size_t len = core::udp_headers_size(p.to.dst_ip.family) + t.bytes;
+      char *data = rte_pktmbuf_append(mb, static_cast<uint16_t>(len));
+      if (data == nullptr ||
+          core::build_udp_frame({reinterpret_cast<std::byte *>(data), len}, p.to, {scratch_.data(), t.bytes}) == 0) {
+        rte_pktmbuf_free(mb);
+        w_.counters.tx_dropped.inc();
+        continue;
+      }
+      auto &q = tx_[p.port];
+      q.push_back(mb);
+      w_.counters.mtp_packets_out.inc();
+      if (q.size() == tx_burst) flush_tx();
+    }
+  }
+}
+
+void endpoint::flush_tx() {
+  for (std::size_t i = 0; i < tx_.size(); ++i) {
+    auto &q = tx_[i];
+    if (q.empty()) continue;
+    uint64_t bytes = 0;
+    for (auto *m : q) bytes += m->pkt_len;
+    const uint16_t n = static_cast<uint16_t>(q.size());
+    uint16_t sent = rte_eth_tx_burst(rt_.ports[i].port_id, w_.queue, q.data(), n);
+    for (uint16_t k = sent; k < n; ++k) bytes -= q[k]->pkt_len;
+    if (sent < n) {
+      rte_pktmbuf_free_bulk(q.data() + sent, n - sent);
+      w_.counters.tx_dropped.add(n - sent);
+    }
+    w_.counters.tx_pkts.add(sent);
+    w_.counters.tx_bytes.add(bytes);
+    q.clear();
+  }
+}
+
+unsigned endpoint::poll(core::time_ns now_ns) {
+  const uint64_t before = w_.counters.mtp_packets_out.get();
+  for (auto &sp : sessions_) {
+    session &s = *sp;
+    if (s.conn->is_closed()) continue;
+    if (s.conn->next_expiry() <= now_ns) s.conn->on_expiry(now_ns);
+    if (s.source) feed_source(s, now_ns);
+    transmit(s, now_ns);
+    drain_events(s, now_ns);
+  }
+  flush_tx();
+  return static_cast<unsigned>(w_.counters.mtp_packets_out.get() - before);
+}
+
+void endpoint::shutdown(core::time_ns now_ns) {
+  for (auto &s : sessions_) {
+    if (s->conn->is_closed()) continue;
+    s->conn->abort(core::error_code::no_error, "daemon stopping", now_ns);
+    transmit(*s, now_ns);
+  }
+  flush_tx();
+}
+
+}  // namespace mtp::dp

@@ -1,0 +1,83 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The MTP engine on a worker lcore: sessions (one core::connection each)
+// keyed by connection id, member addresses, the frames in and the packets
+// out, and the daemon's built-in test applications (a source that sends a
+// verifiable pattern to a group, a sink that checks it).
+//
+// First slice of the dataplane issue: sessions live on worker 0 only (MTP
+// frames reaching other workers are counted and dropped until steering
+// lands); packets are built by copying the engine's bytes behind freshly
+// written headers (one copy per member); timers are scanned per loop.
+// Owned by one worker; no locks.
+#pragma once
+
+#include <rte_mbuf.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "connection.h"
+#include "runtime.h"
+#include "udp_frame.h"
+
+namespace mtp::dp {
+
+class endpoint {
+ public:
+  endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns);
+  ~endpoint();
+
+  /// An accepted MTP datagram received on port `port_index`. The payload
+  /// stays valid until the caller frees the mbuf, after this returns.
+  void on_frame(std::size_t port_index, const core::udp_frame_view &v, core::time_ns now_ns);
+
+  /// Runs timers, feeds the source, sends what the sessions have to send.
+  /// @return work done (packets sent), for the idle strategy.
+  unsigned poll(core::time_ns now_ns);
+
+  /// Closes every session (abort) and sends the CLOSEs; at shutdown.
+  void shutdown(core::time_ns now_ns);
+
+ private:
+  struct peer {
+    bool known = false;
+    core::udp_endpoints to;  ///< headers for frames to it
+    std::size_t port = 0;
+  };
+  struct session {
+    std::unique_ptr<core::connection> conn;
+    std::vector<peer> members;
+    bool source = false;
+    std::vector<uint64_t> next_offset;  ///< sink: per stream, next expected byte
+  };
+
+  session *find(uint64_t connection_id);
+  session *accept(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid, uint32_t sender,
+                  core::time_ns now_ns);
+  core::connection_config base_config(uint64_t cid) const;
+  void drain_events(session &s, core::time_ns now_ns);
+  void feed_source(session &s, core::time_ns now_ns);
+  void transmit(session &s, core::time_ns now_ns);
+  void flush_tx();
+
+  const runtime &rt_;
+  worker_context &w_;
+  std::vector<std::unique_ptr<session>> sessions_;
+  std::vector<std::byte> scratch_;
+  std::vector<std::byte> pattern_;
+  core::time_ns start_ns_ = 0;
+  uint64_t source_next_ = 0;  ///< next byte offset the source queues (over all streams)
+  uint64_t stable_msgs_ = 0;
+  bool source_done_ = false;
+  // TX buffers per port, drained at the end of each poll.
+  static constexpr uint16_t tx_burst = 32;
+  std::vector<std::vector<rte_mbuf *>> tx_;
+};
+
+/// The byte the test source sends at `offset` of `stream` (the sink checks it).
+inline uint8_t pattern_byte(uint64_t stream, uint64_t offset) {
+  return static_cast<uint8_t>(((offset ^ (offset >> 11) ^ (stream << 5)) * 0x9d) >> 3);
+}
+
+}  // namespace mtp::dp
