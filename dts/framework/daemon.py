@@ -20,7 +20,8 @@ class DaemonError(AssertionError):
 
 
 class Daemon:
-    def __init__(self, name, ports=None, netns=None, extra=None, generator=None, hugepages=False):
+    def __init__(self, name, ports=None, netns=None, extra=None, generator=None, hugepages=False, node_id=None,
+                 peers=None, test=None):
         """ports=None runs the embedded default config (no --config)."""
         self.name = name
         self.netns = netns
@@ -37,8 +38,15 @@ class Daemon:
         }
         if self.config is None:
             self.file_prefix, self.socket = "mtpd-mtpd", "/run/mtpd/mtpd.sock"
-        elif generator:
-            self.config["test"] = {"generator": dict(enabled=True, **generator)}
+        else:
+            if node_id is not None:
+                self.config["node"]["id"] = node_id
+            if peers:
+                self.config["peers"] = peers
+            if generator:
+                self.config["test"] = {"generator": dict(enabled=True, **generator)}
+            if test:
+                self.config.setdefault("test", {}).update(test)
         for key, value in (extra or {}).items() if self.config else ():
             self.config.setdefault(key, {}).update(value)
         self.proc = None
@@ -125,6 +133,20 @@ class Daemon:
 
     def worker_total(self, name):
         return sum(w[name] for w in self.final["workers"])
+
+    def counter(self, name):
+        """A worker counter summed over workers, read live over telemetry."""
+        return sum(w[name] for w in self.telemetry("/mtp/workers").values())
+
+    def forget(self):
+        """After SIGKILL: remove what a killed daemon could not clean up."""
+        import shutil
+        shutil.rmtree(f"/var/run/dpdk/{self.file_prefix}", ignore_errors=True)
+        for path in [self.socket] + [p.split("socket=")[1].split(",")[0] for p in
+                                     (port["device"] for port in (self.config or {}).get("ports", []))
+                                     if "socket=" in p]:
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def leftovers():
