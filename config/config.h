@@ -153,7 +153,8 @@ struct sink_config {
 struct faults_config {
   uint64_t seed = 1;
   double drop = 0, duplicate = 0, reorder = 0, corrupt = 0;
-  bool any() const { return drop > 0 || duplicate > 0 || reorder > 0 || corrupt > 0; }
+  uint32_t delay_us = 0;  ///< every received frame is held this long first
+  bool any() const { return drop > 0 || duplicate > 0 || reorder > 0 || corrupt > 0 || delay_us > 0; }
 };
 
 struct test_config {

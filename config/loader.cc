@@ -406,9 +406,10 @@ struct loader {
     }
     if (auto f = r.child(n, p, "faults")) {
       const std::string fp = "test.faults";
-      if (r.check_map(*f, fp, {"seed", "drop", "duplicate", "reorder", "corrupt"})) {
+      if (r.check_map(*f, fp, {"seed", "drop", "duplicate", "reorder", "corrupt", "delay_us"})) {
         auto &ft = c.test.faults;
         r.read_uint(*f, fp, "seed", ft.seed, 0, UINT64_MAX);
+        r.read_uint(*f, fp, "delay_us", ft.delay_us, 0, 1000000);
         if (auto d = read_probability(*f, fp, "drop")) ft.drop = *d;
         if (auto d = read_probability(*f, fp, "duplicate")) ft.duplicate = *d;
         if (auto d = read_probability(*f, fp, "reorder")) ft.reorder = *d;

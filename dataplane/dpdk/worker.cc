@@ -140,6 +140,14 @@ struct worker_state {
   core::rng fault_rng{1};
   rte_mbuf *held = nullptr;  ///< a frame held back one burst (reordering)
   std::size_t held_port = 0;
+  // Delay line: frames wait here in arrival order until their time comes.
+  struct delayed {
+    rte_mbuf *m;
+    std::size_t port;
+    core::time_ns due_ns;
+  };
+  std::vector<delayed> delay_line;  ///< ring, sized at start
+  std::size_t delay_head = 0, delay_tail = 0;
 };
 
 void classify(const runtime &rt, worker_context &w, worker_state &ws, std::size_t port_index, rte_mbuf *m,
@@ -191,6 +199,22 @@ int apply_faults(const cfg::faults_config &f, worker_context &w, worker_state &w
   return 1;
 }
 
+/// Frames whose delay has passed leave the delay line through the rest of
+/// the fault stage. @return frames released.
+unsigned release_delayed(const runtime &rt, worker_context &w, worker_state &ws, core::time_ns now_ns) {
+  unsigned n = 0;
+  while (ws.delay_head < ws.delay_tail && n < burst_pkts) {
+    auto &d = ws.delay_line[ws.delay_head % ws.delay_line.size()];
+    if (d.due_ns > now_ns) break;
+    const int times = apply_faults(rt.config.test.faults, w, ws, d.port, d.m);
+    for (int k = 0; k < times; ++k) classify(rt, w, ws, d.port, d.m, now_ns);
+    rte_pktmbuf_free(d.m);
+    ++ws.delay_head;
+    ++n;
+  }
+  return n;
+}
+
 /// Receives one burst on one port and accounts for every frame in it.
 unsigned receive(const runtime &rt, worker_context &w, worker_state &ws, std::size_t port_index,
                  core::time_ns now_ns) {
@@ -201,10 +225,11 @@ unsigned receive(const runtime &rt, worker_context &w, worker_state &ws, std::si
   const auto &faults = rt.config.test.faults;
   const bool faulty = faults.any();
   // The frame held back by the last burst goes first: it is now late.
-  rte_mbuf *late = nullptr;
   if (faulty && ws.held != nullptr && ws.held_port == port_index) {
-    late = ws.held;
+    rte_mbuf *late = ws.held;
     ws.held = nullptr;
+    classify(rt, w, ws, port_index, late, now_ns);
+    rte_pktmbuf_free(late);
   }
   for (unsigned i = 0; i < prefetch_offset && i < n; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
   uint64_t bytes = 0;
@@ -212,15 +237,21 @@ unsigned receive(const runtime &rt, worker_context &w, worker_state &ws, std::si
     if (i + prefetch_offset < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + prefetch_offset], void *));
     rte_mbuf *m = pkts[i];
     bytes += m->pkt_len;
+    if (!ws.delay_line.empty()) {
+      // Into the delay line (the line owns the mbuf now); a full line drops.
+      if (ws.delay_tail - ws.delay_head < ws.delay_line.size()) {
+        ws.delay_line[ws.delay_tail++ % ws.delay_line.size()] = {m, port_index, now_ns + faults.delay_us * 1000ull};
+      } else {
+        w.counters.fault_dropped.inc();
+        rte_pktmbuf_free(m);
+      }
+      pkts[i] = nullptr;
+      continue;
+    }
     const int times = faulty ? apply_faults(faults, w, ws, port_index, m) : 1;
     for (int k = 0; k < times; ++k) classify(rt, w, ws, port_index, m, now_ns);
-    if (i == 0 && late != nullptr) {
-      classify(rt, w, ws, port_index, late, now_ns);
-      rte_pktmbuf_free(late);
-      late = nullptr;
-    }
   }
-  rte_pktmbuf_free_bulk(pkts, n);
+  if (ws.delay_line.empty()) rte_pktmbuf_free_bulk(pkts, n);
   w.counters.rx_pkts.add(n);
   w.counters.rx_bytes.add(bytes);
   w.counters.rx_bursts.inc();
@@ -243,6 +274,7 @@ int worker_main(void *arg) {
   auto to_ns = [&](uint64_t tsc) { return static_cast<core::time_ns>(static_cast<double>(tsc - tsc0) * ns_per_tsc) + 1; };
   worker_state ws;
   ws.fault_rng = core::rng(rt.config.test.faults.seed * 0x9e3779b97f4a7c15ull + w.queue + 1);
+  if (rt.config.test.faults.delay_us) ws.delay_line.resize(rt.config.memory.mbufs / 2);
   // Sessions live on the first worker until steering by connection id lands.
   if (w.queue == 0 && (rt.config.test.source.enabled || rt.config.test.sink.enabled))
     ws.ep = std::make_unique<endpoint>(rt, w, to_ns(rte_rdtsc()));
@@ -257,6 +289,7 @@ int worker_main(void *arg) {
       work += receive(rt, w, ws, i, now_ns);
       if (gen_interval_tsc) work += generate(rt, w, rt.ports[i], gens[i], now_tsc, gen_interval_tsc);
     }
+    if (!ws.delay_line.empty()) work += release_delayed(rt, w, ws, now_ns);
     if (ws.ep) work += ws.ep->poll(now_ns);
     w.counters.loops.inc();
     idle.idle(work, idle_n);
@@ -270,6 +303,7 @@ int worker_main(void *arg) {
   if (ws.ep) ws.ep->shutdown(to_ns(rte_rdtsc()));
   ws.ep.reset();
   if (ws.held != nullptr) rte_pktmbuf_free(ws.held);
+  for (; ws.delay_head < ws.delay_tail; ++ws.delay_head) rte_pktmbuf_free(ws.delay_line[ws.delay_head % ws.delay_line.size()].m);
   w.counters.idle_loops.add(idle_n.idle_loops);
   w.counters.sleeps.add(idle_n.sleeps);
   MTP_LOG(INFO, "worker lcore %u: stopped\n", w.lcore);

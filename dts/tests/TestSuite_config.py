@@ -13,7 +13,7 @@ def mtpd(*args):
 class TestConfig:
     def test_check_config_accepts_every_example(self):
         """Steps: mtpd --check-config on each file in config/examples.
-        Verify: exit 0 and '<file>: ok' for each of the 7 examples."""
+        Verify: exit 0 and '<file>: ok' for each of the 9 examples."""
         found = 0
         for dirpath, _, files in os.walk(os.path.join(ROOT, "config", "examples")):
             for f in sorted(files):
@@ -22,7 +22,7 @@ class TestConfig:
                 assert r.returncode == 0, r.stderr
                 assert r.stdout == f"{path}: ok\n"
                 found += 1
-        assert found == 7
+        assert found == 9
 
     def test_broken_config_gets_precise_messages(self, tmp_path):
         """Steps: --check-config on a file with a typo'd key, a bad device and an

@@ -58,10 +58,10 @@ def check_sink(d, total):
 
 class TestTransfer:
     @pytest.mark.parametrize("faults", [None, {"seed": 11, "drop": 0.02, "duplicate": 0.01, "reorder": 0.02,
-                                               "corrupt": 0.001}], ids=["clean", "impaired"])
+                                               "corrupt": 0.001, "delay_us": 2000}], ids=["clean", "impaired"])
     def test_reliable_1_to_1(self, faults):
         """Steps: a sink (with or without the seeded fault stage: 2% drop, 1%
-        duplication, 2% reordering, 0.1% corruption) and a source sending
+        duplication, 2% reordering, 0.1% corruption, 2 ms delay) and a source sending
         128 MiB (clean) or 32 MiB (impaired) in 1 KiB messages over memif.
         Verify: the source reports every byte stable; the sink received
         every byte, each equal to the pattern, in order, exactly once; the
@@ -87,11 +87,11 @@ class TestTransfer:
 
     def test_reliable_1_to_3_with_a_member_killed(self):
         """Steps: three sinks, each on its own memif link, and a source
-        sending 256 MiB to the group; once sink 3 has 16 MiB it is killed
+        sending 1 GiB to the group; once sink 3 has 16 MiB it is killed
         (SIGKILL). Verify: the source reports MemberLeft and still completes
         (every byte stable at the two live members); sinks 1 and 2 got every
         byte, verified and in order."""
-        total = 256 * MIB
+        total = 1024 * MIB
         sinks = [sink(f"xs{k}", 1 + k, k) for k in (1, 2, 3)]
         for d in sinks:
             d.start()

@@ -45,7 +45,7 @@ TEST(config_loader, every_example_loads) {
     EXPECT_TRUE(r.ok()) << e.path() << ": " << (r.ok() ? "" : r.err()[0].to_string());
     ++n;
   }
-  EXPECT_EQ(n, 7u) << "single-node, two-node-memif (2), four-node-netns (4)";
+  EXPECT_EQ(n, 9u) << "single-node, two-node-memif (2), four-node-netns (4), transfer-memif (2)";
 }
 
 TEST(config_loader, example_values_are_read) {
@@ -84,6 +84,30 @@ TEST(config_loader, memif_example_has_generator_towards_peer) {
   EXPECT_EQ(r->test.generator.dst_ip.bytes[3], 2);
   EXPECT_EQ(r->test.generator.dst_port, 7400) << "defaults to node.udp_port";
   EXPECT_EQ(r->eal.file_prefix, "mtpd-memif-a");
+}
+
+TEST(config_loader, transfer_example_has_source_peers_and_sink) {
+  auto src = load_config_file(std::string(MTP_EXAMPLES_DIR) + "/transfer-memif/source.yaml");
+  ASSERT_TRUE(src.ok()) << src.err()[0].to_string();
+  EXPECT_TRUE(src->test.source.enabled);
+  EXPECT_EQ(src->test.source.members, std::vector<uint32_t>{2});
+  EXPECT_EQ(src->test.source.total_bytes, 256u << 20);
+  ASSERT_EQ(src->peers.size(), 1u);
+  EXPECT_EQ(src->peers[0].id, 2u);
+  EXPECT_EQ(src->peers[0].port, "m0");
+  auto sink = load_config_file(std::string(MTP_EXAMPLES_DIR) + "/transfer-memif/sink.yaml");
+  ASSERT_TRUE(sink.ok());
+  EXPECT_TRUE(sink->test.sink.enabled);
+  EXPECT_FALSE(sink->test.faults.any());
+}
+
+TEST(config_errors, source_members_must_be_peers) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "test:\n  source: {enabled: true, members: [5]}\n"),
+            "t.yaml:5:36: test.source.members: member 5 is not in peers (give its ip and mac there)");
+  EXPECT_EQ(one_problem(std::string(minimal) + "peers:\n  - {id: 5, ip: 10.0.0.5}\n"),
+            "t.yaml:5:5: peers[0]: missing required key: a peer needs id, ip and mac");
+  EXPECT_EQ(one_problem(std::string(minimal) + "test:\n  faults: {drop: 1.5}\n"),
+            "t.yaml:5:18: test.faults.drop: expected a probability from 0 to 1, found '1.5'");
 }
 
 TEST(config_loader, embedded_default_loads_and_needs_no_hugepages) {
