@@ -88,6 +88,31 @@ struct loader {
   yaml_reader r;
   config &c;
 
+  /// Reads map[key] as an IP address (no prefix) into `out` if present.
+  void read_ip(const YAML::Node &map, const std::string &path, const char *key, core::ip_address &out) {
+    const std::string kp = yaml_reader::join(path, key);
+    if (auto v = r.child(map, path, key))
+      if (auto s = r.as_string(*v, kp, "an IP address")) {
+        if (auto ip = parse_ip(*s))
+          out = *ip;
+        else
+          r.report(*v, kp, "expected an IPv4 or IPv6 address, found '" + *s + "'");
+      }
+  }
+
+  /// Reads map[key] as a MAC address into `out` if present.
+  template <class Mac>
+  void read_mac(const YAML::Node &map, const std::string &path, const char *key, Mac &out) {
+    const std::string kp = yaml_reader::join(path, key);
+    if (auto v = r.child(map, path, key))
+      if (auto s = r.as_string(*v, kp, "a MAC address")) {
+        if (auto mac = parse_mac(*s))
+          out = *mac;
+        else
+          r.report(*v, kp, "expected a MAC address like 02:00:00:00:00:01, found '" + *s + "'");
+      }
+  }
+
   void read_node(const YAML::Node &n) {
     const std::string p = "node";
     if (!r.check_map(n, p, {"name", "id", "udp_port"})) return;
@@ -137,13 +162,7 @@ struct loader {
       r.report(n, p, "missing required key 'device'");
     }
     r.read_uint(n, p, "mtu", port.mtu, 68, 9600);
-    if (auto v = r.child(n, p, "mac"))
-      if (auto s = r.as_string(*v, p + ".mac", "a MAC address")) {
-        if (auto mac = parse_mac(*s))
-          port.mac = *mac;
-        else
-          r.report(*v, p + ".mac", "expected a MAC address like 02:00:00:00:00:01, found '" + *s + "'");
-      }
+    read_mac(n, p, "mac", port.mac);
     if (auto v = r.child(n, p, "addresses"); v && r.check_list(*v, p + ".addresses", "addresses")) {
       for (std::size_t i = 0; i < v->size(); ++i) {
         const YAML::Node a = (*v)[i];
@@ -359,20 +378,8 @@ struct loader {
         continue;
       }
       r.read_uint(e, p, "id", peer.id, 1, 0xfffffffeu);
-      if (auto v = r.child(e, p, "ip"))
-        if (auto s = r.as_string(*v, p + ".ip", "an IP address")) {
-          if (auto ip = parse_ip(*s))
-            peer.ip = *ip;
-          else
-            r.report(*v, p + ".ip", "expected an IPv4 or IPv6 address, found '" + *s + "'");
-        }
-      if (auto v = r.child(e, p, "mac"))
-        if (auto s = r.as_string(*v, p + ".mac", "a MAC address")) {
-          if (auto mac = parse_mac(*s))
-            peer.mac = *mac;
-          else
-            r.report(*v, p + ".mac", "expected a MAC address like 02:00:00:00:00:01, found '" + *s + "'");
-        }
+      read_ip(e, p, "ip", peer.ip);
+      read_mac(e, p, "mac", peer.mac);
       if (auto v = r.child(e, p, "port"))
         if (auto s = r.as_string(*v, p + ".port", "a port name")) peer.port = *s;
       c.peers.push_back(peer);
@@ -425,20 +432,8 @@ struct loader {
     r.read_uint(*g, gp, "rate_pps", gen.rate_pps, 1, 100000000);
     r.read_uint(*g, gp, "payload_bytes", gen.payload_bytes, 0, 9000);
     r.read_uint(*g, gp, "dst_port", gen.dst_port, 1, 65535);
-    if (auto v = r.child(*g, gp, "dst_ip"))
-      if (auto s = r.as_string(*v, gp + ".dst_ip", "an IP address")) {
-        if (auto ip = parse_ip(*s))
-          gen.dst_ip = *ip;
-        else
-          r.report(*v, gp + ".dst_ip", "expected an IPv4 or IPv6 address, found '" + *s + "'");
-      }
-    if (auto v = r.child(*g, gp, "dst_mac"))
-      if (auto s = r.as_string(*v, gp + ".dst_mac", "a MAC address")) {
-        if (auto mac = parse_mac(*s))
-          gen.dst_mac = *mac;
-        else
-          r.report(*v, gp + ".dst_mac", "expected a MAC address like 02:00:00:00:00:01, found '" + *s + "'");
-      }
+    read_ip(*g, gp, "dst_ip", gen.dst_ip);
+    read_mac(*g, gp, "dst_mac", gen.dst_mac);
   }
 
   // Checks across sections, after every field read cleanly on its own.
