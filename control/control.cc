@@ -21,7 +21,9 @@ uint64_t now_ms() { return rte_get_timer_cycles() * 1000 / rte_get_timer_hz(); }
 
 }  // namespace
 
-void control_run(dp::runtime &rt, app_listener &app, const std::atomic<bool> &stop_requested) {
+void control_run(dp::runtime &rt, app_listener &app, const std::atomic<bool> &stop_requested,
+                 const std::function<bool(const dp::runtime &, uint64_t)> &tick) {
+  const uint64_t start_ms = now_ms();
   const uint64_t stats_ms = rt.config.telemetry.stats_interval_ms;
   uint64_t next_link_ms = 0;
   uint64_t next_stats_ms = now_ms() + stats_ms;
@@ -31,6 +33,7 @@ void control_run(dp::runtime &rt, app_listener &app, const std::atomic<bool> &st
     if (::poll(&pfd, 1, poll_timeout_ms) > 0) app.poll();
 
     const uint64_t now = now_ms();
+    if (tick && tick(rt, now - start_ms)) break;
     if (now >= next_link_ms) {
       next_link_ms = now + 1000;
       for (auto &p : rt.ports) {

@@ -7,13 +7,16 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 
 #include "app_listener.h"
 #include "runtime.h"
 
 namespace mtp::ctl {
 
-/// Runs until `stop_requested` is true, then sets rt.stop and returns.
-void control_run(dp::runtime &rt, app_listener &app, const std::atomic<bool> &stop_requested);
+/// Runs until `stop_requested` is true or `tick` (called about every 10 ms
+/// with the ms since start, may be empty) returns true; then sets rt.stop.
+void control_run(dp::runtime &rt, app_listener &app, const std::atomic<bool> &stop_requested,
+                 const std::function<bool(const dp::runtime &, uint64_t)> &tick = {});
 
 }  // namespace mtp::ctl

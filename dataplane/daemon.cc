@@ -1,0 +1,127 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// Bringing a validated config to life and back: EAL, pool, ports, workers,
+// the control loop, and an orderly teardown. Shared by mtpd and mtp-perf.
+#include "daemon.h"
+
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_mbuf.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+
+#include "app_listener.h"
+#include "control.h"
+#include "eal.h"
+#include "log.h"
+#include "mtp_version.h"
+#include "port.h"
+#include "stats.h"
+#include "telemetry.h"
+#include "worker.h"
+
+namespace mtp::dp {
+
+namespace {
+
+std::atomic<bool> stop_requested{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "signal handler needs a lock-free flag");
+
+void on_signal(int) { stop_requested.store(true); }
+
+void fail(const char *name, const error &e) { std::fprintf(stderr, "%s: %s\n", name, e.message.c_str()); }
+
+}  // namespace
+
+int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, const run_hooks &hooks) {
+  runtime rt;
+  rt.config = std::move(config);
+  const auto &cfg = rt.config;
+  if (auto r = check_hugepages(cfg); !r) return fail(hooks.name, r.err()), exit_runtime;
+
+  ctl::app_listener app;
+  if (auto r = app.open(cfg); !r) return fail(hooks.name, r.err()), exit_runtime;
+
+  struct sigaction sa{};
+  sa.sa_handler = on_signal;
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+
+  if (auto r = eal_start(eal_arguments(cfg, eal_extra)); !r) {
+    app.close();
+    return fail(hooks.name, r.err()), exit_runtime;
+  }
+  log_init(cfg.log.level);
+  FILE *log_file = nullptr;
+  if (!cfg.log.file.empty()) {
+    log_file = std::fopen(cfg.log.file.c_str(), "a");
+    if (log_file == nullptr) {
+      std::fprintf(stderr, "%s: cannot open log.file '%s': %s\n", hooks.name, cfg.log.file.c_str(), std::strerror(errno));
+      app.close();
+      eal_stop(cfg);
+      return exit_runtime;
+    }
+    setvbuf(log_file, nullptr, _IOLBF, 0);
+    rte_openlog_stream(log_file);
+  }
+  MTP_LOG(INFO, "%s %s node %s (id %u), config %s\n", hooks.name, MTP_VERSION, cfg.node.name.c_str(), cfg.node.id,
+          cfg.source.c_str());
+
+  int status = exit_ok;
+  // Everything below is undone in reverse order at `shutdown`.
+  rt.pool = rte_pktmbuf_pool_create("mtp_pkts", cfg.memory.mbufs, cfg.memory.mbuf_cache, 0,
+                                    static_cast<uint16_t>(cfg.memory.mbuf_data_room), static_cast<int>(rte_socket_id()));
+  if (rt.pool == nullptr) {
+    std::fprintf(stderr, "%s: cannot create the packet pool of %u mbufs x %u B: %s (raise memory.size_mb or lower memory.mbufs)\n",
+                 hooks.name, cfg.memory.mbufs, cfg.memory.mbuf_data_room, rte_strerror(rte_errno));
+    status = exit_runtime;
+  }
+  for (std::size_t i = 0; status == exit_ok && i < cfg.ports.size(); ++i) {
+    auto p = port_start(cfg.ports[i], static_cast<unsigned>(cfg.lcores.workers.size()), rt.pool);
+    if (!p) {
+      fail(hooks.name, p.err());
+      status = exit_runtime;
+      break;
+    }
+    rt.ports.push_back(std::move(*p));
+    rt.ports.back().link_up = port_log_link(rt.ports.back());
+  }
+
+  std::vector<worker_context> workers(cfg.lcores.workers.size());
+  if (status == exit_ok) {
+    for (std::size_t i = 0; i < workers.size(); ++i) {
+      workers[i].lcore = cfg.lcores.workers[i];
+      workers[i].queue = static_cast<uint16_t>(i);
+      workers[i].rt = &rt;
+      rt.workers.push_back(&workers[i]);
+    }
+    ctl::telemetry_attach(rt);
+    for (auto &w : workers) rte_eal_remote_launch(worker_main, &w, w.lcore);
+    MTP_LOG(INFO, "running: %zu port(s), %zu worker(s), control on lcore %u%s\n", rt.ports.size(), workers.size(),
+            cfg.lcores.control, cfg.test.generator.enabled ? ", test generator on" : "");
+    ctl::control_run(rt, app, stop_requested, hooks.tick);
+    rte_eal_mp_wait_lcore();
+    ctl::telemetry_detach();
+    MTP_LOG(INFO, "stopping\n");
+    if (hooks.at_exit) hooks.at_exit(rt);
+    std::printf("%s: final counters of node %s\n", hooks.name, cfg.node.name.c_str());
+    ctl::print_counters(rt, stdout);
+    std::printf("MTPD_FINAL %s\n", ctl::counters_json(rt).c_str());
+    std::fflush(stdout);
+  }
+
+  for (auto it = rt.ports.rbegin(); it != rt.ports.rend(); ++it) port_stop(*it);
+  rt.ports.clear();
+  rte_mempool_free(rt.pool);
+  rt.pool = nullptr;
+  app.close();
+  eal_stop(cfg);
+  if (log_file != nullptr) std::fclose(log_file);
+  return status;
+}
+
+}  // namespace mtp::dp
