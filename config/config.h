@@ -142,11 +142,18 @@ struct source_config {
   uint64_t total_bytes = 1u << 20;
   uint32_t message_bytes = 1024;
   uint32_t streams = 1;
+  uint32_t reliability = 0;     ///< 0 reliable, 1 partial, 2 unreliable (core::reliability)
+  uint32_t max_retransmissions = 2;  ///< partial
+  bool unordered = false;       ///< ordering none instead of fifo
+  uint32_t window_bytes = 4u << 20;  ///< stream buffer and receive window (both ends must agree)
+  bool pingpong = false;        ///< one message at a time, timed until its echo returns
 };
 
 /// Test-only application: accepts connections, verifies and counts data.
 struct sink_config {
   bool enabled = false;
+  bool echo = false;  ///< send every received message back (ping-pong peer)
+  uint32_t window_bytes = 4u << 20;  ///< must match the source's
 };
 
 /// Seeded fault injection on received frames (this kernel has no netem).

@@ -389,7 +389,7 @@ struct loader {
   void read_source(const YAML::Node &n) {
     const std::string p = "test.source";
     if (!r.check_map(n, p, {"enabled", "connection_id", "members", "threshold", "total_bytes", "message_bytes",
-                            "streams"}))
+                            "streams", "reliability", "max_retransmissions", "ordering", "window_bytes", "pingpong"}))
       return;
     auto &s = c.test.source;
     r.read_bool(n, p, "enabled", s.enabled);
@@ -398,6 +398,14 @@ struct loader {
     r.read_uint(n, p, "total_bytes", s.total_bytes, 1, uint64_t{1} << 44);
     r.read_uint(n, p, "message_bytes", s.message_bytes, 16, 65536);
     r.read_uint(n, p, "streams", s.streams, 1, 16);
+    r.read_uint(n, p, "max_retransmissions", s.max_retransmissions, 0, 255);
+    r.read_uint(n, p, "window_bytes", s.window_bytes, 4096, 1u << 30);
+    r.read_bool(n, p, "pingpong", s.pingpong);
+    if (auto v = r.child(n, p, "reliability"))
+      if (auto i = r.as_choice(*v, p + ".reliability", {"reliable", "partial", "unreliable"}))
+        s.reliability = static_cast<uint32_t>(*i);
+    if (auto v = r.child(n, p, "ordering"))
+      if (auto i = r.as_choice(*v, p + ".ordering", {"fifo", "none"})) s.unordered = *i == 1;
     if (auto v = r.child(n, p, "members"); v && r.check_list(*v, p + ".members", "member ids"))
       for (std::size_t i = 0; i < v->size(); ++i)
         if (auto id = r.as_uint((*v)[i], yaml_reader::index(p + ".members", i), 1, 0xfffffffeu))
@@ -409,7 +417,11 @@ struct loader {
     if (!r.check_map(n, p, {"generator", "source", "sink", "faults"})) return;
     if (auto s = r.child(n, p, "source")) read_source(*s);
     if (auto s = r.child(n, p, "sink")) {
-      if (r.check_map(*s, "test.sink", {"enabled"})) r.read_bool(*s, "test.sink", "enabled", c.test.sink.enabled);
+      if (r.check_map(*s, "test.sink", {"enabled", "echo", "window_bytes"})) {
+        r.read_bool(*s, "test.sink", "enabled", c.test.sink.enabled);
+        r.read_bool(*s, "test.sink", "echo", c.test.sink.echo);
+        r.read_uint(*s, "test.sink", "window_bytes", c.test.sink.window_bytes, 4096, 1u << 30);
+      }
     }
     if (auto f = r.child(n, p, "faults")) {
       const std::string fp = "test.faults";

@@ -10,15 +10,6 @@
 
 namespace mtp::dp {
 
-namespace {
-
-// Transport parameters both ends must agree on until a handshake carries
-// them (protocol.md 6.5): the initial credits.
-constexpr uint32_t stream_buffer_bytes = 4u << 20;
-constexpr uint64_t connection_window_bytes = 64ull << 20;
-
-}  // namespace
-
 endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
     : rt_(rt), w_(w), scratch_(2048), start_ns_(now_ns), tx_(rt.ports.size()) {
   for (auto &q : tx_) q.reserve(tx_burst);
@@ -26,7 +17,7 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
   if (!src.enabled) return;
   auto s = std::make_unique<session>();
   s->source = true;
-  core::connection_config c = base_config(src.connection_id);
+  core::connection_config c = base_config(src.connection_id, src.window_bytes);
   c.threshold = src.threshold;
   for (uint32_t id : src.members) {
     c.members.push_back(id);
@@ -49,7 +40,8 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
     s->members.push_back(p);
   }
   s->conn = std::make_unique<core::connection>(c, now_ns);
-  for (uint32_t k = 0; k < src.streams; ++k) s->conn->open_stream(k, core::stream_mode::message, core::ordering::fifo);
+  for (uint32_t k = 0; k < src.streams; ++k)
+    s->conn->open_stream(k, core::stream_mode::message, src.unordered ? core::ordering::none : core::ordering::fifo);
   pattern_.resize(src.message_bytes);
   sessions_.push_back(std::move(s));
   w_.counters.sessions_opened.inc();
@@ -62,7 +54,9 @@ endpoint::~endpoint() {
   for (auto &q : tx_) rte_pktmbuf_free_bulk(q.data(), static_cast<unsigned>(q.size()));
 }
 
-core::connection_config endpoint::base_config(uint64_t cid) const {
+// The stream window is a transport parameter both ends must agree on until
+// a handshake carries it (protocol.md 6.5): the config gives it to both.
+core::connection_config endpoint::base_config(uint64_t cid, uint32_t window_bytes) const {
   core::connection_config c;
   c.connection_id = cid;
   c.local_id = rt_.config.node.id;
@@ -70,8 +64,8 @@ core::connection_config endpoint::base_config(uint64_t cid) const {
   for (const auto &p : rt_.ports) mtu = std::min(mtu, p.mtu);
   c.max_packet_bytes = static_cast<uint16_t>(mtu - 48);  // room for IPv6 + UDP headers
   c.max_streams = 16;
-  c.stream_buffer_bytes = stream_buffer_bytes;
-  c.connection_window_bytes = connection_window_bytes;
+  c.stream_buffer_bytes = window_bytes;
+  c.connection_window_bytes = uint64_t{window_bytes} * 16;
   c.max_messages = 1u << 14;
   c.max_sent_packets = 1u << 13;
   c.max_events = 1u << 13;
@@ -88,7 +82,7 @@ endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_fram
                                     uint32_t sender, core::time_ns now_ns) {
   if (!rt_.config.test.sink.enabled || sessions_.size() >= rt_.config.limits.sessions) return nullptr;
   auto s = std::make_unique<session>();
-  core::connection_config c = base_config(cid);
+  core::connection_config c = base_config(cid, rt_.config.test.sink.window_bytes);
   c.members = {sender};
   peer p;
   p.known = true;
@@ -103,6 +97,10 @@ endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_fram
   s->members.push_back(p);
   s->conn = std::make_unique<core::connection>(c, now_ns);
   s->next_offset.assign(c.max_streams, 0);
+  if (rt_.config.test.sink.echo) {
+    for (uint16_t k = 0; k < c.max_streams; ++k) s->conn->open_stream(k, core::stream_mode::message, core::ordering::fifo);
+    s->echo_buf.reserve(65536);
+  }
   sessions_.push_back(std::move(s));
   w_.counters.sessions_opened.inc();
   MTP_LOG(INFO, "sink: accepted connection %llx from member %u\n", static_cast<unsigned long long>(cid), sender);
@@ -135,6 +133,25 @@ void endpoint::drain_events(session &s, core::time_ns now_ns) {
   while (s.conn->poll_event(e)) {
     switch (e.type) {
       case core::event_type::received: {
+        if (s.source) {
+          // Ping-pong: the echo of the outstanding message is back.
+          if (e.end_of_message && ping_outstanding_) {
+            const uint64_t rtt_ns = now_ns - ping_sent_ns_;
+            w_.counters.rtt.count[rtt_histogram::bucket_of(rtt_ns)].inc();
+            w_.counters.pingpong_rtts.inc();
+            ping_outstanding_ = false;
+          }
+          break;
+        }
+        if (rt_.config.test.sink.echo) {
+          s.echo_buf.insert(s.echo_buf.end(), e.data.begin(), e.data.end());
+          if (e.end_of_message) {
+            core::message_options o;
+            o.low_latency = true;
+            s.conn->send(e.stream_id, s.echo_buf, o, now_ns);
+            s.echo_buf.clear();
+          }
+        }
         if (e.stream_id < s.next_offset.size()) {
           if (e.offset != s.next_offset[e.stream_id]) w_.counters.sink_order_errors.inc();
           s.next_offset[e.stream_id] = e.offset + e.data.size();
@@ -147,7 +164,12 @@ void endpoint::drain_events(session &s, core::time_ns now_ns) {
         if (e.end_of_message) w_.counters.sink_messages.inc();
         break;
       }
+      case core::event_type::expired:
+        w_.counters.source_messages_expired.inc();
+        break;
       case core::event_type::sent: {
+        if (!s.source) break;
+        w_.counters.source_messages_stable.inc();
         // Messages are message_bytes long except the very last one.
         const uint64_t before = std::min(src.total_bytes, stable_msgs_ * src.message_bytes);
         ++stable_msgs_;
@@ -174,13 +196,16 @@ void endpoint::drain_events(session &s, core::time_ns now_ns) {
         break;
     }
   }
-  (void)now_ns;
 }
 
 void endpoint::feed_source(session &s, core::time_ns now_ns) {
   const auto &src = rt_.config.test.source;
   bool wrote = false;
-  while (source_next_ < src.total_bytes) {
+  core::message_options opt;
+  opt.rel = static_cast<core::reliability>(src.reliability);
+  opt.max_retransmissions = src.max_retransmissions;
+  opt.low_latency = src.pingpong;
+  while (source_next_ < src.total_bytes && !(src.pingpong && ping_outstanding_)) {
     // Round-robin over streams, one message at a time.
     const uint64_t msg_index = source_next_ / src.message_bytes;
     const uint64_t stream = msg_index % src.streams;
@@ -188,8 +213,12 @@ void endpoint::feed_source(session &s, core::time_ns now_ns) {
     const uint64_t len = std::min<uint64_t>(src.message_bytes, src.total_bytes - source_next_);
     const uint64_t off = stream_msg * src.message_bytes;
     for (uint64_t i = 0; i < len; ++i) pattern_[i] = static_cast<std::byte>(pattern_byte(stream, off + i));
-    const core::status st = s.conn->send(stream, {pattern_.data(), static_cast<std::size_t>(len)}, now_ns);
+    const core::status st = s.conn->send(stream, {pattern_.data(), static_cast<std::size_t>(len)}, opt, now_ns);
     if (st != core::status::ok) break;
+    if (src.pingpong) {
+      ping_outstanding_ = true;
+      ping_sent_ns_ = now_ns;
+    }
     source_next_ += len;
     w_.counters.source_bytes_queued.add(len);
     wrote = true;
@@ -266,6 +295,10 @@ unsigned endpoint::poll(core::time_ns now_ns) {
     if (s.source) feed_source(s, now_ns);
     transmit(s, now_ns);
     drain_events(s, now_ns);
+    if (s.source && rt_.config.test.source.pingpong) transmit(s, now_ns);  // an echo reply or the next ping
+    const uint64_t retx = s.conn->stats().retransmitted_frames;
+    w_.counters.mtp_retransmitted.add(retx - s.retx_seen);
+    s.retx_seen = retx;
   }
   flush_tx();
   return static_cast<unsigned>(w_.counters.mtp_packets_out.get() - before);

@@ -50,12 +50,14 @@ class endpoint {
     std::vector<peer> members;
     bool source = false;
     std::vector<uint64_t> next_offset;  ///< sink: per stream, next expected byte
+    std::vector<std::byte> echo_buf;    ///< sink with echo: the message being gathered
+    uint64_t retx_seen = 0;             ///< engine retransmissions already counted
   };
 
   session *find(uint64_t connection_id);
   session *accept(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid, uint32_t sender,
                   core::time_ns now_ns);
-  core::connection_config base_config(uint64_t cid) const;
+  core::connection_config base_config(uint64_t cid, uint32_t window_bytes) const;
   void drain_events(session &s, core::time_ns now_ns);
   void feed_source(session &s, core::time_ns now_ns);
   void transmit(session &s, core::time_ns now_ns);
@@ -69,6 +71,8 @@ class endpoint {
   core::time_ns start_ns_ = 0;
   uint64_t source_next_ = 0;  ///< next byte offset the source queues (over all streams)
   uint64_t stable_msgs_ = 0;
+  bool ping_outstanding_ = false;
+  core::time_ns ping_sent_ns_ = 0;
   bool source_done_ = false;
   // TX buffers per port, drained at the end of each poll.
   static constexpr uint16_t tx_burst = 32;

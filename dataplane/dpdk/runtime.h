@@ -64,7 +64,29 @@ class counter {
   X(fault_dropped, "fault stage: frames dropped")                              \
   X(fault_duplicated, "fault stage: frames duplicated")                        \
   X(fault_reordered, "fault stage: frames held back one burst")                \
-  X(fault_corrupted, "fault stage: frames with one bit flipped")
+  X(fault_corrupted, "fault stage: frames with one bit flipped")              \
+  X(mtp_retransmitted, "engine frames retransmitted (all sessions)")           \
+  X(source_messages_stable, "test source: messages acknowledged (Sent)")       \
+  X(source_messages_expired, "test source: messages given up (Expired)")       \
+  X(pingpong_rtts, "ping-pong round trips measured")
+
+/// Round-trip times in log-linear buckets: four per power of two, so any
+/// percentile is read within 19%. Bucket i covers [bucket_low(i), bucket_low(i+1)).
+struct rtt_histogram {
+  static constexpr std::size_t buckets = 4 * 44;
+  static std::size_t bucket_of(uint64_t ns) {
+    if (ns < 4) return static_cast<std::size_t>(ns);
+    const unsigned e = 63u - static_cast<unsigned>(__builtin_clzll(ns));
+    const std::size_t i = e * 4 + ((ns >> (e - 2)) & 3);
+    return i < buckets ? i : buckets - 1;
+  }
+  static uint64_t bucket_low(std::size_t i) {
+    if (i < 8) return i < 4 ? i : 4;  // indices 4..7 are never used
+    const unsigned e = static_cast<unsigned>(i / 4);
+    return (uint64_t{4} | (i & 3)) << (e - 2);
+  }
+  std::array<counter, buckets> count;
+};
 
 struct alignas(64) worker_counters {
 #define MTP_X(name, text) counter name;
@@ -72,6 +94,7 @@ struct alignas(64) worker_counters {
 #undef MTP_X
   /// Received frames by what parse_udp_frame() made of them.
   std::array<counter, core::frame_verdict_count> rx_verdict;
+  rtt_histogram rtt;
 };
 
 /// A started ethdev port.
