@@ -153,6 +153,7 @@ struct source_config {
 struct sink_config {
   bool enabled = false;
   bool echo = false;  ///< send every received message back (ping-pong peer)
+  bool verify = true;  ///< check every byte against the source's pattern
   uint32_t window_bytes = 4u << 20;  ///< must match the source's
 };
 

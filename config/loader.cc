@@ -417,7 +417,8 @@ struct loader {
     if (!r.check_map(n, p, {"generator", "source", "sink", "faults"})) return;
     if (auto s = r.child(n, p, "source")) read_source(*s);
     if (auto s = r.child(n, p, "sink")) {
-      if (r.check_map(*s, "test.sink", {"enabled", "echo", "window_bytes"})) {
+      if (r.check_map(*s, "test.sink", {"enabled", "echo", "verify", "window_bytes"})) {
+        r.read_bool(*s, "test.sink", "verify", c.test.sink.verify);
         r.read_bool(*s, "test.sink", "enabled", c.test.sink.enabled);
         r.read_bool(*s, "test.sink", "echo", c.test.sink.echo);
         r.read_uint(*s, "test.sink", "window_bytes", c.test.sink.window_bytes, 4096, 1u << 30);

@@ -23,6 +23,30 @@
 
 namespace mtp::dp {
 
+/// The bytes the test source sends and the sink checks: a pseudo-random
+/// cycle of a prime length, so a byte misplaced by any offset shows. The
+/// pattern at `offset` of `stream` starts at pattern_at(stream, offset);
+/// the table is long enough for a whole message from any start.
+class test_pattern {
+ public:
+  static constexpr std::size_t cycle = 4093;
+  static constexpr std::size_t max_message = 65536;
+  test_pattern() : bytes_(cycle + max_message) {
+    uint32_t x = 0x2545f491u;
+    for (std::size_t i = 0; i < cycle; ++i) {
+      x = x * 1664525u + 1013904223u;
+      bytes_[i] = static_cast<std::byte>(x >> 24);
+    }
+    for (std::size_t i = cycle; i < bytes_.size(); ++i) bytes_[i] = bytes_[i % cycle];
+  }
+  const std::byte *at(uint64_t stream, uint64_t offset) const {
+    return bytes_.data() + (offset + stream * 1009) % cycle;
+  }
+
+ private:
+  std::vector<std::byte> bytes_;
+};
+
 class endpoint {
  public:
   endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns);
@@ -67,7 +91,7 @@ class endpoint {
   worker_context &w_;
   std::vector<std::unique_ptr<session>> sessions_;
   std::vector<std::byte> scratch_;
-  std::vector<std::byte> pattern_;
+  test_pattern pattern_;
   core::time_ns start_ns_ = 0;
   uint64_t source_next_ = 0;  ///< next byte offset the source queues (over all streams)
   uint64_t stable_msgs_ = 0;
@@ -78,10 +102,5 @@ class endpoint {
   static constexpr uint16_t tx_burst = 32;
   std::vector<std::vector<rte_mbuf *>> tx_;
 };
-
-/// The byte the test source sends at `offset` of `stream` (the sink checks it).
-inline uint8_t pattern_byte(uint64_t stream, uint64_t offset) {
-  return static_cast<uint8_t>(((offset ^ (offset >> 11) ^ (stream << 5)) * 0x9d) >> 3);
-}
 
 }  // namespace mtp::dp

@@ -36,6 +36,7 @@ const char usage[] =
     "  --bytes N              stop after N bytes are stable (tx; default 1 GiB)\n"
     "  --seconds S            stop after S seconds (default 10; 0 = until --bytes)\n"
     "  --idle busy|adaptive   the workers' idle policy (default: the config's)\n"
+    "  --verify on|off        rx: check every byte against the pattern (default on)\n"
     "Prints statistics every second and, at the end, one line:\n"
     "  MTP_PERF_SUMMARY {\"mode\":...,\"msgs_per_s\":...,\"gbit_per_s\":...,...}\n";
 
@@ -45,6 +46,7 @@ struct options {
   uint32_t size = 1024, streams = 1, retx = 2, window = 4u << 20;
   uint32_t reliability = 0;
   bool unordered = false;
+  bool verify = true;
   uint64_t bytes = 1ull << 30;
   double seconds = 10;
   std::vector<std::string> eal;
@@ -75,7 +77,10 @@ bool parse(int argc, char **argv, options &o) {
       else if (a == "--window") o.window = static_cast<uint32_t>(std::stoul(v));
       else if (a == "--bytes") o.bytes = std::stoull(v);
       else if (a == "--seconds") o.seconds = std::stod(v);
-      else if (a == "--idle") {
+      else if (a == "--verify") {
+        if (v != "on" && v != "off") throw std::invalid_argument(v);
+        o.verify = v == "on";
+      } else if (a == "--idle") {
         if (v != "busy" && v != "adaptive") throw std::invalid_argument(v);
         o.idle = v;
       }
@@ -191,6 +196,7 @@ int main(int argc, char **argv) {
   } else {
     t.sink.enabled = true;
     t.sink.echo = o.mode == "echo";
+    t.sink.verify = o.verify;
     t.sink.window_bytes = o.window;
   }
   if (auto host = mtp::cfg::check_host(cfg); !host.empty()) {
