@@ -101,6 +101,11 @@ constexpr std::size_t udp_headers_size(uint8_t family) { return family == 6 ? 14
 ///         or the datagram would exceed 65535 bytes.
 std::size_t build_udp_frame(std::span<std::byte> out, const udp_endpoints &ep, std::span<const std::byte> payload);
 
+/// Writes Ethernet, IP and UDP headers in front of a payload already in
+/// place at frame[udp_headers_size(family)...], checksums included.
+/// @return the frame's length, or 0 as build_udp_frame().
+std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &ep, std::size_t payload_len);
+
 /// RFC 1071 ones'-complement sum of `data` folded into 16 bits, starting
 /// from `initial` (for pseudo-headers). Not inverted.
 uint16_t ones_complement_sum(std::span<const std::byte> data, uint32_t initial = 0);

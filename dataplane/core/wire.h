@@ -180,6 +180,20 @@ struct frame {
 /// @param frames  set to the frame bytes (between header and CRC) on ok
 parse_status parse_packet(std::span<const std::byte> packet, packet_header &hdr, std::span<const std::byte> &frames);
 
+/// Reads the sender and connection ids of a packet without verifying it
+/// (no CRC): enough to find its session, which then parses it fully.
+/// @return false if it is too short or not version 1.
+inline bool peek_ids(std::span<const std::byte> packet, uint32_t &sender_id, uint64_t &connection_id) {
+  if (packet.size() < header_size + crc_size || std::to_integer<uint8_t>(packet[0]) != protocol_version) return false;
+  uint64_t v = 0;
+  for (std::size_t i = 4; i < 8; ++i) v = (v << 8) | std::to_integer<uint64_t>(packet[i]);
+  sender_id = static_cast<uint32_t>(v);
+  v = 0;
+  for (std::size_t i = 8; i < 16; ++i) v = (v << 8) | std::to_integer<uint64_t>(packet[i]);
+  connection_id = v;
+  return true;
+}
+
 /// Walks the frames of a packet one at a time.
 class frame_reader {
  public:

@@ -107,15 +107,21 @@ endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_fram
 }
 
 void endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, core::time_ns now_ns) {
-  core::packet_header h;
-  std::span<const std::byte> frames;
-  // Peek at the header for the session; the engine parses it again fully.
-  if (core::parse_packet(v.payload, h, frames) != core::parse_status::ok) {
+  // The ids find the session; the engine then verifies and parses it all.
+  // A new session is only accepted for a packet that verifies.
+  uint32_t sender = 0;
+  uint64_t cid = 0;
+  if (!core::peek_ids(v.payload, sender, cid)) {
     w_.counters.mtp_no_session.inc();
     return;
   }
-  session *s = find(h.connection_id);
-  if (s == nullptr) s = accept(port_index, v, h.connection_id, h.sender_id, now_ns);
+  session *s = find(cid);
+  if (s == nullptr) {
+    core::packet_header h;
+    std::span<const std::byte> frames;
+    if (core::parse_packet(v.payload, h, frames) == core::parse_status::ok)
+      s = accept(port_index, v, cid, sender, now_ns);
+  }
   if (s == nullptr) {
     w_.counters.mtp_no_session.inc();
     return;
@@ -245,9 +251,27 @@ void endpoint::feed_source(session &s, core::time_ns now_ns) {
 }
 
 void endpoint::transmit(session &s, core::time_ns now_ns) {
+  // The engine writes each packet straight into an mbuf, past room for the
+  // largest headers; the first member's frame gets its headers in front of
+  // it (no copy), further members get a copy behind their own headers.
+  constexpr std::size_t room = core::udp_headers_size(6);
   for (int n = 0; n < 256; ++n) {
-    const core::transmit t = s.conn->poll_transmit(scratch_, now_ns);
-    if (t.bytes == 0) break;
+    rte_mbuf *first = rte_pktmbuf_alloc(rt_.pool);
+    if (first == nullptr) {
+      w_.counters.tx_nombuf.inc();
+      return;
+    }
+    std::byte *base = rte_pktmbuf_mtod(first, std::byte *);
+    const std::size_t cap = rte_pktmbuf_tailroom(first);
+    const core::transmit t = s.conn->poll_transmit({base + room, cap - room}, now_ns);
+    if (t.bytes == 0) {
+      rte_pktmbuf_free(first);
+      break;
+    }
+    const std::byte *payload = base + room;
+    // Copies first, the frame built in place last: once queued it may be
+    // sent (and freed by the driver) while we still copy from it.
+    std::size_t in_place = s.members.size();
     for (std::size_t m = 0; m < s.members.size(); ++m) {
       if (!(t.member_mask & (uint64_t{1} << m))) continue;
       const peer &p = s.members[m];
@@ -255,25 +279,46 @@ void endpoint::transmit(session &s, core::time_ns now_ns) {
         w_.counters.mtp_unknown_peer.inc();
         continue;
       }
+      if (in_place == s.members.size()) {
+        in_place = m;
+        continue;
+      }
+      const std::size_t len = core::udp_headers_size(p.to.dst_ip.family) + t.bytes;
       rte_mbuf *mb = rte_pktmbuf_alloc(rt_.pool);
       if (mb == nullptr) {
         w_.counters.tx_nombuf.inc();
         continue;
       }
-      const std::size_t len = core::udp_headers_size(p.to.dst_ip.family) + t.bytes;
       char *data = rte_pktmbuf_append(mb, static_cast<uint16_t>(len));
       if (data == nullptr ||
-          core::build_udp_frame({reinterpret_cast<std::byte *>(data), len}, p.to, {scratch_.data(), t.bytes}) == 0) {
+          core::build_udp_frame({reinterpret_cast<std::byte *>(data), len}, p.to, {payload, t.bytes}) == 0) {
         rte_pktmbuf_free(mb);
         w_.counters.tx_dropped.inc();
         continue;
       }
-      auto &q = tx_[p.port];
-      q.push_back(mb);
-      w_.counters.mtp_packets_out.inc();
-      if (q.size() == tx_burst) flush_tx();
+      queue_tx(p.port, mb);
     }
+    if (in_place == s.members.size()) {
+      rte_pktmbuf_free(first);
+      continue;
+    }
+    const peer &p = s.members[in_place];
+    const std::size_t headers = core::udp_headers_size(p.to.dst_ip.family);
+    const std::size_t len = headers + t.bytes;
+    // Start the frame just before the payload, where its headers go.
+    first->data_off = static_cast<uint16_t>(first->data_off + room - headers);
+    first->data_len = static_cast<uint16_t>(len);
+    first->pkt_len = static_cast<uint32_t>(len);
+    core::build_udp_headers({rte_pktmbuf_mtod(first, std::byte *), len}, p.to, t.bytes);
+    queue_tx(p.port, first);
   }
+}
+
+void endpoint::queue_tx(std::size_t port, rte_mbuf *mb) {
+  auto &q = tx_[port];
+  q.push_back(mb);
+  w_.counters.mtp_packets_out.inc();
+  if (q.size() == tx_burst) flush_tx();
 }
 
 void endpoint::flush_tx() {

@@ -85,6 +85,7 @@ class endpoint {
   void drain_events(session &s, core::time_ns now_ns);
   void feed_source(session &s, core::time_ns now_ns);
   void transmit(session &s, core::time_ns now_ns);
+  void queue_tx(std::size_t port, rte_mbuf *mb);
   void flush_tx();
 
   const runtime &rt_;

@@ -60,13 +60,19 @@ mtp_rate() {  # message bytes -> "msgs_per_s gbit_per_s" of stable (acknowledged
   sed -n 's/^MTP_PERF_SUMMARY //p' "$work/mtx.log" | /usr/bin/python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["msgs_per_s"], d["gbit_per_s"])'
 }
 
-printf '| message | MTP reliable msgs/s | MTP goodput Gbit/s | testpmd frames/s (same frame size) | testpmd Gbit/s of payload | MTP / testpmd |\n|---|---|---|---|---|---|\n'
+printf '| message | MTP reliable msgs/s | MTP goodput Gbit/s | testpmd frames/s, best of 3 (same frame size) | testpmd Gbit/s of payload | MTP / testpmd |\n|---|---|---|---|---|---|\n'
 for size in 64 1400; do
   # One MTP frame carries at least this message: Ethernet+IPv4+UDP (42), MTP
   # header and CRC (28), STREAM frame header (about 10).
   frame=$((size + 80))
   read -r msgs gbit < <(mtp_rate "$size")
-  pps=$(testpmd_pps "$frame")
+  # testpmd over memif is bimodal here (some runs several times faster than
+  # others): the limit is the best of three.
+  pps=0
+  for _ in 1 2 3; do
+    p=$(testpmd_pps "$frame")
+    [ "$p" -gt "$pps" ] && pps=$p
+  done
   raw_gbit=$(/usr/bin/python3 -c "print(f'{$pps * $size * 8 / 1e9:.2f}')")
   ratio=$(/usr/bin/python3 -c "print(f'{$gbit / max($pps * $size * 8 / 1e9, 1e-9):.3f}')")
   printf '| %s B | %.0f | %.2f | %s | %s | %s |\n' "$size" "$msgs" "$gbit" "$pps" "$raw_gbit" "$ratio"

@@ -219,6 +219,21 @@ TEST(wire, builder_refuses_what_does_not_fit) {
   EXPECT_FALSE(b.append_ping());
 }
 
+TEST(wire, peek_ids_reads_the_header_without_verifying) {
+  std::vector<std::byte> out(100);
+  packet_builder b(out, header());
+  ASSERT_TRUE(b.append_ping());
+  const std::size_t len = b.finish();
+  uint32_t sender = 0;
+  uint64_t cid = 0;
+  ASSERT_TRUE(peek_ids({out.data(), len}, sender, cid));
+  EXPECT_EQ(sender, 0x01020304u);
+  EXPECT_EQ(cid, 0x1122334455667788ull);
+  EXPECT_FALSE(peek_ids({out.data(), 27}, sender, cid));
+  out[0] = std::byte{2};
+  EXPECT_FALSE(peek_ids({out.data(), len}, sender, cid));
+}
+
 TEST(wire, version_negotiation) {
   std::vector<std::byte> out(64);
   const std::size_t len = build_version_negotiation(out, 7, 9);
