@@ -150,7 +150,8 @@ frame_verdict parse_udp_frame(std::span<const std::byte> frame, uint16_t mtp_por
   return out.ends.dst_port == mtp_port ? frame_verdict::accepted : frame_verdict::other_udp_port;
 }
 
-std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &ep, std::size_t payload_len) {
+std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &ep, std::size_t payload_len,
+                              bool udp_checksum) {
   const uint8_t family = ep.src_ip.family;
   if ((family != 4 && family != 6) || ep.dst_ip.family != family) return 0;
   const std::size_t headers = udp_headers_size(family);
@@ -190,19 +191,23 @@ std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &e
   store_be16(udp + 2, ep.dst_port);
   store_be16(udp + 4, static_cast<uint16_t>(udp_len));
   store_be16(udp + 6, 0);
-  uint16_t csum = static_cast<uint16_t>(
-      ~ones_complement_sum({udp, udp_len}, pseudo_header_sum(ep.src_ip, ep.dst_ip, static_cast<uint16_t>(udp_len))));
-  if (csum == 0) csum = 0xffff;  // zero means "no checksum" on the wire
-  store_be16(udp + 6, csum);
+  // IPv4 may leave the UDP checksum out (zero); IPv6 may not (RFC 8200).
+  if (udp_checksum || family == 6) {
+    uint16_t csum = static_cast<uint16_t>(~ones_complement_sum(
+        {udp, udp_len}, pseudo_header_sum(ep.src_ip, ep.dst_ip, static_cast<uint16_t>(udp_len))));
+    if (csum == 0) csum = 0xffff;  // zero means "no checksum" on the wire
+    store_be16(udp + 6, csum);
+  }
   return headers + payload_len;
 }
 
-std::size_t build_udp_frame(std::span<std::byte> out, const udp_endpoints &ep, std::span<const std::byte> payload) {
+std::size_t build_udp_frame(std::span<std::byte> out, const udp_endpoints &ep, std::span<const std::byte> payload,
+                            bool udp_checksum) {
   const std::size_t headers = udp_headers_size(ep.src_ip.family);
   if (ep.src_ip.family != 4 && ep.src_ip.family != 6) return 0;
   if (out.size() < headers + payload.size()) return 0;
   if (!payload.empty()) std::memmove(out.data() + headers, payload.data(), payload.size());
-  return build_udp_headers(out, ep, payload.size());
+  return build_udp_headers(out, ep, payload.size(), udp_checksum);
 }
 
 }  // namespace mtp::core

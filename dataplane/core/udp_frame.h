@@ -96,15 +96,19 @@ frame_verdict parse_udp_frame(std::span<const std::byte> frame, uint16_t mtp_por
 constexpr std::size_t udp_headers_size(uint8_t family) { return family == 6 ? 14 + 40 + 8 : 14 + 20 + 8; }
 
 /// Writes Ethernet, IP and UDP headers followed by a copy of payload,
-/// with both checksums computed in software.
+/// with both checksums computed in software. With udp_checksum false an
+/// IPv4 frame carries a zero (absent) UDP checksum: for MTP packets, whose
+/// CRC32C already covers every byte (protocol.md 3.4). IPv6 always has one.
 /// @return bytes written, or 0 if `out` is too small, the families differ
 ///         or the datagram would exceed 65535 bytes.
-std::size_t build_udp_frame(std::span<std::byte> out, const udp_endpoints &ep, std::span<const std::byte> payload);
+std::size_t build_udp_frame(std::span<std::byte> out, const udp_endpoints &ep, std::span<const std::byte> payload,
+                            bool udp_checksum = true);
 
 /// Writes Ethernet, IP and UDP headers in front of a payload already in
 /// place at frame[udp_headers_size(family)...], checksums included.
 /// @return the frame's length, or 0 as build_udp_frame().
-std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &ep, std::size_t payload_len);
+std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &ep, std::size_t payload_len,
+                              bool udp_checksum = true);
 
 /// RFC 1071 ones'-complement sum of `data` folded into 16 bits, starting
 /// from `initial` (for pseudo-headers). Not inverted.

@@ -291,7 +291,7 @@ void endpoint::transmit(session &s, core::time_ns now_ns) {
       }
       char *data = rte_pktmbuf_append(mb, static_cast<uint16_t>(len));
       if (data == nullptr ||
-          core::build_udp_frame({reinterpret_cast<std::byte *>(data), len}, p.to, {payload, t.bytes}) == 0) {
+          core::build_udp_frame({reinterpret_cast<std::byte *>(data), len}, p.to, {payload, t.bytes}, false) == 0) {
         rte_pktmbuf_free(mb);
         w_.counters.tx_dropped.inc();
         continue;
@@ -309,7 +309,7 @@ void endpoint::transmit(session &s, core::time_ns now_ns) {
     first->data_off = static_cast<uint16_t>(first->data_off + room - headers);
     first->data_len = static_cast<uint16_t>(len);
     first->pkt_len = static_cast<uint32_t>(len);
-    core::build_udp_headers({rte_pktmbuf_mtod(first, std::byte *), len}, p.to, t.bytes);
+    core::build_udp_headers({rte_pktmbuf_mtod(first, std::byte *), len}, p.to, t.bytes, false);
     queue_tx(p.port, first);
   }
 }

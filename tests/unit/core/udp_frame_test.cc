@@ -215,6 +215,17 @@ TEST(udp_frame, zero_udp_checksum_allowed_on_ipv4_only) {
   EXPECT_EQ(parse(f6), frame_verdict::bad_udp_checksum);
 }
 
+TEST(udp_frame, checksum_left_out_on_ipv4_only_when_asked) {
+  const auto p = payload_of(40);
+  std::vector<std::byte> f4(udp_headers_size(4) + 40), f6(udp_headers_size(6) + 40);
+  ASSERT_EQ(build_udp_frame(f4, endpoints(4), p, false), f4.size());
+  EXPECT_EQ(std::to_integer<int>(f4[40]) | std::to_integer<int>(f4[41]), 0) << "IPv4: zero, absent";
+  EXPECT_EQ(parse(f4), frame_verdict::accepted);
+  ASSERT_EQ(build_udp_frame(f6, endpoints(6), p, false), f6.size());
+  EXPECT_NE(std::to_integer<int>(f6[60]) | std::to_integer<int>(f6[61]), 0) << "IPv6 always has one";
+  EXPECT_EQ(parse(f6), frame_verdict::accepted);
+}
+
 TEST(udp_frame, build_refuses_what_does_not_fit) {
   std::vector<std::byte> small(41);
   EXPECT_EQ(build_udp_frame(small, endpoints(4), {}), 0u);
