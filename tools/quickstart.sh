@@ -56,8 +56,7 @@ wait_running "$log" "${pids[0]}"
 grep -E "^mtpd: (mtpd|port|running)" "$log"
 ip -n "$NS" addr add 10.77.0.2/24 dev mtp0
 ip -n "$NS" link set mtp0 up
-# mtpd answers no ARP yet (the dataplane issue adds it): a static neighbour.
-ip -n "$NS" neigh replace 10.77.0.1 lladdr 02:00:00:00:00:01 dev mtp0
+# No static neighbour needed: mtpd answers ARP for its addresses.
 echo "--- the kernel sends 100 UDP datagrams to the MTP port 7400 and 10 to port 9"
 ip netns exec "$NS" bash -c 'for i in $(seq 100); do echo "datagram $i" > /dev/udp/10.77.0.1/7400; done;
                                for i in $(seq 10); do echo x > /dev/udp/10.77.0.1/9; done'

@@ -210,4 +210,30 @@ std::size_t build_udp_frame(std::span<std::byte> out, const udp_endpoints &ep, s
   return build_udp_headers(out, ep, payload.size(), udp_checksum);
 }
 
+std::size_t arp_reply_for(std::span<const std::byte> frame, const ip_address &ip, const std::array<uint8_t, 6> &mac,
+                          std::span<std::byte> reply) {
+  //   Ethernet(14) | htype 1 | ptype 0x0800 | hlen 6 | plen 4 | oper 1 |
+  //   sender mac(6) ip(4) | target mac(6) ip(4)          (RFC 826)
+  constexpr std::size_t arp_size = 28;
+  if (ip.family != 4 || frame.size() < ethernet_size + arp_size || reply.size() < ethernet_size + arp_size) return 0;
+  const std::byte *p = frame.data();
+  if (load_be16(p + 12) != 0x0806) return 0;
+  const std::byte *a = p + ethernet_size;
+  if (load_be16(a) != 1 || load_be16(a + 2) != ethertype_ipv4 || load_u8(a + 4) != 6 || load_u8(a + 5) != 4 ||
+      load_be16(a + 6) != 1)
+    return 0;
+  if (std::memcmp(a + 24, ip.bytes.data(), 4) != 0) return 0;
+  std::byte *r = reply.data();
+  std::memcpy(r, a + 8, 6);  // to the asker's MAC
+  std::memcpy(r + 6, mac.data(), 6);
+  store_be16(r + 12, 0x0806);
+  std::byte *ra = r + ethernet_size;
+  std::memcpy(ra, a, 6);       // htype, ptype, hlen, plen as asked
+  store_be16(ra + 6, 2);       // reply
+  std::memcpy(ra + 8, mac.data(), 6);
+  std::memcpy(ra + 14, ip.bytes.data(), 4);
+  std::memcpy(ra + 18, a + 8, 10);  // the asker's MAC and IP become the target
+  return ethernet_size + arp_size;
+}
+
 }  // namespace mtp::core

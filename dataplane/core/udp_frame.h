@@ -110,6 +110,12 @@ std::size_t build_udp_frame(std::span<std::byte> out, const udp_endpoints &ep, s
 std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &ep, std::size_t payload_len,
                               bool udp_checksum = true);
 
+/// If `frame` is an ARP request (Ethernet, IPv4) for `ip`, writes the
+/// reply that says `ip` is at `mac` into `reply` (at least 42 bytes).
+/// @return the reply's length, or 0 if the frame is not such a request.
+std::size_t arp_reply_for(std::span<const std::byte> frame, const ip_address &ip, const std::array<uint8_t, 6> &mac,
+                          std::span<std::byte> reply);
+
 /// RFC 1071 ones'-complement sum of `data` folded into 16 bits, starting
 /// from `initial` (for pseudo-headers). Not inverted.
 uint16_t ones_complement_sum(std::span<const std::byte> data, uint32_t initial = 0);

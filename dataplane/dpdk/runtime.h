@@ -68,7 +68,8 @@ class counter {
   X(mtp_retransmitted, "engine frames retransmitted (all sessions)")           \
   X(source_messages_stable, "test source: messages acknowledged (Sent)")       \
   X(source_messages_expired, "test source: messages given up (Expired)")       \
-  X(pingpong_rtts, "ping-pong round trips measured")
+  X(pingpong_rtts, "ping-pong round trips measured")                          \
+  X(arp_replies, "ARP requests for our addresses answered")
 
 /// Round-trip times in log-linear buckets: four per power of two, so any
 /// percentile is read within 19%. Bucket i covers [bucket_low(i), bucket_low(i+1)).

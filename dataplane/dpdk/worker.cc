@@ -150,6 +150,34 @@ struct worker_state {
   std::size_t delay_head = 0, delay_tail = 0;
 };
 
+/// Answers ARP requests for the port's IPv4 addresses, so kernel peers
+/// reach mtpd without static neighbour entries. Rare: sent at once.
+void answer_arp(const runtime &rt, worker_context &w, const port_runtime &p, rte_mbuf *m) {
+  std::array<uint8_t, 6> mac;
+  std::memcpy(mac.data(), p.mac.addr_bytes, 6);
+  for (const auto &a : p.config->addresses) {
+    std::byte reply[64];
+    const std::size_t len =
+        core::arp_reply_for({rte_pktmbuf_mtod(m, const std::byte *), m->data_len}, a.address, mac, reply);
+    if (len == 0) continue;
+    rte_mbuf *r = rte_pktmbuf_alloc(rt.pool);
+    if (r == nullptr) {
+      w.counters.tx_nombuf.inc();
+      return;
+    }
+    std::memcpy(rte_pktmbuf_append(r, static_cast<uint16_t>(len)), reply, len);
+    if (rte_eth_tx_burst(p.port_id, w.queue, &r, 1) == 1) {
+      w.counters.arp_replies.inc();
+      w.counters.tx_pkts.inc();
+      w.counters.tx_bytes.add(len);
+    } else {
+      rte_pktmbuf_free(r);
+      w.counters.tx_dropped.inc();
+    }
+    return;
+  }
+}
+
 void classify(const runtime &rt, worker_context &w, worker_state &ws, std::size_t port_index, rte_mbuf *m,
               core::time_ns now_ns) {
   const port_runtime &p = rt.ports[port_index];
@@ -161,6 +189,10 @@ void classify(const runtime &rt, worker_context &w, worker_state &ws, std::size_
       p.rx_ip_csum ? ip_hint(m->ol_flags) : core::csum_hint::unknown,
       p.rx_l4_csum ? l4_hint(m->ol_flags) : core::csum_hint::unknown, view);
   w.counters.rx_verdict[static_cast<std::size_t>(verdict)].inc();
+  if (verdict == core::frame_verdict::not_ip) {
+    answer_arp(rt, w, p, m);
+    return;
+  }
   if (verdict != core::frame_verdict::accepted) return;
   if (ws.ep)
     ws.ep->on_frame(port_index, view, now_ns);

@@ -76,3 +76,21 @@ class TestTap:
         d.stop(signal.SIGINT)
         assert d.exit_code == 0
         assert d.stop_seconds < TESTBED["stop_timeout_s"]
+
+    def test_kernel_peer_resolves_mtpd_by_arp(self, tap_daemon):
+        """Steps: give the kernel side of mtp0 an address, no static
+        neighbour, and send 10 UDP datagrams to the daemon's 10.77.0.1:7400
+        with an ordinary socket. Verify: the kernel's ARP request was
+        answered and all 10 datagrams arrived as accepted MTP frames."""
+        d = tap_daemon
+        run("ip", "-n", NS, "addr", "add", "10.77.0.2/24", "dev", "mtp0")
+        code = ("import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                "for i in range(10): s.sendto(b'datagram %d' % i, ('10.77.0.1', 7400))\n")
+        run("ip", "netns", "exec", NS, "/usr/bin/python3", "-c", code)
+        workers, verdicts = d.wait_for(lambda w, v: v["accepted"] >= 10, what="10 datagrams after ARP")
+        assert verdicts["accepted"] == 10
+        assert workers["lcore1"]["arp_replies"] >= 1
+        neigh = run("ip", "-n", NS, "neigh", "show", "10.77.0.1").stdout
+        assert DAEMON_MAC in neigh.lower(), neigh
+        d.stop()
+        assert d.exit_code == 0

@@ -226,6 +226,25 @@ TEST(udp_frame, checksum_left_out_on_ipv4_only_when_asked) {
   EXPECT_EQ(parse(f6), frame_verdict::accepted);
 }
 
+TEST(udp_frame, arp_request_for_us_gets_a_reply) {
+  // An ARP request "who has 10.0.0.1? tell 10.0.0.2 at 02:..:02".
+  std::vector<std::byte> req(60, std::byte{0});
+  const uint8_t head[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0, 0, 0, 0, 2, 0x08, 0x06,
+                          0, 1, 0x08, 0x00, 6, 4, 0, 1, 0x02, 0, 0, 0, 0, 2, 10, 0, 0, 2,
+                          0, 0, 0, 0, 0, 0, 10, 0, 0, 1};
+  for (std::size_t i = 0; i < sizeof head; ++i) req[i] = static_cast<std::byte>(head[i]);
+  const std::array<uint8_t, 6> mac{0x02, 0, 0, 0, 0, 1};
+  std::vector<std::byte> reply(64);
+  ASSERT_EQ(arp_reply_for(req, v4(10, 0, 0, 1), mac, reply), 42u);
+  const uint8_t want[] = {0x02, 0, 0, 0, 0, 2, 0x02, 0, 0, 0, 0, 1, 0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 2,
+                          0x02, 0, 0, 0, 0, 1, 10, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 10, 0, 0, 2};
+  for (std::size_t i = 0; i < sizeof want; ++i) EXPECT_EQ(std::to_integer<uint8_t>(reply[i]), want[i]) << i;
+  EXPECT_EQ(arp_reply_for(req, v4(10, 0, 0, 9), mac, reply), 0u) << "not our address";
+  req[21] = std::byte{2};
+  EXPECT_EQ(arp_reply_for(req, v4(10, 0, 0, 1), mac, reply), 0u) << "a reply is not answered";
+  EXPECT_EQ(arp_reply_for({req.data(), 41}, v4(10, 0, 0, 1), mac, reply), 0u) << "truncated";
+}
+
 TEST(udp_frame, build_refuses_what_does_not_fit) {
   std::vector<std::byte> small(41);
   EXPECT_EQ(build_udp_frame(small, endpoints(4), {}), 0u);
