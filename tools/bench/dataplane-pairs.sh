@@ -12,7 +12,8 @@ secs=${1:-8}
 perf=build/tools/mtp-perf/mtp-perf
 [ -x "$perf" ] || { echo "dataplane-pairs: build first (ninja -C build)" >&2; exit 1; }
 work=$(mktemp -d /tmp/mtp-pairs.XXXX)
-trap 'rm -rf "$work"' EXIT
+# testpmd leaves its EAL runtime directories behind; mtp-perf removes its own.
+trap 'rm -rf "$work" /var/run/dpdk/pairs-tprx /var/run/dpdk/pairs-tptx "$sock"' EXIT
 sock=/run/mtp-pairs.sock
 
 write_cfg() {  # name id role cpu [peer]
