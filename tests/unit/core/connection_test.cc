@@ -77,6 +77,13 @@ std::vector<copied_event> drain(connection &c) {
   return out;
 }
 
+// Probes and acceptances, then forgets their events: a connected group.
+void connect(connection &client, std::vector<connection *> servers, time_ns now) {
+  exchange(client, servers, now);
+  drain(client);
+  for (connection *s : servers) drain(*s);
+}
+
 }  // namespace
 
 TEST(connection, ready_then_messages_in_order_then_sent) {
@@ -152,9 +159,7 @@ TEST(connection, close_reaches_the_member) {
   time_ns now = 0;
   connection client(client_cfg({1}), now);
   connection s1(server_cfg(1), now);
-  exchange(client, {&s1}, now);
-  drain(client);
-  drain(s1);
+  connect(client, {&s1}, now);
   client.close(error_code::application, "done", now);
   exchange(client, {&s1}, now);
   auto cev = drain(client);
@@ -206,9 +211,7 @@ TEST(connection, datagrams_arrive_unordered_and_unrepaired) {
   time_ns now = 0;
   connection client(client_cfg({1}), now);
   connection s1(server_cfg(1), now);
-  exchange(client, {&s1}, now);
-  drain(client);
-  drain(s1);
+  connect(client, {&s1}, now);
   const std::string text = "a datagram";
   std::vector<std::byte> d(text.size());
   std::memcpy(d.data(), text.data(), text.size());
@@ -251,9 +254,7 @@ TEST(connection, a_lost_packet_on_one_stream_does_not_block_another) {
   connection s1(server_cfg(1), now);
   ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
   ASSERT_EQ(client.open_stream(1, stream_mode::message, ordering::fifo), status::ok);
-  exchange(client, {&s1}, now);
-  drain(client);
-  drain(s1);
+  connect(client, {&s1}, now);
   std::vector<std::byte> buf(1500), msg(64, std::byte{7});
   message_options fast;
   fast.low_latency = true;
@@ -274,9 +275,7 @@ TEST(connection, graceful_close_sends_what_is_queued_first_abort_does_not) {
   connection client(client_cfg({1}), now);
   connection s1(server_cfg(1), now);
   ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
-  exchange(client, {&s1}, now);
-  drain(client);
-  drain(s1);
+  connect(client, {&s1}, now);
   std::vector<std::byte> msg(100, std::byte{1});
   for (int i = 0; i < 5; ++i) ASSERT_EQ(client.send(0, msg, {}, now), status::ok);
   client.close(error_code::no_error, "bye", now);
@@ -312,9 +311,7 @@ TEST(connection, partial_message_expires_after_its_lifetime) {
   connection client(client_cfg({1}), now);
   connection s1(server_cfg(1), now);
   ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
-  exchange(client, {&s1}, now);
-  drain(client);
-  drain(s1);
+  connect(client, {&s1}, now);
   std::vector<std::byte> buf(1500), msg(64, std::byte{3});
   message_options o;
   o.rel = reliability::partial;
