@@ -8,6 +8,7 @@
 #include <rte_launch.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
+#include <rte_ring.h>
 
 #include <atomic>
 #include <csignal>
@@ -30,6 +31,8 @@ namespace {
 
 std::atomic<bool> stop_requested{false};
 static_assert(std::atomic<bool>::is_always_lock_free, "signal handler needs a lock-free flag");
+
+constexpr unsigned handoff_ring_size = 4096;
 
 void on_signal(int) { stop_requested.store(true); }
 
@@ -80,6 +83,17 @@ int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, co
                  hooks.name, cfg.memory.mbufs, cfg.memory.mbuf_data_room, rte_strerror(rte_errno));
     status = exit_runtime;
   }
+  if (status == exit_ok) {
+    // Headers of fan-out copies (at most 62 B) and indirect mbufs, which
+    // carry no data of their own.
+    rt.header_pool = rte_pktmbuf_pool_create("mtp_headers", cfg.memory.mbufs, cfg.memory.mbuf_cache, 0,
+                                             RTE_PKTMBUF_HEADROOM + 64, static_cast<int>(rte_socket_id()));
+    if (rt.header_pool == nullptr) {
+      std::fprintf(stderr, "%s: cannot create the header pool of %u mbufs: %s (raise memory.size_mb)\n", hooks.name,
+                   cfg.memory.mbufs, rte_strerror(rte_errno));
+      status = exit_runtime;
+    }
+  }
   for (std::size_t i = 0; status == exit_ok && i < cfg.ports.size(); ++i) {
     auto p = port_start(cfg.ports[i], static_cast<unsigned>(cfg.lcores.workers.size()), rt.pool);
     if (!p) {
@@ -99,6 +113,19 @@ int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, co
       workers[i].rt = &rt;
       rt.workers.push_back(&workers[i]);
     }
+    // With several workers, each has an inbox for the frames of the sessions
+    // it owns that other workers received.
+    for (std::size_t i = 0; workers.size() > 1 && i < workers.size(); ++i) {
+      const std::string name = "mtp_handoff_" + std::to_string(i);
+      workers[i].handoff = rte_ring_create(name.c_str(), handoff_ring_size, static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
+      if (workers[i].handoff == nullptr) {
+        std::fprintf(stderr, "%s: cannot create the hand-off ring of worker %zu: %s\n", hooks.name, i,
+                     rte_strerror(rte_errno));
+        status = exit_runtime;
+      }
+    }
+  }
+  if (status == exit_ok) {
     ctl::telemetry_attach(rt);
     for (auto &w : workers) rte_eal_remote_launch(worker_main, &w, w.lcore);
     MTP_LOG(INFO, "running: %zu port(s), %zu worker(s), control on lcore %u%s\n", rt.ports.size(), workers.size(),
@@ -116,6 +143,14 @@ int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, co
 
   for (auto it = rt.ports.rbegin(); it != rt.ports.rend(); ++it) port_stop(*it);
   rt.ports.clear();
+  for (auto &w : workers) {
+    // Frames still in an inbox were never processed; free them with it.
+    if (w.handoff == nullptr) continue;
+    void *m = nullptr;
+    while (rte_ring_dequeue(w.handoff, &m) == 0) rte_pktmbuf_free(static_cast<rte_mbuf *>(m));
+    rte_ring_free(w.handoff);
+  }
+  rte_mempool_free(rt.header_pool);
   rte_mempool_free(rt.pool);
   rt.pool = nullptr;
   app.close();

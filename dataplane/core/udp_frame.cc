@@ -150,16 +150,16 @@ frame_verdict parse_udp_frame(std::span<const std::byte> frame, uint16_t mtp_por
   return out.ends.dst_port == mtp_port ? frame_verdict::accepted : frame_verdict::other_udp_port;
 }
 
-std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &ep, std::size_t payload_len,
-                              bool udp_checksum) {
+std::size_t write_udp_headers(std::span<std::byte> headers, const udp_endpoints &ep,
+                              std::span<const std::byte> payload, checksums policy) {
   const uint8_t family = ep.src_ip.family;
   if ((family != 4 && family != 6) || ep.dst_ip.family != family) return 0;
-  const std::size_t headers = udp_headers_size(family);
-  const std::size_t udp_len = udp_size + payload_len;
+  const std::size_t size = udp_headers_size(family);
+  const std::size_t udp_len = udp_size + payload.size();
   const std::size_t ip_len = (family == 4 ? ipv4_min_size : 0) + udp_len;
-  if (ip_len > 0xffff || frame.size() < headers + payload_len) return 0;
+  if (ip_len > 0xffff || headers.size() < size) return 0;
 
-  std::byte *p = frame.data();
+  std::byte *p = headers.data();
   std::memcpy(p, ep.dst_mac.data(), 6);
   std::memcpy(p + 6, ep.src_mac.data(), 6);
   store_be16(p + 12, family == 4 ? ethertype_ipv4 : ethertype_ipv6);
@@ -174,7 +174,8 @@ std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &e
     ip[9] = std::byte{ip_proto_udp};
     std::memcpy(ip + 12, ep.src_ip.bytes.data(), 4);
     std::memcpy(ip + 16, ep.dst_ip.bytes.data(), 4);
-    store_be16(ip + 10, static_cast<uint16_t>(~ones_complement_sum({ip, ipv4_min_size})));
+    if (policy != checksums::offload)
+      store_be16(ip + 10, static_cast<uint16_t>(~ones_complement_sum({ip, ipv4_min_size})));
     l4 = ethernet_size + ipv4_min_size;
   } else {
     std::memset(ip, 0, ipv6_size);
@@ -191,23 +192,34 @@ std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &e
   store_be16(udp + 2, ep.dst_port);
   store_be16(udp + 4, static_cast<uint16_t>(udp_len));
   store_be16(udp + 6, 0);
-  // IPv4 may leave the UDP checksum out (zero); IPv6 may not (RFC 8200).
-  if (udp_checksum || family == 6) {
-    uint16_t csum = static_cast<uint16_t>(~ones_complement_sum(
-        {udp, udp_len}, pseudo_header_sum(ep.src_ip, ep.dst_ip, static_cast<uint16_t>(udp_len))));
+  const uint32_t pseudo = pseudo_header_sum(ep.src_ip, ep.dst_ip, static_cast<uint16_t>(udp_len));
+  if (policy == checksums::offload) {
+    // IPv4 may leave the UDP checksum out (zero); IPv6 may not (RFC 8200).
+    if (family == 6) store_be16(udp + 6, ones_complement_sum({}, pseudo));
+  } else if (policy == checksums::full || family == 6) {
+    // The UDP header is 8 bytes (even), so its sum continues into the payload.
+    uint16_t csum = static_cast<uint16_t>(~ones_complement_sum(payload, ones_complement_sum({udp, udp_size}, pseudo)));
     if (csum == 0) csum = 0xffff;  // zero means "no checksum" on the wire
     store_be16(udp + 6, csum);
   }
-  return headers + payload_len;
+  return size;
+}
+
+std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &ep, std::size_t payload_len,
+                              checksums policy) {
+  const std::size_t size = udp_headers_size(ep.src_ip.family);
+  if (frame.size() < size + payload_len) return 0;
+  if (write_udp_headers(frame.first(size), ep, frame.subspan(size, payload_len), policy) == 0) return 0;
+  return size + payload_len;
 }
 
 std::size_t build_udp_frame(std::span<std::byte> out, const udp_endpoints &ep, std::span<const std::byte> payload,
-                            bool udp_checksum) {
+                            checksums policy) {
   const std::size_t headers = udp_headers_size(ep.src_ip.family);
   if (ep.src_ip.family != 4 && ep.src_ip.family != 6) return 0;
   if (out.size() < headers + payload.size()) return 0;
   if (!payload.empty()) std::memmove(out.data() + headers, payload.data(), payload.size());
-  return build_udp_headers(out, ep, payload.size(), udp_checksum);
+  return build_udp_headers(out, ep, payload.size(), policy);
 }
 
 std::size_t arp_reply_for(std::span<const std::byte> frame, const ip_address &ip, const std::array<uint8_t, 6> &mac,

@@ -95,20 +95,33 @@ frame_verdict parse_udp_frame(std::span<const std::byte> frame, uint16_t mtp_por
 /// Size of the Ethernet + IP + UDP headers build_udp_frame() writes.
 constexpr std::size_t udp_headers_size(uint8_t family) { return family == 6 ? 14 + 40 + 8 : 14 + 20 + 8; }
 
-/// Writes Ethernet, IP and UDP headers followed by a copy of payload,
-/// with both checksums computed in software. With udp_checksum false an
-/// IPv4 frame carries a zero (absent) UDP checksum: for MTP packets, whose
-/// CRC32C already covers every byte (protocol.md 3.4). IPv6 always has one.
-/// @return bytes written, or 0 if `out` is too small, the families differ
-///         or the datagram would exceed 65535 bytes.
+/// Who computes which checksum of a built frame.
+enum class checksums : uint8_t {
+  full,     ///< IPv4 header and UDP checksums, computed here
+  no_udp4,  ///< as full, but IPv4 frames carry no UDP checksum (zero): for MTP
+            ///< packets, whose CRC32C covers every byte (protocol.md 3.4)
+  offload,  ///< the NIC computes them: IPv4 header checksum left zero and no
+            ///< UDP checksum; IPv6 UDP checksum seeded with the pseudo-header
+            ///< sum, as DPDK's checksum offload expects
+};
+
+/// Writes Ethernet, IP and UDP headers (udp_headers_size bytes) into
+/// `headers` for `payload`, which may live elsewhere (a chained segment).
+/// @return the header size, or 0 if `headers` is too small, the families
+///         differ or the datagram would exceed 65535 bytes.
+std::size_t write_udp_headers(std::span<std::byte> headers, const udp_endpoints &ep,
+                              std::span<const std::byte> payload, checksums policy = checksums::full);
+
+/// Writes Ethernet, IP and UDP headers followed by a copy of payload.
+/// @return bytes written, or 0 as write_udp_headers().
 std::size_t build_udp_frame(std::span<std::byte> out, const udp_endpoints &ep, std::span<const std::byte> payload,
-                            bool udp_checksum = true);
+                            checksums policy = checksums::full);
 
 /// Writes Ethernet, IP and UDP headers in front of a payload already in
-/// place at frame[udp_headers_size(family)...], checksums included.
+/// place at frame[udp_headers_size(family)...].
 /// @return the frame's length, or 0 as build_udp_frame().
 std::size_t build_udp_headers(std::span<std::byte> frame, const udp_endpoints &ep, std::size_t payload_len,
-                              bool udp_checksum = true);
+                              checksums policy = checksums::full);
 
 /// If `frame` is an ARP request (Ethernet, IPv4) for `ip`, writes the
 /// reply that says `ip` is at `mac` into `reply` (at least 42 bytes).

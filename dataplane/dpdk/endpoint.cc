@@ -2,7 +2,10 @@
 // See endpoint.h.
 #include "endpoint.h"
 
+#include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_hash_crc.h>
+#include <rte_lcore.h>
 
 #include <cstring>
 
@@ -10,11 +13,36 @@
 
 namespace mtp::dp {
 
+namespace {
+
+/// Who computes the checksums of a frame to `family` leaving `port`.
+core::checksums checksums_for(const port_runtime &port, uint8_t family) {
+  if (family == 4 ? port.tx_ip_csum : port.tx_udp_csum) return core::checksums::offload;
+  return core::checksums::no_udp4;
+}
+
+}  // namespace
+
 endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
-    : rt_(rt), w_(w), scratch_(2048), start_ns_(now_ns), tx_(rt.ports.size()) {
+    : rt_(rt), w_(w), wheel_(std::max<uint32_t>(rt.config.limits.sessions, 1)), start_ns_(now_ns), tx_(rt.ports.size()) {
   for (auto &q : tx_) q.reserve(tx_burst);
+  sessions_.reserve(rt_.config.limits.sessions);
+  dirty_.reserve(rt_.config.limits.sessions);
+  const std::string name = "mtp_sessions_" + std::to_string(w_.queue);
+  rte_hash_parameters hp{};
+  hp.name = name.c_str();
+  hp.entries = std::max<uint32_t>(rt_.config.limits.sessions, 8);
+  hp.key_len = sizeof(uint64_t);
+  hp.hash_func = rte_hash_crc;
+  hp.socket_id = static_cast<int>(rte_socket_id());
+  table_ = rte_hash_create(&hp);
+  if (table_ == nullptr) {
+    MTP_LOG(ERR, "worker lcore %u: cannot create the session table of %u entries: %s; no sessions here\n", w_.lcore,
+            hp.entries, rte_strerror(rte_errno));
+    return;
+  }
   const auto &src = rt_.config.test.source;
-  if (!src.enabled) return;
+  if (!src.enabled || rt_.session_owner(src.connection_id) != w_.queue) return;
   auto s = std::make_unique<session>();
   s->source = true;
   core::connection_config c = base_config(src.connection_id, src.window_bytes);
@@ -42,15 +70,16 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
   s->conn = std::make_unique<core::connection>(c, now_ns);
   for (uint32_t k = 0; k < src.streams; ++k)
     s->conn->open_stream(k, core::stream_mode::message, src.unordered ? core::ordering::none : core::ordering::fifo);
-  sessions_.push_back(std::move(s));
-  w_.counters.sessions_opened.inc();
-  MTP_LOG(INFO, "source: connection %llx to %zu member(s), %llu bytes in %u B messages on %u stream(s)\n",
-          static_cast<unsigned long long>(src.connection_id), src.members.size(),
+  source_ = add(std::move(s));
+  if (source_ == nullptr) return;
+  MTP_LOG(INFO, "source: connection %llx on worker lcore %u to %zu member(s), %llu bytes in %u B messages on %u stream(s)\n",
+          static_cast<unsigned long long>(src.connection_id), w_.lcore, src.members.size(),
           static_cast<unsigned long long>(src.total_bytes), src.message_bytes, src.streams);
 }
 
 endpoint::~endpoint() {
   for (auto &q : tx_) rte_pktmbuf_free_bulk(q.data(), static_cast<unsigned>(q.size()));
+  rte_hash_free(table_);
 }
 
 // The stream window is a transport parameter both ends must agree on until
@@ -72,14 +101,27 @@ core::connection_config endpoint::base_config(uint64_t cid, uint32_t window_byte
 }
 
 endpoint::session *endpoint::find(uint64_t cid) {
-  for (auto &s : sessions_)
-    if (s->conn->id() == cid) return s.get();
-  return nullptr;
+  void *data = nullptr;
+  if (table_ == nullptr || rte_hash_lookup_data(table_, &cid, &data) < 0) return nullptr;
+  return sessions_[reinterpret_cast<uintptr_t>(data)].get();
+}
+
+endpoint::session *endpoint::add(std::unique_ptr<session> s) {
+  if (table_ == nullptr || sessions_.size() >= rt_.config.limits.sessions) return nullptr;
+  s->index = static_cast<uint32_t>(sessions_.size());
+  const uint64_t cid = s->conn->id();
+  if (rte_hash_add_key_data(table_, &cid, reinterpret_cast<void *>(uintptr_t{s->index})) != 0) return nullptr;
+  sessions_.push_back(std::move(s));
+  w_.counters.sessions_opened.inc();
+  session &added = *sessions_.back();
+  wheel_.arm(added.index, added.conn->next_expiry());
+  mark_dirty(added);
+  return &added;
 }
 
 endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid,
                                     uint32_t sender, core::time_ns now_ns) {
-  if (!rt_.config.test.sink.enabled || sessions_.size() >= rt_.config.limits.sessions) return nullptr;
+  if (!rt_.config.test.sink.enabled) return nullptr;
   auto s = std::make_unique<session>();
   core::connection_config c = base_config(cid, rt_.config.test.sink.window_bytes);
   c.members = {sender};
@@ -100,10 +142,11 @@ endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_fram
     for (uint16_t k = 0; k < c.max_streams; ++k) s->conn->open_stream(k, core::stream_mode::message, core::ordering::fifo);
     s->echo_buf.reserve(65536);
   }
-  sessions_.push_back(std::move(s));
-  w_.counters.sessions_opened.inc();
-  MTP_LOG(INFO, "sink: accepted connection %llx from member %u\n", static_cast<unsigned long long>(cid), sender);
-  return sessions_.back().get();
+  session *added = add(std::move(s));
+  if (added != nullptr)
+    MTP_LOG(INFO, "sink: accepted connection %llx from member %u on worker lcore %u\n",
+            static_cast<unsigned long long>(cid), sender, w_.lcore);
+  return added;
 }
 
 void endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, core::time_ns now_ns) {
@@ -130,6 +173,13 @@ void endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, c
   s->conn->on_packet(v.payload, now_ns);
   // Events may point into this packet: consume them before it is freed.
   drain_events(*s, now_ns);
+  mark_dirty(*s);
+}
+
+void endpoint::mark_dirty(session &s) {
+  if (s.dirty) return;
+  s.dirty = true;
+  dirty_.push_back(s.index);
 }
 
 void endpoint::drain_events(session &s, core::time_ns now_ns) {
@@ -252,15 +302,19 @@ void endpoint::feed_source(session &s, core::time_ns now_ns) {
 
 void endpoint::transmit(session &s, core::time_ns now_ns) {
   // The engine writes each packet straight into an mbuf, past room for the
-  // largest headers; the first member's frame gets its headers in front of
-  // it (no copy), further members get a copy behind their own headers.
+  // largest headers. The first member's frame gets its headers written in
+  // front of that payload; every further member gets a small mbuf with its
+  // own headers chained to a clone of the payload (the buffer is shared,
+  // reference-counted), or a copy where the port cannot send chains.
   constexpr std::size_t room = core::udp_headers_size(6);
+  uint32_t targets[64];
   for (int n = 0; n < 256; ++n) {
     rte_mbuf *first = rte_pktmbuf_alloc(rt_.pool);
     if (first == nullptr) {
       w_.counters.tx_nombuf.inc();
       return;
     }
+    const uint16_t base_off = first->data_off;
     std::byte *base = rte_pktmbuf_mtod(first, std::byte *);
     const std::size_t cap = rte_pktmbuf_tailroom(first);
     const core::transmit t = s.conn->poll_transmit({base + room, cap - room}, now_ns);
@@ -268,50 +322,75 @@ void endpoint::transmit(session &s, core::time_ns now_ns) {
       rte_pktmbuf_free(first);
       break;
     }
-    const std::byte *payload = base + room;
-    // Copies first, the frame built in place last: once queued it may be
-    // sent (and freed by the driver) while we still copy from it.
-    std::size_t in_place = s.members.size();
+    std::size_t k = 0;
     for (std::size_t m = 0; m < s.members.size(); ++m) {
       if (!(t.member_mask & (uint64_t{1} << m))) continue;
-      const peer &p = s.members[m];
-      if (!p.known) {
+      if (!s.members[m].known) {
         w_.counters.mtp_unknown_peer.inc();
         continue;
       }
-      if (in_place == s.members.size()) {
-        in_place = m;
-        continue;
-      }
-      const std::size_t len = core::udp_headers_size(p.to.dst_ip.family) + t.bytes;
-      rte_mbuf *mb = rte_pktmbuf_alloc(rt_.pool);
-      if (mb == nullptr) {
-        w_.counters.tx_nombuf.inc();
-        continue;
-      }
-      char *data = rte_pktmbuf_append(mb, static_cast<uint16_t>(len));
-      if (data == nullptr ||
-          core::build_udp_frame({reinterpret_cast<std::byte *>(data), len}, p.to, {payload, t.bytes}, false) == 0) {
-        rte_pktmbuf_free(mb);
-        w_.counters.tx_dropped.inc();
-        continue;
-      }
-      queue_tx(p.port, mb);
+      targets[k++] = static_cast<uint32_t>(m);
     }
-    if (in_place == s.members.size()) {
+    if (k == 0) {
       rte_pktmbuf_free(first);
       continue;
     }
-    const peer &p = s.members[in_place];
-    const std::size_t headers = core::udp_headers_size(p.to.dst_ip.family);
-    const std::size_t len = headers + t.bytes;
-    // Start the frame just before the payload, where its headers go.
-    first->data_off = static_cast<uint16_t>(first->data_off + room - headers);
-    first->data_len = static_cast<uint16_t>(len);
-    first->pkt_len = static_cast<uint32_t>(len);
-    core::build_udp_headers({rte_pktmbuf_mtod(first, std::byte *), len}, p.to, t.bytes, false);
-    queue_tx(p.port, first);
+    const std::span<const std::byte> payload{base + room, t.bytes};
+    if (k > 1) {
+      // Clones take the payload-only view the packet has now.
+      first->data_off = static_cast<uint16_t>(base_off + room);
+      first->data_len = static_cast<uint16_t>(t.bytes);
+      first->pkt_len = static_cast<uint32_t>(t.bytes);
+      for (std::size_t i = 1; i < k; ++i) {
+        const peer &p = s.members[targets[i]];
+        const auto hlen = static_cast<uint16_t>(core::udp_headers_size(p.to.dst_ip.family));
+        if (rt_.ports[p.port].tx_multi_seg) {
+          rte_mbuf *head = rte_pktmbuf_alloc(rt_.header_pool);
+          rte_mbuf *body = head != nullptr ? rte_pktmbuf_clone(first, rt_.header_pool) : nullptr;
+          if (body == nullptr) {
+            rte_pktmbuf_free(head);
+            w_.counters.tx_nombuf.inc();
+            continue;
+          }
+          auto *h = reinterpret_cast<std::byte *>(rte_pktmbuf_append(head, hlen));
+          rte_pktmbuf_chain(head, body);  // two segments: cannot overflow
+          w_.counters.fanout_attached.inc();
+          emit(p, head, h, payload);
+        } else {
+          rte_mbuf *copy = rte_pktmbuf_alloc(rt_.pool);
+          if (copy == nullptr) {
+            w_.counters.tx_nombuf.inc();
+            continue;
+          }
+          auto *h = reinterpret_cast<std::byte *>(rte_pktmbuf_append(copy, static_cast<uint16_t>(hlen + t.bytes)));
+          std::memcpy(h + hlen, payload.data(), t.bytes);
+          w_.counters.fanout_copied.inc();
+          emit(p, copy, h, {h + hlen, t.bytes});
+        }
+      }
+    }
+    const peer &p = s.members[targets[0]];
+    const std::size_t hlen = core::udp_headers_size(p.to.dst_ip.family);
+    first->data_off = static_cast<uint16_t>(base_off + room - hlen);
+    first->data_len = static_cast<uint16_t>(hlen + t.bytes);
+    first->pkt_len = static_cast<uint32_t>(hlen + t.bytes);
+    emit(p, first, rte_pktmbuf_mtod(first, std::byte *), payload);
   }
+}
+
+void endpoint::emit(const peer &p, rte_mbuf *head, std::byte *headers, std::span<const std::byte> payload) {
+  const port_runtime &port = rt_.ports[p.port];
+  const uint8_t family = p.to.dst_ip.family;
+  const core::checksums policy = checksums_for(port, family);
+  core::write_udp_headers({headers, core::udp_headers_size(family)}, p.to, payload, policy);
+  if (policy == core::checksums::offload) {
+    head->l2_len = 14;
+    head->l3_len = family == 4 ? 20 : 40;
+    head->ol_flags |= family == 4 ? RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM
+                                  : RTE_MBUF_F_TX_IPV6 | RTE_MBUF_F_TX_UDP_CKSUM;
+    w_.counters.tx_csum_offload.inc();
+  }
+  queue_tx(p.port, head);
 }
 
 void endpoint::queue_tx(std::size_t port, rte_mbuf *mb) {
@@ -325,14 +404,24 @@ void endpoint::flush_tx() {
   for (std::size_t i = 0; i < tx_.size(); ++i) {
     auto &q = tx_[i];
     if (q.empty()) continue;
-    uint64_t bytes = 0;
-    for (auto *m : q) bytes += m->pkt_len;
+    const port_runtime &port = rt_.ports[i];
     const uint16_t n = static_cast<uint16_t>(q.size());
-    uint16_t sent = rte_eth_tx_burst(rt_.ports[i].port_id, w_.queue, q.data(), n);
-    for (uint16_t k = sent; k < n; ++k) bytes -= q[k]->pkt_len;
-    if (sent < n) {
-      rte_pktmbuf_free_bulk(q.data() + sent, n - sent);
-      w_.counters.tx_dropped.add(n - sent);
+    uint16_t ready = n;
+    // Offloads may need the driver's preparation (pseudo-header sums,
+    // limits); it stops at the first frame it refuses.
+    if (port.tx_ip_csum || port.tx_udp_csum) {
+      ready = rte_eth_tx_prepare(port.port_id, w_.queue, q.data(), n);
+      if (ready < n) {
+        rte_pktmbuf_free_bulk(q.data() + ready, n - ready);
+        w_.counters.tx_prepare_failed.add(n - ready);
+      }
+    }
+    const uint16_t sent = rte_eth_tx_burst(port.port_id, w_.queue, q.data(), ready);
+    uint64_t bytes = 0;
+    for (uint16_t k = 0; k < sent; ++k) bytes += q[k]->pkt_len;
+    if (sent < ready) {
+      rte_pktmbuf_free_bulk(q.data() + sent, ready - sent);
+      w_.counters.tx_dropped.add(ready - sent);
     }
     w_.counters.tx_pkts.add(sent);
     w_.counters.tx_bytes.add(bytes);
@@ -340,20 +429,33 @@ void endpoint::flush_tx() {
   }
 }
 
+void endpoint::service(session &s, core::time_ns now_ns) {
+  s.dirty = false;
+  transmit(s, now_ns);
+  drain_events(s, now_ns);
+  if (s.source && rt_.config.test.source.pingpong) transmit(s, now_ns);  // an echo reply or the next ping
+  const uint64_t retx = s.conn->stats().retransmitted_frames;
+  w_.counters.mtp_retransmitted.add(retx - s.retx_seen);
+  s.retx_seen = retx;
+  wheel_.arm(s.index, s.conn->next_expiry());
+}
+
 unsigned endpoint::poll(core::time_ns now_ns) {
   const uint64_t before = w_.counters.mtp_packets_out.get();
-  for (auto &sp : sessions_) {
-    session &s = *sp;
-    if (s.conn->is_closed()) continue;
-    if (s.conn->next_expiry() <= now_ns) s.conn->on_expiry(now_ns);
-    if (s.source) feed_source(s, now_ns);
-    transmit(s, now_ns);
-    drain_events(s, now_ns);
-    if (s.source && rt_.config.test.source.pingpong) transmit(s, now_ns);  // an echo reply or the next ping
-    const uint64_t retx = s.conn->stats().retransmitted_frames;
-    w_.counters.mtp_retransmitted.add(retx - s.retx_seen);
-    s.retx_seen = retx;
+  const std::size_t fired = wheel_.advance(now_ns, [&](uint32_t id) {
+    session &s = *sessions_[id];
+    s.conn->on_expiry(now_ns);
+    mark_dirty(s);
+  });
+  if (fired) w_.counters.timers_fired.add(fired);
+  if (source_ != nullptr) {
+    feed_source(*source_, now_ns);
+    mark_dirty(*source_);
+    if (source_done_) source_ = nullptr;
   }
+  // Only sessions a frame, a timer or the source touched.
+  for (std::size_t i = 0; i < dirty_.size(); ++i) service(*sessions_[dirty_[i]], now_ns);
+  dirty_.clear();
   flush_tx();
   return static_cast<unsigned>(w_.counters.mtp_packets_out.get() - before);
 }

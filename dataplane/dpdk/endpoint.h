@@ -4,21 +4,28 @@
 // out, and the daemon's built-in test applications (a source that sends a
 // verifiable pattern to a group, a sink that checks it).
 //
-// First slice of the dataplane issue: sessions live on worker 0 only (MTP
-// frames reaching other workers are counted and dropped until steering
-// lands); packets are built by copying the engine's bytes behind freshly
-// written headers (one copy per member); timers are scanned per loop.
-// Owned by one worker; no locks.
+// One endpoint per worker, holding the sessions whose connection id that
+// worker owns (runtime::session_owner; the worker loop hands other frames
+// over). Sessions are found through an rte_hash; their timers sit in a
+// timing wheel; a session is only touched when a frame, a timer or its
+// application gives it work. The engine writes each packet straight into
+// an mbuf behind room for its headers; further members of a group get
+// their own headers chained to a clone of that payload (no copy) where the
+// port sends chained mbufs. Checksums go to the port where it computes
+// them. Owned by one worker; no locks.
 #pragma once
 
+#include <rte_hash.h>
 #include <rte_mbuf.h>
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "connection.h"
 #include "runtime.h"
+#include "timer_wheel.h"
 #include "udp_frame.h"
 
 namespace mtp::dp {
@@ -72,26 +79,35 @@ class endpoint {
   struct session {
     std::unique_ptr<core::connection> conn;
     std::vector<peer> members;
+    uint32_t index = 0;  ///< in sessions_, and its timer's id
     bool source = false;
+    bool dirty = false;                 ///< on the dirty_ list
     std::vector<uint64_t> next_offset;  ///< sink: per stream, next expected byte
     std::vector<std::byte> echo_buf;    ///< sink with echo: the message being gathered
     uint64_t retx_seen = 0;             ///< engine retransmissions already counted
   };
 
   session *find(uint64_t connection_id);
+  session *add(std::unique_ptr<session> s);
   session *accept(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid, uint32_t sender,
                   core::time_ns now_ns);
   core::connection_config base_config(uint64_t cid, uint32_t window_bytes) const;
+  void mark_dirty(session &s);
+  void service(session &s, core::time_ns now_ns);
   void drain_events(session &s, core::time_ns now_ns);
   void feed_source(session &s, core::time_ns now_ns);
   void transmit(session &s, core::time_ns now_ns);
+  void emit(const peer &p, rte_mbuf *head, std::byte *headers, std::span<const std::byte> payload);
   void queue_tx(std::size_t port, rte_mbuf *mb);
   void flush_tx();
 
   const runtime &rt_;
   worker_context &w_;
+  rte_hash *table_ = nullptr;  ///< connection id -> session index
   std::vector<std::unique_ptr<session>> sessions_;
-  std::vector<std::byte> scratch_;
+  core::timer_wheel wheel_;
+  std::vector<uint32_t> dirty_;  ///< sessions with work since the last poll
+  session *source_ = nullptr;    ///< the test source's session, while it feeds
   test_pattern pattern_;
   core::time_ns start_ns_ = 0;
   uint64_t source_next_ = 0;  ///< next byte offset the source queues (over all streams)

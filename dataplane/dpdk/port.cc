@@ -73,6 +73,14 @@ result<port_runtime> port_start(const cfg::port_config &pc, unsigned workers, rt
   conf.rxmode.offloads = info.rx_offload_capa & rx_csum;
   p.rx_ip_csum = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
   p.rx_l4_csum = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
+  // Checksums on transmit when the port computes them (software otherwise),
+  // and chained mbufs so fan-out copies share one payload.
+  const uint64_t tx_wanted =
+      RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_UDP_CKSUM | RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
+  conf.txmode.offloads = info.tx_offload_capa & tx_wanted;
+  p.tx_ip_csum = info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_IPV4_CKSUM;
+  p.tx_udp_csum = info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_UDP_CKSUM;
+  p.tx_multi_seg = info.tx_offload_capa & RTE_ETH_TX_OFFLOAD_MULTI_SEGS;
 
   if (int rc = rte_eth_dev_configure(p.port_id, static_cast<uint16_t>(workers), static_cast<uint16_t>(workers), &conf);
       rc != 0)
@@ -123,6 +131,13 @@ result<port_runtime> port_start(const cfg::port_config &pc, unsigned workers, rt
   // hiding frames the counters must see. Not every device has it.
   rte_eth_promiscuous_enable(p.port_id);
   rte_eth_macaddr_get(p.port_id, &p.mac);
+  MTP_LOG(INFO, "port %s: rx checksums %s, tx checksums %s, fan-out copies %s, %u queue pair(s)%s\n", pc.name.c_str(),
+          p.rx_ip_csum || p.rx_l4_csum ? "from the port" : "in software",
+          p.tx_ip_csum || p.tx_udp_csum ? "by the port" : "in software",
+          p.tx_multi_seg ? "chained (no payload copy)" : "copied", workers,
+          workers > 1 ? (conf.rxmode.mq_mode == RTE_ETH_MQ_RX_RSS ? ", RSS, hand-off to the session's owner"
+                                                                  : ", hand-off to the session's owner")
+                      : "");
   return p;
 }
 

@@ -10,6 +10,7 @@
 
 #include <rte_ether.h>
 #include <rte_mempool.h>
+#include <rte_ring.h>
 
 #include <array>
 #include <atomic>
@@ -49,7 +50,9 @@ class counter {
   X(mtp_packets_in, "MTP packets handed to the engine")                        \
   X(mtp_packets_out, "MTP packet copies sent (one per member)")                \
   X(mtp_no_session, "MTP packets for no session and not accepted")             \
-  X(mtp_other_worker, "MTP packets that reached a worker not owning sessions") \
+  X(handoff_out, "MTP frames passed to the worker owning their session")      \
+  X(handoff_in, "MTP frames taken from other workers for sessions owned here") \
+  X(handoff_dropped, "MTP frames dropped because the owner's ring was full")   \
   X(mtp_unknown_peer, "packet copies for a member with no known address")      \
   X(sessions_opened, "MTP sessions created")                                   \
   X(members_left, "MemberLeft events")                                         \
@@ -69,7 +72,13 @@ class counter {
   X(source_messages_stable, "test source: messages acknowledged (Sent)")       \
   X(source_messages_expired, "test source: messages given up (Expired)")       \
   X(pingpong_rtts, "ping-pong round trips measured")                          \
-  X(arp_replies, "ARP requests for our addresses answered")
+  X(arp_replies, "ARP requests for our addresses answered")                   \
+  X(tx_csum_offload, "frames sent with their checksums left to the port")     \
+  X(tx_prepare_failed, "frames rte_eth_tx_prepare refused (freed)")           \
+  X(fanout_attached, "member copies sent as own headers + the shared payload") \
+  X(fanout_copied, "member copies made by copying (port cannot chain mbufs)") \
+  X(rx_linearized, "multi-segment frames gathered into one buffer to parse")  \
+  X(timers_fired, "session timers fired by the timer wheel")
 
 /// Round-trip times in log-linear buckets: four per power of two, so any
 /// percentile is read within 19%. Bucket i covers [bucket_low(i), bucket_low(i+1)).
@@ -107,6 +116,9 @@ struct port_runtime {
   const cfg::port_config *config = nullptr;
   bool rx_ip_csum = false;  ///< NIC reports IPv4 header checksum verdicts
   bool rx_l4_csum = false;  ///< NIC reports UDP checksum verdicts
+  bool tx_ip_csum = false;  ///< port computes IPv4 header checksums
+  bool tx_udp_csum = false; ///< port computes UDP checksums
+  bool tx_multi_seg = false;  ///< port sends chained mbufs (fan-out without copies)
   int link_up = -1;         ///< last logged link state; control lcore only
 };
 
@@ -117,6 +129,9 @@ struct alignas(64) worker_context {
   unsigned lcore = 0;
   uint16_t queue = 0;
   const runtime *rt = nullptr;
+  /// MTP frames other workers received for sessions this worker owns
+  /// (multi-producer, single consumer); null with one worker.
+  rte_ring *handoff = nullptr;
   worker_counters counters;
 };
 
@@ -124,7 +139,20 @@ struct runtime {
   cfg::config config;
   std::vector<port_runtime> ports;
   rte_mempool *pool = nullptr;
+  /// Small mbufs: headers of fan-out copies and the indirect mbufs that
+  /// attach them to the shared payload.
+  rte_mempool *header_pool = nullptr;
   std::vector<worker_context *> workers;
+
+  /// The worker that owns connection `cid`: every frame of it is processed
+  /// there. A local choice (salted with the node id, so two nodes need not
+  /// agree): the port's own queue choice (RSS, memif ring) is unrelated, and
+  /// the worker that received a frame hands it over when it is not the owner.
+  unsigned session_owner(uint64_t cid) const {
+    uint64_t x = (cid ^ (uint64_t{config.node.id} * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return static_cast<unsigned>(x % workers.size());
+  }
   /// Set once by the control lcore; workers leave their loop when they see it.
   alignas(64) std::atomic<bool> stop{false};
 };

@@ -1,19 +1,22 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// The worker loop: rx burst -> classify -> count -> free; the test traffic
-// source when the config's test section enables it; then idle.
+// The worker loop: rx burst -> fault stage (test only) -> classify ->
+// the session's owner (here, or another worker's inbox) -> free; the inbox;
+// the sessions' timers and transmissions; the test traffic generator; idle.
 //
 // Runs on one worker lcore and touches only that worker's queues and
 // counters. Shaped like DPDK's l2fwd main_loop: the TSC read once per loop,
 // bursts of 32, prefetch three frames ahead, partial tx freed and counted.
-// The protocol engine takes over the accepted frames in its own issue.
 #include "worker.h"
 
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
 #include <rte_prefetch.h>
+#include <rte_ring.h>
 
+#include <array>
 #include <cstring>
+#include <span>
 #include <memory>
 
 #include "endpoint.h"
@@ -148,7 +151,36 @@ struct worker_state {
   };
   std::vector<delayed> delay_line;  ///< ring, sized at start
   std::size_t delay_head = 0, delay_tail = 0;
+  // Frames for sessions other workers own, gathered per owner and passed
+  // to its inbox once per burst.
+  std::vector<std::array<rte_mbuf *, burst_pkts>> handoff;
+  std::vector<uint16_t> handoff_n;
+  std::vector<std::byte> linear;  ///< a multi-segment frame gathered to parse
 };
+
+void flush_handoff(const runtime &rt, worker_context &w, worker_state &ws, unsigned owner) {
+  const unsigned n = ws.handoff_n[owner];
+  if (n == 0) return;
+  auto &q = ws.handoff[owner];
+  const unsigned sent =
+      rte_ring_enqueue_burst(rt.workers[owner]->handoff, reinterpret_cast<void *const *>(q.data()), n, nullptr);
+  if (sent < n) {
+    rte_pktmbuf_free_bulk(q.data() + sent, n - sent);
+    w.counters.handoff_dropped.add(n - sent);
+  }
+  w.counters.handoff_out.add(sent);
+  ws.handoff_n[owner] = 0;
+}
+
+/// The frame's bytes as one span: the first segment, or for a chained
+/// frame a copy gathered into the worker's buffer (valid until the next).
+std::span<const std::byte> frame_bytes(worker_context &w, worker_state &ws, const rte_mbuf *m) {
+  if (m->nb_segs == 1) return {rte_pktmbuf_mtod(m, const std::byte *), m->data_len};
+  if (m->pkt_len > ws.linear.size()) ws.linear.resize(m->pkt_len);  // once per new size, not per frame
+  w.counters.rx_linearized.inc();
+  const void *p = rte_pktmbuf_read(m, 0, m->pkt_len, ws.linear.data());
+  return {static_cast<const std::byte *>(p), m->pkt_len};
+}
 
 /// Answers ARP requests for the port's IPv4 addresses, so kernel peers
 /// reach mtpd without static neighbour entries. Rare: sent at once.
@@ -181,11 +213,9 @@ void answer_arp(const runtime &rt, worker_context &w, const port_runtime &p, rte
 void classify(const runtime &rt, worker_context &w, worker_state &ws, std::size_t port_index, rte_mbuf *m,
               core::time_ns now_ns) {
   const port_runtime &p = rt.ports[port_index];
-  // Frames fit one mbuf (the config checks MTU against the data room), so
-  // the first segment is the whole frame.
   core::udp_frame_view view;
   const auto verdict = core::parse_udp_frame(
-      {rte_pktmbuf_mtod(m, const std::byte *), m->data_len}, rt.config.node.udp_port,
+      frame_bytes(w, ws, m), rt.config.node.udp_port,
       p.rx_ip_csum ? ip_hint(m->ol_flags) : core::csum_hint::unknown,
       p.rx_l4_csum ? l4_hint(m->ol_flags) : core::csum_hint::unknown, view);
   w.counters.rx_verdict[static_cast<std::size_t>(verdict)].inc();
@@ -194,10 +224,41 @@ void classify(const runtime &rt, worker_context &w, worker_state &ws, std::size_
     return;
   }
   if (verdict != core::frame_verdict::accepted) return;
-  if (ws.ep)
-    ws.ep->on_frame(port_index, view, now_ns);
-  else
-    w.counters.mtp_other_worker.inc();
+  if (!ws.ep) {
+    w.counters.mtp_no_session.inc();
+    return;
+  }
+  uint32_t sender = 0;
+  uint64_t cid = 0;
+  if (w.handoff != nullptr && core::peek_ids(view.payload, sender, cid)) {
+    const unsigned owner = rt.session_owner(cid);
+    if (owner != w.queue) {
+      // The owner frees it; the burst's own free drops our reference.
+      rte_mbuf_refcnt_update(m, 1);
+      m->hash.usr = static_cast<uint32_t>(port_index);
+      ws.handoff[owner][ws.handoff_n[owner]++] = m;
+      if (ws.handoff_n[owner] == burst_pkts) flush_handoff(rt, w, ws, owner);
+      return;
+    }
+  }
+  ws.ep->on_frame(port_index, view, now_ns);
+}
+
+/// Frames other workers received for sessions owned here. They were
+/// classified there (checksums included); only the view is rebuilt.
+unsigned drain_inbox(const runtime &rt, worker_context &w, worker_state &ws, core::time_ns now_ns) {
+  rte_mbuf *pkts[burst_pkts];
+  const unsigned n =
+      rte_ring_dequeue_burst(w.handoff, reinterpret_cast<void **>(pkts), burst_pkts, nullptr);
+  for (unsigned i = 0; i < n; ++i) {
+    core::udp_frame_view view;
+    if (core::parse_udp_frame(frame_bytes(w, ws, pkts[i]), rt.config.node.udp_port, core::csum_hint::good,
+                              core::csum_hint::good, view) == core::frame_verdict::accepted)
+      ws.ep->on_frame(pkts[i]->hash.usr, view, now_ns);
+  }
+  rte_pktmbuf_free_bulk(pkts, n);
+  w.counters.handoff_in.add(n);
+  return n;
 }
 
 /// The fault stage, enabled only by the config's test section: decides
@@ -240,6 +301,7 @@ unsigned release_delayed(const runtime &rt, worker_context &w, worker_state &ws,
     if (d.due_ns > now_ns) break;
     const int times = apply_faults(rt.config.test.faults, w, ws, d.port, d.m);
     for (int k = 0; k < times; ++k) classify(rt, w, ws, d.port, d.m, now_ns);
+    for (unsigned o = 0; o < ws.handoff_n.size(); ++o) flush_handoff(rt, w, ws, o);
     rte_pktmbuf_free(d.m);
     ++ws.delay_head;
     ++n;
@@ -261,6 +323,7 @@ unsigned receive(const runtime &rt, worker_context &w, worker_state &ws, std::si
     rte_mbuf *late = ws.held;
     ws.held = nullptr;
     classify(rt, w, ws, port_index, late, now_ns);
+    for (unsigned o = 0; o < ws.handoff_n.size(); ++o) flush_handoff(rt, w, ws, o);
     rte_pktmbuf_free(late);
   }
   for (unsigned i = 0; i < prefetch_offset && i < n; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
@@ -283,6 +346,7 @@ unsigned receive(const runtime &rt, worker_context &w, worker_state &ws, std::si
     const int times = faulty ? apply_faults(faults, w, ws, port_index, m) : 1;
     for (int k = 0; k < times; ++k) classify(rt, w, ws, port_index, m, now_ns);
   }
+  for (unsigned o = 0; o < ws.handoff_n.size(); ++o) flush_handoff(rt, w, ws, o);
   if (ws.delay_line.empty()) rte_pktmbuf_free_bulk(pkts, n);
   w.counters.rx_pkts.add(n);
   w.counters.rx_bytes.add(bytes);
@@ -307,11 +371,14 @@ int worker_main(void *arg) {
   worker_state ws;
   ws.fault_rng = core::rng(rt.config.test.faults.seed * 0x9e3779b97f4a7c15ull + w.queue + 1);
   if (rt.config.test.faults.delay_us) ws.delay_line.resize(rt.config.memory.mbufs / 2);
-  // Sessions live on the first worker until steering by connection id lands.
-  if (w.queue == 0 && (rt.config.test.source.enabled || rt.config.test.sink.enabled))
+  ws.linear.resize(2048);
+  ws.handoff.resize(w.handoff != nullptr ? rt.workers.size() : 0);
+  ws.handoff_n.assign(ws.handoff.size(), 0);
+  // Every worker runs sessions: those whose connection id it owns.
+  if (rt.config.test.source.enabled || rt.config.test.sink.enabled)
     ws.ep = std::make_unique<endpoint>(rt, w, to_ns(rte_rdtsc()));
   MTP_LOG(INFO, "worker lcore %u: polling queue %u on %zu port(s)%s\n", w.lcore, w.queue, rt.ports.size(),
-          ws.ep ? ", MTP sessions here" : "");
+          ws.ep ? ", MTP sessions" : "");
 
   while (!rt.stop.load(std::memory_order_relaxed)) {
     const uint64_t now_tsc = rte_rdtsc();
@@ -322,6 +389,7 @@ int worker_main(void *arg) {
       if (gen_interval_tsc) work += generate(rt, w, rt.ports[i], gens[i], now_tsc, gen_interval_tsc);
     }
     if (!ws.delay_line.empty()) work += release_delayed(rt, w, ws, now_ns);
+    if (ws.ep && w.handoff != nullptr) work += drain_inbox(rt, w, ws, now_ns);
     if (ws.ep) work += ws.ep->poll(now_ns);
     w.counters.loops.inc();
     idle.idle(work, idle_n);
@@ -336,6 +404,7 @@ int worker_main(void *arg) {
   ws.ep.reset();
   if (ws.held != nullptr) rte_pktmbuf_free(ws.held);
   for (; ws.delay_head < ws.delay_tail; ++ws.delay_head) rte_pktmbuf_free(ws.delay_line[ws.delay_head % ws.delay_line.size()].m);
+  for (unsigned o = 0; o < ws.handoff_n.size(); ++o) flush_handoff(rt, w, ws, o);
   w.counters.idle_loops.add(idle_n.idle_loops);
   w.counters.sleeps.add(idle_n.sleeps);
   MTP_LOG(INFO, "worker lcore %u: stopped\n", w.lcore);

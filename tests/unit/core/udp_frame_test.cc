@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <vector>
 
 using namespace mtp::core;
@@ -218,11 +219,58 @@ TEST(udp_frame, zero_udp_checksum_allowed_on_ipv4_only) {
 TEST(udp_frame, checksum_left_out_on_ipv4_only_when_asked) {
   const auto p = payload_of(40);
   std::vector<std::byte> f4(udp_headers_size(4) + 40), f6(udp_headers_size(6) + 40);
-  ASSERT_EQ(build_udp_frame(f4, endpoints(4), p, false), f4.size());
+  ASSERT_EQ(build_udp_frame(f4, endpoints(4), p, checksums::no_udp4), f4.size());
   EXPECT_EQ(std::to_integer<int>(f4[40]) | std::to_integer<int>(f4[41]), 0) << "IPv4: zero, absent";
   EXPECT_EQ(parse(f4), frame_verdict::accepted);
-  ASSERT_EQ(build_udp_frame(f6, endpoints(6), p, false), f6.size());
+  ASSERT_EQ(build_udp_frame(f6, endpoints(6), p, checksums::no_udp4), f6.size());
   EXPECT_NE(std::to_integer<int>(f6[60]) | std::to_integer<int>(f6[61]), 0) << "IPv6 always has one";
+  EXPECT_EQ(parse(f6), frame_verdict::accepted);
+}
+
+// Headers written apart from their payload (a chained segment) equal the
+// contiguous frame, byte for byte, for every policy and odd and even sizes.
+TEST(udp_frame, headers_apart_from_the_payload_match_the_whole_frame) {
+  for (uint8_t family : {4, 6}) {
+    for (std::size_t n : {0u, 1u, 57u, 1400u}) {
+      for (auto policy : {checksums::full, checksums::no_udp4, checksums::offload}) {
+        const auto p = payload_of(n);
+        std::vector<std::byte> whole(udp_headers_size(family) + n), apart(udp_headers_size(family));
+        ASSERT_EQ(build_udp_frame(whole, endpoints(family), p, policy), whole.size());
+        ASSERT_EQ(write_udp_headers(apart, endpoints(family), p, policy), apart.size());
+        EXPECT_TRUE(std::equal(apart.begin(), apart.end(), whole.begin()))
+            << "family " << int(family) << " size " << n << " policy " << int(policy);
+        if (policy != checksums::offload) {
+          EXPECT_EQ(parse(whole), frame_verdict::accepted);
+        }
+      }
+    }
+  }
+  std::vector<std::byte> small(10);
+  EXPECT_EQ(write_udp_headers(small, endpoints(4), payload_of(4)), 0u);
+}
+
+// Offload leaves the IPv4 header checksum zero (the NIC fills it) and seeds
+// the IPv6 UDP checksum with the pseudo-header sum; completing them the way
+// a NIC does gives a frame that parses.
+TEST(udp_frame, offload_leaves_what_the_nic_completes) {
+  const auto p = payload_of(33);
+  std::vector<std::byte> f4(udp_headers_size(4) + 33), f6(udp_headers_size(6) + 33);
+  ASSERT_EQ(build_udp_frame(f4, endpoints(4), p, checksums::offload), f4.size());
+  EXPECT_EQ(std::to_integer<int>(f4[24]) | std::to_integer<int>(f4[25]), 0);
+  EXPECT_EQ(std::to_integer<int>(f4[40]) | std::to_integer<int>(f4[41]), 0);
+  EXPECT_EQ(parse(f4), frame_verdict::bad_ip_checksum);
+  const uint16_t ip_csum = static_cast<uint16_t>(~ones_complement_sum({f4.data() + 14, 20}));
+  f4[24] = static_cast<std::byte>(ip_csum >> 8);
+  f4[25] = static_cast<std::byte>(ip_csum & 0xff);
+  EXPECT_EQ(parse(f4), frame_verdict::accepted);
+
+  ASSERT_EQ(build_udp_frame(f6, endpoints(6), p, checksums::offload), f6.size());
+  const uint16_t seed = static_cast<uint16_t>((std::to_integer<unsigned>(f6[60]) << 8) | std::to_integer<unsigned>(f6[61]));
+  EXPECT_NE(seed, 0);
+  // The NIC sums the UDP header and payload over the seeded field.
+  const uint16_t udp_csum = static_cast<uint16_t>(~ones_complement_sum({f6.data() + 54, f6.size() - 54}));
+  f6[60] = static_cast<std::byte>(udp_csum >> 8);
+  f6[61] = static_cast<std::byte>(udp_csum & 0xff);
   EXPECT_EQ(parse(f6), frame_verdict::accepted);
 }
 

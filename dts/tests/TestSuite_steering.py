@@ -1,0 +1,85 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Several workers per daemon: every session is processed by the one worker
+that owns its connection id, whichever queue its frames arrive on.
+
+memif pairs queue q of one side with queue q of the other, and the owner is
+salted with the node id, so a connection id is picked for which the source
+owns the session on worker 1 and the sink on worker 0: every data frame
+reaches the sink on the wrong worker and every ACK reaches the source on the
+wrong worker. Both must hand them over, and the transfer must still be
+exact."""
+import pytest
+
+from TestSuite_transfer import MIB, SOCKETS, check_sink, wait_complete
+from framework.daemon import Daemon
+
+M64 = (1 << 64) - 1
+TWO_WORKERS = {"control": 0, "workers": [1, 2], "cpus": {2: 0}}
+
+
+def owner(cid, node_id, workers):
+    """runtime::session_owner() in Python."""
+    x = (((cid ^ (node_id * 0x9E3779B97F4A7C15)) & M64) * 0xFF51AFD7ED558CCD) & M64
+    x ^= x >> 33
+    return x % workers
+
+
+def crossing_cid(src_id, sink_id):
+    for cid in range(0x5000, 0x6000):
+        if owner(cid, src_id, 2) == 1 and owner(cid, sink_id, 2) == 0:
+            return cid
+    raise AssertionError("no connection id crosses workers")
+
+
+def per_worker(d, name):
+    return [w[name] for w in d.final["workers"]]
+
+
+class TestSteering:
+    @pytest.mark.parametrize("faults", [None, {"seed": 5, "drop": 0.02, "duplicate": 0.01, "reorder": 0.02,
+                                               "corrupt": 0.001, "delay_us": 1000}], ids=["clean", "impaired"])
+    def test_sessions_stay_on_their_owner(self, faults):
+        """Steps: a sink and a source, two workers each, over a two-queue
+        memif link; a connection id whose owner is worker 1 at the source and
+        worker 0 at the sink; 64 MiB (clean) or 16 MiB through the seeded
+        fault stage. Verify: the session opened on the owning worker only;
+        the other worker handed every MTP frame it received to the owner
+        (counts match on both sides) and processed none itself; nothing
+        dropped at hand-off; every byte stable, received, verified, in order."""
+        total = (64 if faults is None else 16) * MIB
+        cid = crossing_cid(1, 2)
+        sock = f"{SOCKETS}/steer.sock"
+        test = {"sink": {"enabled": True}}
+        if faults:
+            test["faults"] = faults
+        memory = {"memory": {"size_mb": 512, "mbufs": 32767}, "lcores": TWO_WORKERS}
+        s = Daemon("st-sink", node_id=2, test=test, extra=memory,
+                   ports=[{"name": "m0", "mac": "02:00:00:00:0c:02", "addresses": ["10.93.0.2/24"],
+                           "device": f"net_memif0,role=server,id=0,socket={sock},socket-abstract=no"}]).start()
+        try:
+            src = Daemon("st-src", node_id=1, extra=memory,
+                         ports=[{"name": "m0", "mac": "02:00:00:00:0c:01", "addresses": ["10.93.0.1/24"],
+                                 "device": f"net_memif0,role=client,id=0,socket={sock},socket-abstract=no"}],
+                         peers=[{"id": 2, "ip": "10.93.0.2", "mac": "02:00:00:00:0c:02", "port": "m0"}],
+                         test={"source": {"enabled": True, "connection_id": cid, "members": [2],
+                                          "total_bytes": total}}).start()
+            try:
+                wait_complete(src, 120)
+            finally:
+                src.stop()
+        finally:
+            s.stop()
+        assert src.exit_code == 0 and src.worker_total("source_bytes_stable") == total
+        check_sink(s, total)
+        # The sessions live on their owners only.
+        assert per_worker(src, "sessions_opened") == [0, 1]
+        assert per_worker(s, "sessions_opened") == [1, 0]
+        # Data arrived at the sink on queue 1 and went to worker 0; ACKs
+        # arrived at the source on queue 0 and went to worker 1.
+        for d, wrong, right in ((s, 1, 0), (src, 0, 1)):
+            out, inn = per_worker(d, "handoff_out"), per_worker(d, "handoff_in")
+            assert out[wrong] > 1000 and out[right] == 0, (d.name, out)
+            assert inn[right] == out[wrong] and inn[wrong] == 0, (d.name, inn, out)
+            assert d.worker_total("handoff_dropped") == 0
+            assert per_worker(d, "mtp_packets_in")[wrong] == 0
+        assert per_worker(s, "mtp_packets_in")[0] >= total // 1500
