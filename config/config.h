@@ -176,7 +176,9 @@ struct test_config {
 struct peer_config {
   uint32_t id = 0;
   core::ip_address ip;
-  std::array<uint8_t, 6> mac{};
+  /// A static neighbour entry; without it the worker resolves `ip` by ARP
+  /// (IPv4) or neighbour discovery (IPv6) on the peer's port.
+  std::optional<std::array<uint8_t, 6>> mac;
   std::string port;  ///< local port name to reach it; default: the first port
 };
 

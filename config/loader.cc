@@ -20,6 +20,19 @@ namespace mtp::cfg {
 
 namespace {
 
+/// Whether `ip` lies in the subnet of port address `a`.
+bool same_subnet(const ip_prefix &a, const core::ip_address &ip) {
+  if (a.address.family != ip.family) return false;
+  unsigned bits = a.prefix_len;
+  for (std::size_t i = 0; bits > 0 && i < ip.bytes.size(); ++i) {
+    const unsigned take = bits >= 8 ? 8 : bits;
+    const auto mask = static_cast<uint8_t>(0xff00u >> take);
+    if ((a.address.bytes[i] ^ ip.bytes[i]) & mask) return false;
+    bits -= take;
+  }
+  return true;
+}
+
 const std::vector<std::string> log_levels = {"emerg", "alert", "crit", "err", "warning", "notice", "info", "debug"};
 
 std::optional<ip_prefix> parse_prefix(const std::string &text) {
@@ -373,8 +386,8 @@ struct loader {
       const std::string p = yaml_reader::index("peers", i);
       if (!r.check_map(e, p, {"id", "ip", "mac", "port"})) continue;
       peer_config peer;
-      if (!e["id"].IsDefined() || !e["ip"].IsDefined() || !e["mac"].IsDefined()) {
-        r.report(e, p, "missing required key: a peer needs id, ip and mac");
+      if (!e["id"].IsDefined() || !e["ip"].IsDefined()) {
+        r.report(e, p, "missing required key: a peer needs id and ip (and mac unless it is resolved on the link)");
         continue;
       }
       r.read_uint(e, p, "id", peer.id, 1, 0xfffffffeu);
@@ -535,6 +548,18 @@ struct loader {
       for (const auto &port : c.ports) port_ok |= port.name == c.peers[i].port;
       if (!port_ok)
         r.report(c.mark_of(pp + ".port"), pp + ".port", "no port named '" + c.peers[i].port + "'");
+      // Resolution asks on the link: the peer must be on a subnet of its port.
+      const port_config *via = nullptr;
+      for (const auto &port : c.ports)
+        if (port.name == c.peers[i].port || (c.peers[i].port.empty() && via == nullptr)) via = &port;
+      if (port_ok && via != nullptr && !c.peers[i].mac) {
+        bool on_link = false;
+        for (const auto &a : via->addresses) on_link |= same_subnet(a, c.peers[i].ip);
+        if (!on_link)
+          r.report(c.mark_of(pp + ".ip"), pp + ".ip",
+                   "expected an address on a subnet of port '" + via->name +
+                       "' to resolve it there (or give the peer's mac), found " + core::format_ip(c.peers[i].ip));
+      }
     }
     const auto &src = c.test.source;
     if (src.enabled) {
@@ -545,7 +570,7 @@ struct loader {
       for (uint32_t id : src.members)
         if (!peer_ids.count(id))
           r.report(c.mark_of("test.source.members"), "test.source.members",
-                   "member " + std::to_string(id) + " is not in peers (give its ip and mac there)");
+                   "member " + std::to_string(id) + " is not in peers (give its id and ip there)");
       if (src.threshold > src.members.size())
         r.report(c.mark_of("test.source.threshold"), "test.source.threshold",
                  "expected at most the number of members (" + std::to_string(src.members.size()) + "), found " +

@@ -105,6 +105,10 @@ int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, co
     rt.ports.back().link_up = port_log_link(rt.ports.back());
   }
 
+  rt.peer_macs = std::vector<std::atomic<uint64_t>>(cfg.peers.size());
+  for (std::size_t i = 0; i < cfg.peers.size(); ++i)
+    if (cfg.peers[i].mac) rt.peer_macs[i].store(runtime::pack_mac(*cfg.peers[i].mac));
+
   std::vector<worker_context> workers(cfg.lcores.workers.size());
   if (status == exit_ok) {
     for (std::size_t i = 0; i < workers.size(); ++i) {

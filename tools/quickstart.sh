@@ -72,9 +72,10 @@ echo "=== 2. two daemons over net_memif, each sending 1000 frames/s to the other
 la=$(mktemp /tmp/mtpd-memif-a.XXXX.log); lb=$(mktemp /tmp/mtpd-memif-b.XXXX.log)
 "$MTPD" --config config/examples/two-node-memif/node-a.yaml >"$la" 2>&1 &
 pids=($!)
+# a is the memif server: its socket must exist before the client starts.
+wait_running "$la" "${pids[0]}"
 "$MTPD" --config config/examples/two-node-memif/node-b.yaml >"$lb" 2>&1 &
 pids+=($!)
-wait_running "$la" "${pids[0]}"
 wait_running "$lb" "${pids[1]}"
 sleep 3
 echo "--- node memif-b:"; stop "${pids[1]}" "$lb"

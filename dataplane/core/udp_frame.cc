@@ -2,6 +2,7 @@
 // Ethernet / IP / UDP parse and build; see udp_frame.h.
 #include "udp_frame.h"
 
+#include <cstdio>
 #include <cstring>
 
 namespace mtp::core {
@@ -50,6 +51,36 @@ uint32_t pseudo_header_sum(const ip_address &src, const ip_address &dst, uint16_
 }
 
 }  // namespace
+
+std::string format_ip(const ip_address &ip) {
+  char buf[48];
+  if (ip.family == 4) {
+    std::snprintf(buf, sizeof buf, "%u.%u.%u.%u", ip.bytes[0], ip.bytes[1], ip.bytes[2], ip.bytes[3]);
+    return buf;
+  }
+  if (ip.family != 6) return "unset";
+  uint16_t g[8];
+  for (int i = 0; i < 8; ++i) g[i] = static_cast<uint16_t>((ip.bytes[2 * i] << 8) | ip.bytes[2 * i + 1]);
+  int best = -1, best_len = 1;  // a single zero group is not shortened
+  for (int i = 0; i < 8;) {
+    int j = i;
+    while (j < 8 && g[j] == 0) ++j;
+    if (j - i > best_len) best = i, best_len = j - i;
+    i = j == i ? i + 1 : j;
+  }
+  std::string s;
+  for (int i = 0; i < 8; ++i) {
+    if (i == best) {
+      s += "::";
+      i += best_len - 1;
+      continue;
+    }
+    if (!s.empty() && s.back() != ':') s += ':';
+    std::snprintf(buf, sizeof buf, "%x", g[i]);
+    s += buf;
+  }
+  return s;
+}
 
 std::string_view frame_verdict_name(frame_verdict v) {
   const auto i = static_cast<std::size_t>(v);
@@ -228,6 +259,7 @@ std::size_t arp_reply_for(std::span<const std::byte> frame, const ip_address &ip
   //   sender mac(6) ip(4) | target mac(6) ip(4)          (RFC 826)
   constexpr std::size_t arp_size = 28;
   if (ip.family != 4 || frame.size() < ethernet_size + arp_size || reply.size() < ethernet_size + arp_size) return 0;
+  if (ip.bytes == std::array<uint8_t, 16>{}) return 0;  // 0.0.0.0 is nobody's address
   const std::byte *p = frame.data();
   if (load_be16(p + 12) != 0x0806) return 0;
   const std::byte *a = p + ethernet_size;

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <string_view>
 
 namespace mtp::core {
@@ -62,6 +63,9 @@ struct ip_address {
   std::array<uint8_t, 16> bytes{};  ///< IPv4 uses the first four
   bool operator==(const ip_address &) const = default;
 };
+
+/// "10.0.0.1" or "fd00::1" (RFC 5952: lower case, longest zero run as ::).
+std::string format_ip(const ip_address &ip);
 
 /// Addresses and ports of a frame, as parsed or as to build. Both IPs have
 /// the same family.

@@ -7,9 +7,11 @@
 #include <rte_hash_crc.h>
 #include <rte_lcore.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "log.h"
+#include "neighbour.h"
 
 namespace mtp::dp {
 
@@ -50,14 +52,16 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
   for (uint32_t id : src.members) {
     c.members.push_back(id);
     peer p;
-    for (const auto &pc : rt_.config.peers) {
+    for (std::size_t ci = 0; ci < rt_.config.peers.size(); ++ci) {
+      const auto &pc = rt_.config.peers[ci];
       if (pc.id != id) continue;
       std::size_t port = 0;
       for (std::size_t i = 0; i < rt_.ports.size(); ++i)
         if (rt_.ports[i].name == pc.port) port = i;
       p.port = port;
-      p.known = true;
-      p.to.dst_mac = pc.mac;
+      p.config_index = ci;
+      p.known = rt_.peer_mac(ci, p.to.dst_mac);
+      unresolved_ += !p.known;
       std::memcpy(p.to.src_mac.data(), rt_.ports[port].mac.addr_bytes, 6);
       p.to.dst_ip = pc.ip;
       for (const auto &a : rt_.ports[port].config->addresses)
@@ -393,10 +397,50 @@ void endpoint::emit(const peer &p, rte_mbuf *head, std::byte *headers, std::span
   queue_tx(p.port, head);
 }
 
-void endpoint::queue_tx(std::size_t port, rte_mbuf *mb) {
+/// Members without a static MAC: asks for them on their port (ARP for
+/// IPv4, a solicitation for IPv6), every 20 ms at first, backing off to 1 s,
+/// and picks up what any worker learnt. @return all members known.
+bool endpoint::resolve_members(core::time_ns now_ns) {
+  if (unresolved_ == 0) return true;
+  const bool ask = now_ns >= next_request_ns_;
+  unresolved_ = 0;
+  for (peer &p : source_->members) {
+    if (p.known) continue;
+    if (rt_.peer_mac(p.config_index, p.to.dst_mac)) {
+      p.known = true;
+      continue;
+    }
+    ++unresolved_;
+    if (!ask) continue;
+    rte_mbuf *m = rte_pktmbuf_alloc(rt_.pool);
+    if (m == nullptr) {
+      w_.counters.tx_nombuf.inc();
+      continue;
+    }
+    auto *out = reinterpret_cast<std::byte *>(rte_pktmbuf_append(m, core::neighbour_solicitation_size));
+    const std::size_t len = p.to.dst_ip.family == 4
+                                ? core::build_arp_request({out, core::arp_request_size}, p.to.src_mac, p.to.src_ip, p.to.dst_ip)
+                                : core::build_neighbour_solicitation({out, core::neighbour_solicitation_size}, p.to.src_mac,
+                                                                     p.to.src_ip, p.to.dst_ip);
+    if (len == 0) {
+      rte_pktmbuf_free(m);
+      continue;
+    }
+    rte_pktmbuf_trim(m, static_cast<uint16_t>(core::neighbour_solicitation_size - len));
+    w_.counters.neighbour_requests.inc();
+    queue_tx(p.port, m, false);
+  }
+  if (ask) {
+    request_interval_ns_ = std::clamp<core::time_ns>(request_interval_ns_ * 2, 20'000'000, 1'000'000'000);
+    next_request_ns_ = now_ns + request_interval_ns_;
+  }
+  return unresolved_ == 0;
+}
+
+void endpoint::queue_tx(std::size_t port, rte_mbuf *mb, bool mtp) {
   auto &q = tx_[port];
   q.push_back(mb);
-  w_.counters.mtp_packets_out.inc();
+  if (mtp) w_.counters.mtp_packets_out.inc();
   if (q.size() == tx_burst) flush_tx();
 }
 
@@ -449,8 +493,18 @@ unsigned endpoint::poll(core::time_ns now_ns) {
   });
   if (fired) w_.counters.timers_fired.add(fired);
   if (source_ != nullptr) {
-    feed_source(*source_, now_ns);
-    mark_dirty(*source_);
+    // The source starts once its members are resolved, or after 3 s with
+    // whom it has (the others' packets are dropped until they answer).
+    const bool resolved = resolve_members(now_ns);
+    if (!resolved && !resolve_warned_ && now_ns - start_ns_ > 3'000'000'000) {
+      resolve_warned_ = true;
+      MTP_LOG(WARNING, "source: %zu member(s) still unresolved after 3 s (no ARP / ND answer); sending anyway\n",
+              unresolved_);
+    }
+    if (resolved || resolve_warned_) {
+      feed_source(*source_, now_ns);
+      mark_dirty(*source_);
+    }
     if (source_done_) source_ = nullptr;
   }
   // Only sessions a frame, a timer or the source touched.

@@ -72,9 +72,10 @@ class endpoint {
 
  private:
   struct peer {
-    bool known = false;
+    bool known = false;      ///< its MAC is known: frames can be sent
     core::udp_endpoints to;  ///< headers for frames to it
     std::size_t port = 0;
+    std::size_t config_index = 0;  ///< in config.peers (source members only)
   };
   struct session {
     std::unique_ptr<core::connection> conn;
@@ -98,7 +99,8 @@ class endpoint {
   void feed_source(session &s, core::time_ns now_ns);
   void transmit(session &s, core::time_ns now_ns);
   void emit(const peer &p, rte_mbuf *head, std::byte *headers, std::span<const std::byte> payload);
-  void queue_tx(std::size_t port, rte_mbuf *mb);
+  bool resolve_members(core::time_ns now_ns);
+  void queue_tx(std::size_t port, rte_mbuf *mb, bool mtp = true);
   void flush_tx();
 
   const runtime &rt_;
@@ -115,6 +117,11 @@ class endpoint {
   bool ping_outstanding_ = false;
   core::time_ns ping_sent_ns_ = 0;
   bool source_done_ = false;
+  // Members of the source still to be resolved by ARP / ND.
+  std::size_t unresolved_ = 0;
+  core::time_ns next_request_ns_ = 0;
+  core::time_ns request_interval_ns_ = 0;
+  bool resolve_warned_ = false;
   // TX buffers per port, drained at the end of each poll.
   static constexpr uint16_t tx_burst = 32;
   std::vector<std::vector<rte_mbuf *>> tx_;

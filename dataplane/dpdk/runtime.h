@@ -73,6 +73,9 @@ class counter {
   X(source_messages_expired, "test source: messages given up (Expired)")       \
   X(pingpong_rtts, "ping-pong round trips measured")                          \
   X(arp_replies, "ARP requests for our addresses answered")                   \
+  X(nd_replies, "IPv6 neighbour solicitations for our addresses answered")    \
+  X(neighbour_requests, "ARP requests and solicitations sent for members")    \
+  X(neighbours_learned, "peer addresses learnt or changed from ARP / ND")      \
   X(tx_csum_offload, "frames sent with their checksums left to the port")     \
   X(tx_prepare_failed, "frames rte_eth_tx_prepare refused (freed)")           \
   X(fanout_attached, "member copies sent as own headers + the shared payload") \
@@ -143,6 +146,24 @@ struct runtime {
   /// attach them to the shared payload.
   rte_mempool *header_pool = nullptr;
   std::vector<worker_context *> workers;
+
+  /// Where each configured peer (config.peers, same index) is on its
+  /// link: bit 48 set = known, bits 0-47 the MAC. Static MACs from the
+  /// config start known; the others are learnt from ARP and neighbour
+  /// discovery by whichever worker receives them (they all write the same
+  /// value) and read by the owners of the sessions that send to them.
+  mutable std::vector<std::atomic<uint64_t>> peer_macs;
+
+  static uint64_t pack_mac(const std::array<uint8_t, 6> &mac) {
+    uint64_t v = uint64_t{1} << 48;
+    for (int i = 0; i < 6; ++i) v |= uint64_t{mac[i]} << (8 * i);
+    return v;
+  }
+  bool peer_mac(std::size_t peer, std::array<uint8_t, 6> &mac) const {
+    const uint64_t v = peer_macs[peer].load(std::memory_order_acquire);
+    for (int i = 0; i < 6; ++i) mac[i] = static_cast<uint8_t>(v >> (8 * i));
+    return v >> 48;
+  }
 
   /// The worker that owns connection `cid`: every frame of it is processed
   /// there. A local choice (salted with the node id, so two nodes need not

@@ -20,6 +20,7 @@
 #include <memory>
 
 #include "endpoint.h"
+#include "neighbour.h"
 #include "idle.h"
 #include "log.h"
 #include "runtime.h"
@@ -182,15 +183,31 @@ std::span<const std::byte> frame_bytes(worker_context &w, worker_state &ws, cons
   return {static_cast<const std::byte *>(p), m->pkt_len};
 }
 
-/// Answers ARP requests for the port's IPv4 addresses, so kernel peers
-/// reach mtpd without static neighbour entries. Rare: sent at once.
-void answer_arp(const runtime &rt, worker_context &w, const port_runtime &p, rte_mbuf *m) {
+/// ARP and neighbour discovery: answers requests for the port's own
+/// addresses (so kernel peers reach mtpd without static entries) and
+/// learns where configured peers are. Rare: replies are sent at once.
+void handle_neighbour(const runtime &rt, worker_context &w, const port_runtime &p, std::span<const std::byte> frame) {
+  core::neighbour n;
+  if (core::learn_neighbour(frame, n)) {
+    for (std::size_t i = 0; i < rt.config.peers.size(); ++i) {
+      const auto &pc = rt.config.peers[i];
+      if (!(pc.ip == n.ip) || pc.mac || (!pc.port.empty() && pc.port != p.name)) continue;
+      const uint64_t v = runtime::pack_mac(n.mac);
+      if (rt.peer_macs[i].exchange(v, std::memory_order_acq_rel) != v) {
+        w.counters.neighbours_learned.inc();
+        MTP_LOG(INFO, "peer %u (%s) is at %02x:%02x:%02x:%02x:%02x:%02x on port %s\n", pc.id,
+                core::format_ip(pc.ip).c_str(), n.mac[0], n.mac[1], n.mac[2], n.mac[3], n.mac[4], n.mac[5],
+                p.name.c_str());
+      }
+    }
+  }
   std::array<uint8_t, 6> mac;
   std::memcpy(mac.data(), p.mac.addr_bytes, 6);
   for (const auto &a : p.config->addresses) {
-    std::byte reply[64];
-    const std::size_t len =
-        core::arp_reply_for({rte_pktmbuf_mtod(m, const std::byte *), m->data_len}, a.address, mac, reply);
+    std::byte reply[core::neighbour_advert_size];
+    const bool v4 = a.address.family == 4;
+    const std::size_t len = v4 ? core::arp_reply_for(frame, a.address, mac, reply)
+                               : core::neighbour_advert_for(frame, a.address, mac, reply);
     if (len == 0) continue;
     rte_mbuf *r = rte_pktmbuf_alloc(rt.pool);
     if (r == nullptr) {
@@ -199,7 +216,7 @@ void answer_arp(const runtime &rt, worker_context &w, const port_runtime &p, rte
     }
     std::memcpy(rte_pktmbuf_append(r, static_cast<uint16_t>(len)), reply, len);
     if (rte_eth_tx_burst(p.port_id, w.queue, &r, 1) == 1) {
-      w.counters.arp_replies.inc();
+      (v4 ? w.counters.arp_replies : w.counters.nd_replies).inc();
       w.counters.tx_pkts.inc();
       w.counters.tx_bytes.add(len);
     } else {
@@ -214,13 +231,15 @@ void classify(const runtime &rt, worker_context &w, worker_state &ws, std::size_
               core::time_ns now_ns) {
   const port_runtime &p = rt.ports[port_index];
   core::udp_frame_view view;
+  const std::span<const std::byte> frame = frame_bytes(w, ws, m);
   const auto verdict = core::parse_udp_frame(
-      frame_bytes(w, ws, m), rt.config.node.udp_port,
+      frame, rt.config.node.udp_port,
       p.rx_ip_csum ? ip_hint(m->ol_flags) : core::csum_hint::unknown,
       p.rx_l4_csum ? l4_hint(m->ol_flags) : core::csum_hint::unknown, view);
   w.counters.rx_verdict[static_cast<std::size_t>(verdict)].inc();
-  if (verdict == core::frame_verdict::not_ip) {
-    answer_arp(rt, w, p, m);
+  // ARP is not IP; neighbour discovery is ICMPv6, so not UDP.
+  if (verdict == core::frame_verdict::not_ip || verdict == core::frame_verdict::not_udp) {
+    handle_neighbour(rt, w, p, frame);
     return;
   }
   if (verdict != core::frame_verdict::accepted) return;

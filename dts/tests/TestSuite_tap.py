@@ -94,3 +94,68 @@ class TestTap:
         assert DAEMON_MAC in neigh.lower(), neigh
         d.stop()
         assert d.exit_code == 0
+
+
+NS6 = TESTBED["namespace_prefix"] + "tap6"
+
+
+@pytest.fixture
+def dual_stack_ns():
+    run("ip", "netns", "add", NS6)
+    daemons = []
+    try:
+        yield daemons
+    finally:
+        for d in daemons:
+            d.kill()
+        run("ip", "netns", "del", NS6)
+
+
+def dual_stack_daemon(daemons, **kw):
+    """mtpd on tap mtp6 with 10.78.0.1/24 and fd00:78::1/64; the kernel side
+    gets .2 / ::2 (no duplicate address detection, so it is usable at once)."""
+    d = Daemon("tap6", netns=NS6, ports=[{"name": "t0", "device": "net_tap0,iface=mtp6", "mac": DAEMON_MAC,
+                                          "addresses": ["10.78.0.1/24", "fd00:78::1/64"]}], **kw)
+    daemons.append(d)
+    d.start()
+    # The kernel side gets its own MAC (it starts with the daemon's).
+    run("ip", "-n", NS6, "link", "set", "mtp6", "address", "02:00:00:00:ee:02")
+    run("ip", "-n", NS6, "link", "set", "mtp6", "up")
+    run("ip", "-n", NS6, "addr", "add", "10.78.0.2/24", "dev", "mtp6")
+    run("ip", "-n", NS6, "addr", "add", "fd00:78::2/64", "dev", "mtp6", "nodad")
+    return d
+
+
+class TestNeighbourDiscovery:
+    def test_kernel_peer_resolves_mtpd_by_nd(self, dual_stack_ns):
+        """Steps: mtpd with an IPv6 address on a tap; the kernel side sends 10
+        UDP datagrams to [fd00:78::1]:7400 with an ordinary socket and no
+        static neighbour. Verify: the kernel's neighbour solicitation was
+        answered (nd_replies), the kernel's neighbour table has mtpd's MAC,
+        and all 10 datagrams arrived as accepted frames."""
+        d = dual_stack_daemon(dual_stack_ns)
+        code = ("import socket; s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n"
+                "for i in range(10): s.sendto(b'datagram %d' % i, ('fd00:78::1', 7400))\n")
+        run("ip", "netns", "exec", NS6, "/usr/bin/python3", "-c", code)
+        workers, verdicts = d.wait_for(lambda w, v: v["accepted"] >= 10, what="10 datagrams after ND")
+        assert verdicts["accepted"] == 10
+        assert workers["lcore1"]["nd_replies"] >= 1
+        neigh = run("ip", "-n", NS6, "-6", "neigh", "show", "fd00:78::1").stdout
+        assert DAEMON_MAC in neigh.lower(), neigh
+        d.stop()
+        assert d.exit_code == 0
+
+    @pytest.mark.parametrize("family", [4, 6])
+    def test_mtpd_resolves_a_kernel_peer(self, dual_stack_ns, family):
+        """Steps: mtpd's source has the kernel side as its member, by IP
+        only. Verify: mtpd asked (ARP / solicitation), Linux, which checks
+        hop limit, checksum and options of a solicitation, answered, and
+        mtpd learnt the kernel side's MAC."""
+        ip = "10.78.0.2" if family == 4 else "fd00:78::2"
+        d = dual_stack_daemon(dual_stack_ns, node_id=1, peers=[{"id": 2, "ip": ip}],
+                              test={"source": {"enabled": True, "members": [2], "total_bytes": 1 << 20}})
+        d.wait_for(lambda w, v: w["lcore1"]["neighbours_learned"] >= 1, what="the kernel peer learnt")
+        d.stop()
+        assert d.worker_total("neighbour_requests") >= 1
+        assert d.worker_total("neighbours_learned") == 1
+        assert f"peer 2 ({ip}) is at 02:00:00:00:ee:02 on port t0" in d.log

@@ -95,6 +95,7 @@ TEST(config_loader, transfer_example_has_source_peers_and_sink) {
   ASSERT_EQ(src->peers.size(), 1u);
   EXPECT_EQ(src->peers[0].id, 2u);
   EXPECT_EQ(src->peers[0].port, "m0");
+  EXPECT_FALSE(src->peers[0].mac.has_value()) << "resolved by ARP";
   auto sink = load_config_file(std::string(MTP_EXAMPLES_DIR) + "/transfer-memif/sink.yaml");
   ASSERT_TRUE(sink.ok());
   EXPECT_TRUE(sink->test.sink.enabled);
@@ -103,11 +104,30 @@ TEST(config_loader, transfer_example_has_source_peers_and_sink) {
 
 TEST(config_errors, source_members_must_be_peers) {
   EXPECT_EQ(one_problem(std::string(minimal) + "test:\n  source: {enabled: true, members: [5]}\n"),
-            "t.yaml:5:36: test.source.members: member 5 is not in peers (give its ip and mac there)");
-  EXPECT_EQ(one_problem(std::string(minimal) + "peers:\n  - {id: 5, ip: 10.0.0.5}\n"),
-            "t.yaml:5:5: peers[0]: missing required key: a peer needs id, ip and mac");
+            "t.yaml:5:36: test.source.members: member 5 is not in peers (give its id and ip there)");
+  EXPECT_EQ(one_problem(std::string(minimal) + "peers:\n  - {id: 5, mac: 02:00:00:00:00:05}\n"),
+            "t.yaml:5:5: peers[0]: missing required key: a peer needs id and ip (and mac unless it is resolved on the link)");
   EXPECT_EQ(one_problem(std::string(minimal) + "test:\n  faults: {drop: 1.5}\n"),
             "t.yaml:5:18: test.faults.drop: expected a probability from 0 to 1, found '1.5'");
+}
+
+// A peer without a MAC is resolved on its port's link, so it must be on a
+// subnet of that port; with a MAC it may be anywhere.
+TEST(config_errors, peer_without_mac_must_be_on_link) {
+  const std::string ports =
+      "ports:\n  - name: p0\n    device: net_null0\n    addresses: [10.0.0.1/24, fd00:1::1/64]\n"
+      "  - name: p1\n    device: net_null1\n    addresses: [10.0.9.1/24]\n";
+  auto c = load_ok(ports + "peers:\n  - {id: 5, ip: 10.0.0.5}\n  - {id: 6, ip: 'fd00:1::6'}\n"
+                           "  - {id: 7, ip: 10.0.9.7, port: p1}\n  - {id: 8, ip: 192.168.0.8, mac: 02:00:00:00:00:08}\n");
+  ASSERT_EQ(c.peers.size(), 4u);
+  EXPECT_FALSE(c.peers[0].mac.has_value());
+  EXPECT_TRUE(c.peers[3].mac.has_value());
+  EXPECT_EQ(one_problem(ports + "peers:\n  - {id: 5, ip: 10.0.9.5}\n"),
+            "t.yaml:9:17: peers[0].ip: expected an address on a subnet of port 'p0' to resolve it there (or give the "
+            "peer's mac), found 10.0.9.5");
+  EXPECT_EQ(one_problem(ports + "peers:\n  - {id: 6, ip: 'fd00:2::6', port: p0}\n"),
+            "t.yaml:9:17: peers[0].ip: expected an address on a subnet of port 'p0' to resolve it there (or give the "
+            "peer's mac), found fd00:2::6");
 }
 
 TEST(config_loader, embedded_default_loads_and_needs_no_hugepages) {

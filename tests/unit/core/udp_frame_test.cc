@@ -274,6 +274,19 @@ TEST(udp_frame, offload_leaves_what_the_nic_completes) {
   EXPECT_EQ(parse(f6), frame_verdict::accepted);
 }
 
+TEST(udp_frame, formats_addresses_like_rfc_5952) {
+  EXPECT_EQ(format_ip(v4(10, 0, 0, 1)), "10.0.0.1");
+  EXPECT_EQ(format_ip(v6(1)), "fd00::1");
+  ip_address a;
+  a.family = 6;
+  EXPECT_EQ(format_ip(a), "::");
+  a.bytes = {0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1};
+  EXPECT_EQ(format_ip(a), "2001:db8:0:1::1");  // one zero group stays, the longer run shortens
+  a.bytes = {0x20, 0x01, 0, 0, 0, 0, 0xab, 0xcd, 0, 0, 0, 0, 0, 0, 0, 0};
+  EXPECT_EQ(format_ip(a), "2001:0:0:abcd::");
+  EXPECT_EQ(format_ip(ip_address{}), "unset");
+}
+
 TEST(udp_frame, arp_request_for_us_gets_a_reply) {
   // An ARP request "who has 10.0.0.1? tell 10.0.0.2 at 02:..:02".
   std::vector<std::byte> req(60, std::byte{0});
