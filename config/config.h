@@ -129,6 +129,11 @@ struct generator_config {
   core::ip_address dst_ip;
   std::array<uint8_t, 6> dst_mac{0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
   uint16_t dst_port = 0;  ///< default: node.udp_port
+  /// One frame at a time from the first worker: the next leaves when the
+  /// reflection of the last (a reflector such as testpmd macswap sends it
+  /// back) arrives, or after 10 ms; round trips go to the RTT histogram.
+  /// The raw-UDP half of the round-trip benchmark pair.
+  bool pingpong = false;
 };
 
 /// Test-only application inside the daemon: sends a verifiable byte

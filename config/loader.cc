@@ -452,9 +452,11 @@ struct loader {
     auto g = r.child(n, p, "generator");
     if (!g) return;
     const std::string gp = "test.generator";
-    if (!r.check_map(*g, gp, {"enabled", "rate_pps", "payload_bytes", "dst_ip", "dst_mac", "dst_port"})) return;
+    if (!r.check_map(*g, gp, {"enabled", "rate_pps", "payload_bytes", "dst_ip", "dst_mac", "dst_port", "pingpong"}))
+      return;
     auto &gen = c.test.generator;
     r.read_bool(*g, gp, "enabled", gen.enabled);
+    r.read_bool(*g, gp, "pingpong", gen.pingpong);
     r.read_uint(*g, gp, "rate_pps", gen.rate_pps, 1, 100000000);
     r.read_uint(*g, gp, "payload_bytes", gen.payload_bytes, 0, 9000);
     r.read_uint(*g, gp, "dst_port", gen.dst_port, 1, 65535);

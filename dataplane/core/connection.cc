@@ -371,6 +371,21 @@ void connection::on_expiry(time_ns now) {
   if (now >= next_lifetime_ns_) check_lifetimes(now);
 }
 
+std::size_t connection::lone_member() const {
+  std::size_t lone = members_.size();
+  for (std::size_t i = 0; i < members_.size(); ++i) {
+    if (!members_[i]->live) continue;
+    if (lone != members_.size()) return members_.size();
+    lone = i;
+  }
+  return lone;
+}
+
+bool connection::only_ack_owed(const member_state &m) const {
+  return m.ack_pending && !m.credit_pending && !m.probe_pending && !m.heartbeat_pending && m.lost_tail == m.lost_head &&
+         m.fwd_tail == m.fwd_head;
+}
+
 transmit connection::poll_transmit(std::span<std::byte> out, time_ns now) {
   begin_call(now);
   if (state_ == state::closed || out.size() < cfg_.max_packet_bytes) return {};
@@ -390,6 +405,12 @@ transmit connection::poll_transmit(std::span<std::byte> out, time_ns now) {
     push_event(e);
     ++stats_.packets_sent;
     return {b.finish(), mask};
+  }
+  // A lone member owed nothing but an ACK gets it with the next new data
+  // (ping-pong and request-response: one packet per message, not two).
+  if (const std::size_t lone = lone_member(); lone < members_.size() && only_ack_owed(*members_[lone])) {
+    const transmit t = build_group_packet(out, now);
+    if (t.bytes) return t;
   }
   // Per-member packets first (ACKs, repairs, probes), round robin so one
   // member's losses do not starve the others; then new data for the group.

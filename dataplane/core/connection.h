@@ -235,6 +235,10 @@ class connection {
   packet_header next_header() const;
   transmit build_member_packet(std::size_t m, std::span<std::byte> out, time_ns now);
   transmit build_group_packet(std::span<std::byte> out, time_ns now);
+  // connection.cc
+  /// The only live member, or members_.size() if there are none or several.
+  std::size_t lone_member() const;
+  bool only_ack_owed(const member_state &m) const;
   bool group_may_send(std::size_t bytes) const;
   bool pacer_allows(std::size_t bytes, time_ns now);
   void pacer_on_sent(std::size_t bytes, time_ns now);

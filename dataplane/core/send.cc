@@ -431,6 +431,10 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   }
   if (!full) next_stream_rr_ = (next_stream_rr_ + 1) % n_streams;
   if (b.empty()) return {};
+  // With one live member this copy goes to it alone, so its pending ACK
+  // rides along instead of costing a packet of its own (room permitting).
+  if (const std::size_t lone = lone_member(); lone < members_.size() && members_[lone]->ack_pending)
+    append_ack(lone, b, now);
 
   const std::size_t len = b.finish();
   // Who gets this copy: every live member; in a threshold group only those

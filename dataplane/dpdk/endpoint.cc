@@ -267,7 +267,7 @@ void endpoint::drain_events(session &s, core::time_ns now_ns) {
   }
 }
 
-void endpoint::feed_source(session &s, core::time_ns now_ns) {
+bool endpoint::feed_source(session &s, core::time_ns now_ns) {
   const auto &src = rt_.config.test.source;
   bool wrote = false;
   core::message_options opt;
@@ -301,7 +301,9 @@ void endpoint::feed_source(session &s, core::time_ns now_ns) {
             static_cast<unsigned long long>(src.total_bytes), static_cast<unsigned>(src.members.size()), secs,
             static_cast<double>(src.total_bytes) * 8 / secs / 1e9);
     s.conn->close(core::error_code::no_error, "transfer complete", now_ns);
+    return true;
   }
+  return wrote;
 }
 
 void endpoint::transmit(session &s, core::time_ns now_ns) {
@@ -475,9 +477,9 @@ void endpoint::flush_tx() {
 
 void endpoint::service(session &s, core::time_ns now_ns) {
   s.dirty = false;
-  transmit(s, now_ns);
+  // Events of timers first: a sink's echo of them leaves in this transmit.
   drain_events(s, now_ns);
-  if (s.source && rt_.config.test.source.pingpong) transmit(s, now_ns);  // an echo reply or the next ping
+  transmit(s, now_ns);
   const uint64_t retx = s.conn->stats().retransmitted_frames;
   w_.counters.mtp_retransmitted.add(retx - s.retx_seen);
   s.retx_seen = retx;
@@ -501,10 +503,9 @@ unsigned endpoint::poll(core::time_ns now_ns) {
       MTP_LOG(WARNING, "source: %zu member(s) still unresolved after 3 s (no ARP / ND answer); sending anyway\n",
               unresolved_);
     }
-    if (resolved || resolve_warned_) {
-      feed_source(*source_, now_ns);
-      mark_dirty(*source_);
-    }
+    // Only new data makes the source work here; ACKs and timers mark it
+    // themselves.
+    if ((resolved || resolve_warned_) && feed_source(*source_, now_ns)) mark_dirty(*source_);
     if (source_done_) source_ = nullptr;
   }
   // Only sessions a frame, a timer or the source touched.

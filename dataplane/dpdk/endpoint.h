@@ -96,7 +96,8 @@ class endpoint {
   void mark_dirty(session &s);
   void service(session &s, core::time_ns now_ns);
   void drain_events(session &s, core::time_ns now_ns);
-  void feed_source(session &s, core::time_ns now_ns);
+  /// Queues what the source may send now. @return it queued or closed.
+  bool feed_source(session &s, core::time_ns now_ns);
   void transmit(session &s, core::time_ns now_ns);
   void emit(const peer &p, rte_mbuf *head, std::byte *headers, std::span<const std::byte> payload);
   bool resolve_members(core::time_ns now_ns);

@@ -62,13 +62,19 @@ struct generator_port {
   uint64_t next_tsc = 0;
   uint64_t seq = 0;
   bool active = false;
+  // Ping-pong: the frame in flight, waiting for its reflection.
+  bool outstanding = false;
+  core::time_ns sent_ns = 0;
 };
+
+constexpr core::time_ns pingpong_timeout_ns = 10'000'000;
 
 void setup_generator(const runtime &rt, const worker_context &w, generator_port (&gens)[RTE_MAX_ETHPORTS],
                      uint64_t &interval_tsc) {
   const auto &g = rt.config.test.generator;
   interval_tsc = 0;
-  if (!g.enabled) return;
+  // Ping-pong is one frame in flight: the first worker, the first port.
+  if (!g.enabled || (g.pingpong && w.queue != 0)) return;
   const uint64_t per_worker_pps = std::max<uint64_t>(1, g.rate_pps / rt.workers.size());
   interval_tsc = std::max<uint64_t>(1, rte_get_tsc_hz() / per_worker_pps);
   for (std::size_t i = 0; i < rt.ports.size(); ++i) {
@@ -88,26 +94,36 @@ void setup_generator(const runtime &rt, const worker_context &w, generator_port 
     gen.endpoints.dst_port = g.dst_port;
     // Workers start staggered so their frames interleave.
     gen.next_tsc = rte_rdtsc() + interval_tsc * w.queue / rt.workers.size();
+    if (g.pingpong) break;
   }
 }
 
 /// Sends the generator frames that are due on one port.
 /// @return frames handed to the NIC.
 unsigned generate(const runtime &rt, worker_context &w, const port_runtime &p, generator_port &gen,
-                  uint64_t now_tsc, uint64_t interval_tsc) {
-  if (!gen.active || now_tsc < gen.next_tsc) return 0;
+                  uint64_t now_tsc, uint64_t interval_tsc, core::time_ns now_ns) {
+  if (!gen.active) return 0;
+  const auto &g = rt.config.test.generator;
+  if (g.pingpong) {
+    // One in flight; a lost one is given up after the timeout.
+    if (gen.outstanding && now_ns - gen.sent_ns < pingpong_timeout_ns) return 0;
+    gen.next_tsc = now_tsc;
+    interval_tsc = 1;
+    gen.outstanding = true;
+    gen.sent_ns = now_ns;
+  }
+  if (now_tsc < gen.next_tsc) return 0;
   // After a long stall (a sleep, a descheduled CPU) do not burst to catch up
   // more than one burst's worth: the rate is an average, not a debt.
   if (now_tsc - gen.next_tsc > interval_tsc * burst_pkts) gen.next_tsc = now_tsc - interval_tsc * burst_pkts;
   uint16_t n = 0;
-  while (n < burst_pkts && gen.next_tsc + interval_tsc * n <= now_tsc) ++n;
+  while (n < burst_pkts && gen.next_tsc + interval_tsc * n <= now_tsc && !(g.pingpong && n == 1)) ++n;
   rte_mbuf *pkts[burst_pkts];
   if (rte_pktmbuf_alloc_bulk(rt.pool, pkts, n) != 0) {
     w.counters.tx_nombuf.add(n);
     gen.next_tsc += interval_tsc * n;
     return 0;
   }
-  const auto &g = rt.config.test.generator;
   const std::size_t frame_len = core::udp_headers_size(g.dst_ip.family) + g.payload_bytes;
   std::byte payload[9600];
   std::memset(payload, 0, g.payload_bytes);
@@ -157,7 +173,26 @@ struct worker_state {
   std::vector<std::array<rte_mbuf *, burst_pkts>> handoff;
   std::vector<uint16_t> handoff_n;
   std::vector<std::byte> linear;  ///< a multi-segment frame gathered to parse
+  generator_port gens[RTE_MAX_ETHPORTS]{};
 };
+
+/// Ping-pong generator: is this the reflection of the frame in flight?
+/// Then its round trip is recorded and the next one may leave.
+bool take_reflection(const runtime &rt, worker_context &w, worker_state &ws, std::size_t port_index,
+                     const core::udp_frame_view &v, core::time_ns now_ns) {
+  generator_port &gen = ws.gens[port_index];
+  if (!gen.outstanding || v.payload.size() < 20 || std::memcmp(v.payload.data(), "MTPGEN", 6) != 0) return false;
+  uint32_t node = 0;
+  uint64_t seq = 0;
+  std::memcpy(&node, v.payload.data() + 8, 4);
+  std::memcpy(&seq, v.payload.data() + 12, 8);
+  if (node != rt.config.node.id || seq + 1 != gen.seq) return false;
+  const uint64_t rtt_ns = now_ns - gen.sent_ns;
+  w.counters.rtt.count[rtt_histogram::bucket_of(rtt_ns)].inc();
+  w.counters.pingpong_rtts.inc();
+  gen.outstanding = false;
+  return true;
+}
 
 void flush_handoff(const runtime &rt, worker_context &w, worker_state &ws, unsigned owner) {
   const unsigned n = ws.handoff_n[owner];
@@ -242,6 +277,8 @@ void classify(const runtime &rt, worker_context &w, worker_state &ws, std::size_
     handle_neighbour(rt, w, p, frame);
     return;
   }
+  if (verdict != core::frame_verdict::accepted && verdict != core::frame_verdict::other_udp_port) return;
+  if (rt.config.test.generator.pingpong && take_reflection(rt, w, ws, port_index, view, now_ns)) return;
   if (verdict != core::frame_verdict::accepted) return;
   if (!ws.ep) {
     w.counters.mtp_no_session.inc();
@@ -380,14 +417,13 @@ int worker_main(void *arg) {
   const runtime &rt = *w.rt;
   idle_strategy idle(rt.config.idle);
   idle_counters idle_n;
-  generator_port gens[RTE_MAX_ETHPORTS]{};
+  worker_state ws;
   uint64_t gen_interval_tsc = 0;
-  setup_generator(rt, w, gens, gen_interval_tsc);
+  setup_generator(rt, w, ws.gens, gen_interval_tsc);
   // TSC to nanoseconds once per loop (a double holds 104 days of ns exactly).
   const double ns_per_tsc = 1e9 / static_cast<double>(rte_get_tsc_hz());
   const uint64_t tsc0 = rte_rdtsc();
   auto to_ns = [&](uint64_t tsc) { return static_cast<core::time_ns>(static_cast<double>(tsc - tsc0) * ns_per_tsc) + 1; };
-  worker_state ws;
   ws.fault_rng = core::rng(rt.config.test.faults.seed * 0x9e3779b97f4a7c15ull + w.queue + 1);
   if (rt.config.test.faults.delay_us) ws.delay_line.resize(rt.config.memory.mbufs / 2);
   ws.linear.resize(2048);
@@ -405,7 +441,7 @@ int worker_main(void *arg) {
     unsigned work = 0;
     for (std::size_t i = 0; i < rt.ports.size(); ++i) {
       work += receive(rt, w, ws, i, now_ns);
-      if (gen_interval_tsc) work += generate(rt, w, rt.ports[i], gens[i], now_tsc, gen_interval_tsc);
+      if (gen_interval_tsc) work += generate(rt, w, rt.ports[i], ws.gens[i], now_tsc, gen_interval_tsc, now_ns);
     }
     if (!ws.delay_line.empty()) work += release_delayed(rt, w, ws, now_ns);
     if (ws.ep && w.handoff != nullptr) work += drain_inbox(rt, w, ws, now_ns);

@@ -9,7 +9,11 @@
 //            [--window BYTES] [--bytes N] [--seconds S] [-- EAL-ARGS]
 //   mtp-perf --config FILE --mode rx|echo [--window BYTES] [--seconds S]
 //   mtp-perf --config FILE --mode pingpong --members 2 [--size B] [--seconds S]
+//   mtp-perf --config FILE --mode udp-ping --members 2 [--size B] [--seconds S]
 //
+// udp-ping is the raw half of the round-trip pair: plain UDP frames, one
+// in flight, against a reflector such as dpdk-testpmd --forward-mode=macswap;
+// no MTP at all, the same ports, loop and clock as pingpong.
 // The config file gives node, ports and peers (see config/examples);
 // mtp-perf sets its test section from the options.
 #include <cinttypes>
@@ -25,8 +29,8 @@
 namespace {
 
 const char usage[] =
-    "usage: mtp-perf --config FILE --mode tx|fanout|rx|echo|pingpong [options] [-- EAL-ARGS]\n"
-    "  --members ID[,ID...]   members to send to (tx, fanout, pingpong), each in the config's peers\n"
+    "usage: mtp-perf --config FILE --mode tx|fanout|rx|echo|pingpong|udp-ping [options] [-- EAL-ARGS]\n"
+    "  --members ID[,ID...]   members to send to (tx, fanout, pingpong, udp-ping), each in the config's peers\n"
     "  --size BYTES           message size (default 1024)\n"
     "  --streams N            streams, messages round-robin over them (default 1)\n"
     "  --reliability R        reliable (default), partial, unreliable\n"
@@ -108,13 +112,17 @@ bool parse(int argc, char **argv, options &o) {
       return false;
     }
   }
-  const bool sends = o.mode == "tx" || o.mode == "fanout" || o.mode == "pingpong";
+  const bool sends = o.mode == "tx" || o.mode == "fanout" || o.mode == "pingpong" || o.mode == "udp-ping";
   if (o.config.empty() || (!sends && o.mode != "rx" && o.mode != "echo")) {
-    std::fprintf(stderr, "mtp-perf: --config and --mode tx|fanout|rx|echo|pingpong are required\n%s", usage);
+    std::fprintf(stderr, "mtp-perf: --config and --mode tx|fanout|rx|echo|pingpong|udp-ping are required\n%s", usage);
     return false;
   }
   if (sends && o.members.empty()) {
     std::fprintf(stderr, "mtp-perf: --mode %s needs --members\n", o.mode.c_str());
+    return false;
+  }
+  if (o.mode == "udp-ping" && (o.members.size() != 1 || o.size < 20 || o.size > 1472)) {
+    std::fprintf(stderr, "mtp-perf: --mode udp-ping needs one member and --size 20..1472\n");
     return false;
   }
   if (o.size < 16 || o.size > 65536 || o.streams < 1 || o.streams > 16) {
@@ -174,7 +182,27 @@ int main(int argc, char **argv) {
   if (!o.idle.empty()) cfg.idle.policy = o.idle == "busy" ? mtp::cfg::idle_policy::busy : mtp::cfg::idle_policy::adaptive;
   auto &t = cfg.test;
   const bool sends = o.mode != "rx" && o.mode != "echo";
-  if (sends) {
+  const bool round_trips = o.mode == "pingpong" || o.mode == "udp-ping";
+  for (uint32_t id : o.members) {
+    bool known = false;
+    for (const auto &p : cfg.peers) known |= p.id == id;
+    if (!known) {
+      std::fprintf(stderr, "mtp-perf: member %u is not in the config's peers\n", id);
+      return mtp::dp::exit_usage;
+    }
+  }
+  if (o.mode == "udp-ping") {
+    auto &g = t.generator;
+    for (const auto &p : cfg.peers)
+      if (p.id == o.members[0]) {
+        g.dst_ip = p.ip;
+        if (p.mac) g.dst_mac = *p.mac;  // else broadcast: a reflector takes any
+      }
+    g.enabled = true;
+    g.pingpong = true;
+    g.payload_bytes = static_cast<uint16_t>(o.size);
+    g.dst_port = cfg.node.udp_port;
+  } else if (sends) {
     t.source.enabled = true;
     t.source.members = o.members;
     t.source.message_bytes = o.size;
@@ -185,14 +213,6 @@ int main(int argc, char **argv) {
     t.source.window_bytes = o.window;
     t.source.total_bytes = o.seconds > 0 && o.mode == "pingpong" ? (1ull << 50) : o.bytes;
     t.source.pingpong = o.mode == "pingpong";
-    for (uint32_t id : o.members) {
-      bool known = false;
-      for (const auto &p : cfg.peers) known |= p.id == id;
-      if (!known) {
-        std::fprintf(stderr, "mtp-perf: member %u is not in the config's peers\n", id);
-        return mtp::dp::exit_usage;
-      }
-    }
   } else {
     t.sink.enabled = true;
     t.sink.echo = o.mode == "echo";
@@ -220,7 +240,7 @@ int main(int argc, char **argv) {
       start_ms = last_ms = ms;
       first = last = take(rt);
     }
-    const bool complete = sends && o.mode != "pingpong" && sum(rt, &mtp::dp::worker_counters::source_complete_us) > 0;
+    const bool complete = sends && !round_trips && sum(rt, &mtp::dp::worker_counters::source_complete_us) > 0;
     const bool timeout = o.seconds > 0 && static_cast<double>(ms - start_ms) >= o.seconds * 1000;
     if (ms - last_ms >= 1000 || complete || timeout) {
       const snapshot now = take(rt);
@@ -228,7 +248,7 @@ int main(int argc, char **argv) {
       if (dt > 0) {
         std::printf("\n  ######################## MTP statistics, second %.0f ########################\n",
                     static_cast<double>(ms - start_ms) / 1000.0);
-        if (sends && o.mode != "pingpong")
+        if (sends && !round_trips)
           std::printf("  TX stable: %-12.0f msg/s  %8.3f Gbit/s   retransmitted: %" PRIu64 "\n",
                       static_cast<double>(now.stable_msgs - last.stable_msgs) / dt,
                       static_cast<double>(now.stable_bytes - last.stable_bytes) * 8 / dt / 1e9, now.retx - last.retx);
@@ -236,7 +256,7 @@ int main(int argc, char **argv) {
           std::printf("  RX:        %-12.0f msg/s  %8.3f Gbit/s   retransmitted: %" PRIu64 "\n",
                       static_cast<double>(now.sink_msgs - last.sink_msgs) / dt,
                       static_cast<double>(now.sink_bytes - last.sink_bytes) * 8 / dt / 1e9, now.retx - last.retx);
-        if (o.mode == "pingpong")
+        if (round_trips)
           std::printf("  Round trips: %-10.0f /s   RTT p50 %.1f us  p99 %.1f us  p99.9 %.1f us (cumulative)\n",
                       static_cast<double>(now.rtts - last.rtts) / dt, rtt_percentile_us(rt, 0.5),
                       rtt_percentile_us(rt, 0.99), rtt_percentile_us(rt, 0.999));
@@ -253,7 +273,9 @@ int main(int argc, char **argv) {
     const snapshot now = take(rt);
     if (end_ms == 0) end_ms = last_ms;
     const double secs = std::max(1e-9, static_cast<double>(end_ms - start_ms) / 1000.0);
-    const uint64_t msgs = sends ? now.stable_msgs - first.stable_msgs : now.sink_msgs - first.sink_msgs;
+    const uint64_t msgs = round_trips ? now.rtts - first.rtts
+                          : sends     ? now.stable_msgs - first.stable_msgs
+                                      : now.sink_msgs - first.sink_msgs;
     const uint64_t bytes = sends ? now.stable_bytes - first.stable_bytes : now.sink_bytes - first.sink_bytes;
     std::printf("MTP_PERF_SUMMARY {\"mode\":\"%s\",\"size\":%u,\"streams\":%u,\"members\":%zu,\"seconds\":%.3f,"
                 "\"msgs\":%" PRIu64 ",\"bytes\":%" PRIu64 ",\"msgs_per_s\":%.0f,\"gbit_per_s\":%.4f,"

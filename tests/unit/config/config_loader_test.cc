@@ -83,6 +83,7 @@ TEST(config_loader, memif_example_has_generator_towards_peer) {
   EXPECT_TRUE(r->test.generator.enabled);
   EXPECT_EQ(r->test.generator.dst_ip.bytes[3], 2);
   EXPECT_EQ(r->test.generator.dst_port, 7400) << "defaults to node.udp_port";
+  EXPECT_FALSE(r->test.generator.pingpong);
   EXPECT_EQ(r->eal.file_prefix, "mtpd-memif-a");
 }
 

@@ -338,3 +338,41 @@ TEST(connection, partial_message_expires_after_its_lifetime) {
   for (const auto &c : drain(s1)) EXPECT_NE(c.e.type, event_type::received);
   EXPECT_EQ(client.send_buffered_bytes(), 0u);
 }
+
+// Request-response with one member: each side's ACK rides on its next
+// message, so a round trip is two packets, not three or four, and every
+// message is still acknowledged (Sent).
+TEST(connection, a_lone_member_gets_its_ack_with_the_next_data) {
+  time_ns now = 1'000'000;
+  connection client(client_cfg({1}), now), server(server_cfg(1), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  ASSERT_EQ(server.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, {&server}, now);
+  std::vector<std::byte> buf(1500), msg(32);
+  message_options fast;
+  fast.low_latency = true;
+  const uint64_t acks_before = server.stats().acks_sent;
+  for (int i = 0; i < 20; ++i) {
+    now += 10'000;
+    ASSERT_EQ(client.send(0, msg, fast, now), status::ok);
+    transmit t = client.poll_transmit(buf, now);
+    ASSERT_GT(t.bytes, 0u);
+    EXPECT_EQ(client.poll_transmit(buf, now).bytes, 0u) << "one packet per request, round " << i;
+    server.on_packet({buf.data(), t.bytes}, now);
+    drain(server);
+    now += 10'000;
+    ASSERT_EQ(server.send(0, msg, fast, now), status::ok);
+    t = server.poll_transmit(buf, now);
+    ASSERT_GT(t.bytes, 0u);
+    EXPECT_EQ(server.poll_transmit(buf, now).bytes, 0u) << "one packet per response, round " << i;
+    client.on_packet({buf.data(), t.bytes}, now);
+  }
+  std::size_t sent = 0, received = 0;
+  for (const auto &e : drain(client)) {
+    sent += e.e.type == event_type::sent;
+    received += e.e.type == event_type::received;
+  }
+  EXPECT_EQ(sent, 20u) << "every request acknowledged by the responses";
+  EXPECT_EQ(received, 20u);
+  EXPECT_GE(server.stats().acks_sent - acks_before, 20u);
+}
