@@ -59,6 +59,9 @@ struct port_config {
   std::vector<ip_prefix> addresses;
   uint16_t rx_descriptors = 1024;
   uint16_t tx_descriptors = 1024;
+  /// Receive frames longer than one mbuf as chains (RX scatter, where the
+  /// device can); the worker gathers them to parse. Off: frames must fit one mbuf.
+  bool rx_scatter = false;
   source_mark mark;
   /// The device name EAL knows the port by: the vdev name without its
   /// arguments, or the PCI address.

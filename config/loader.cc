@@ -143,7 +143,7 @@ struct loader {
   void read_port(const YAML::Node &n, const std::string &p) {
     port_config port;
     port.mark = yaml_reader::mark(n);
-    if (!r.check_map(n, p, {"name", "device", "mtu", "mac", "addresses", "rx_descriptors", "tx_descriptors"})) return;
+    if (!r.check_map(n, p, {"name", "device", "mtu", "mac", "addresses", "rx_descriptors", "tx_descriptors", "rx_scatter"})) return;
     if (n.IsNull()) {
       r.report(n, p, "expected a port with at least name and device, found nothing");
       return;
@@ -175,6 +175,7 @@ struct loader {
       r.report(n, p, "missing required key 'device'");
     }
     r.read_uint(n, p, "mtu", port.mtu, 68, 9600);
+    r.read_bool(n, p, "rx_scatter", port.rx_scatter);
     read_mac(n, p, "mac", port.mac);
     if (auto v = r.child(n, p, "addresses"); v && r.check_list(*v, p + ".addresses", "addresses")) {
       for (std::size_t i = 0; i < v->size(); ++i) {
@@ -497,10 +498,10 @@ struct loader {
       }
       const uint32_t frame_max = port.mtu + 18u;  // Ethernet header, VLAN tag, no FCS
       const uint32_t room = c.memory.mbuf_data_room - 128u;  // RTE_PKTMBUF_HEADROOM
-      if (frame_max > room)
+      if (frame_max > room && !port.rx_scatter)
         r.report(c.mark_of(p + ".mtu"), p + ".mtu",
                  "expected at most " + std::to_string(room - 18) + " so a frame fits one mbuf (memory.mbuf_data_room " +
-                     std::to_string(c.memory.mbuf_data_room) + " less 128 B headroom), found " +
+                     std::to_string(c.memory.mbuf_data_room) + " less 128 B headroom; or set rx_scatter), found " +
                      std::to_string(port.mtu));
     }
 

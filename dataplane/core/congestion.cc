@@ -76,7 +76,7 @@ class cubic final : public congestion_control {
       w_est_ = w;
     }
     const double t = static_cast<double>(now_ns - epoch_start_ + rtt.min()) / 1e9;
-    const double target = c * std::pow(t - k_, 3) + w_max_;
+    const double target = c * (t - k_) * (t - k_) * (t - k_) + w_max_;
     // Reno-friendly estimate (RFC 8312 4.2), per acknowledged bytes.
     w_est_ += 3 * (1 - beta) / (1 + beta) * static_cast<double>(bytes) / static_cast<double>(cwnd_);
     const double w = static_cast<double>(cwnd_) / static_cast<double>(mss_);

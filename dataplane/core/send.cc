@@ -27,6 +27,8 @@ connection::message_record *connection::find_message(send_stream &s, uint64_t se
 namespace {
 uint64_t counted_limit(const uint64_t *v, std::size_t n, uint32_t threshold) {
   if (n == 0) return 0;
+  // Every member counts (the common case): the smallest, no sort.
+  if (threshold == 0 || threshold >= n) return *std::min_element(v, v + n);
   uint64_t sorted[connection::max_members];
   std::copy(v, v + n, sorted);
   std::sort(sorted, sorted + n, [](uint64_t a, uint64_t b) { return a > b; });
@@ -105,7 +107,8 @@ bool connection::new_data_pending(time_ns now, time_ns *wait_until) const {
   for (const auto &sp : send_streams_) {
     if (!sp) continue;
     const send_stream &s = *sp;
-    const uint64_t lim = std::min(s.write_end, stream_send_limit(s.id));
+    // Credit is only looked up for streams with unsent bytes.
+    const uint64_t lim = s.write_end > s.sent_end ? std::min(s.write_end, stream_send_limit(s.id)) : s.write_end;
     if (lim > s.sent_end) {
       pending += lim - s.sent_end;
       oldest = std::min(oldest, s.oldest_unsent_ns);
@@ -353,6 +356,7 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
     const std::size_t id = (next_stream_rr_ + k) % n_streams;
     if (!send_streams_[id]) continue;
     send_stream &s = *send_streams_[id];
+    if (s.write_end <= s.sent_end && !(s.fin_requested && !s.fin_sent)) continue;  // nothing to send here
     const uint64_t limit = std::min(s.write_end, stream_send_limit(id));
     while (!full) {
       stream_frame sf;

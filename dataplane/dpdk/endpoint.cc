@@ -27,7 +27,7 @@ core::checksums checksums_for(const port_runtime &port, uint8_t family) {
 
 endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
     : rt_(rt), w_(w), wheel_(std::max<uint32_t>(rt.config.limits.sessions, 1)), start_ns_(now_ns), tx_(rt.ports.size()) {
-  for (auto &q : tx_) q.reserve(tx_burst);
+  for (auto &q : tx_) q.reserve(tx_backlog_max + tx_burst);
   sessions_.reserve(rt_.config.limits.sessions);
   dirty_.reserve(rt_.config.limits.sessions);
   const std::string name = "mtp_sessions_" + std::to_string(w_.queue);
@@ -94,7 +94,10 @@ core::connection_config endpoint::base_config(uint64_t cid, uint32_t window_byte
   c.local_id = rt_.config.node.id;
   uint16_t mtu = 9600;
   for (const auto &p : rt_.ports) mtu = std::min(mtu, p.mtu);
-  c.max_packet_bytes = static_cast<uint16_t>(mtu - 48);  // room for IPv6 + UDP headers
+  // Room for IPv6 + UDP headers in the MTU, and in one mbuf: the engine
+  // writes each packet into a single mbuf behind room for the headers.
+  const uint32_t mbuf_room = rt_.config.memory.mbuf_data_room - RTE_PKTMBUF_HEADROOM - core::udp_headers_size(6);
+  c.max_packet_bytes = static_cast<uint16_t>(std::min<uint32_t>(mtu - 48, mbuf_room));
   c.max_streams = 16;
   c.stream_buffer_bytes = window_bytes;
   c.connection_window_bytes = uint64_t{window_bytes} * 16;
@@ -315,6 +318,14 @@ void endpoint::transmit(session &s, core::time_ns now_ns) {
   constexpr std::size_t room = core::udp_headers_size(6);
   uint32_t targets[64];
   for (int n = 0; n < 256; ++n) {
+    if (backlogged()) {
+      // Resumed at the next poll, once the port has taken some.
+      if (!s.blocked) {
+        s.blocked = true;
+        blocked_.push_back(s.index);
+      }
+      return;
+    }
     rte_mbuf *first = rte_pktmbuf_alloc(rt_.pool);
     if (first == nullptr) {
       w_.counters.tx_nombuf.inc();
@@ -443,36 +454,58 @@ void endpoint::queue_tx(std::size_t port, rte_mbuf *mb, bool mtp) {
   auto &q = tx_[port];
   q.push_back(mb);
   if (mtp) w_.counters.mtp_packets_out.inc();
-  if (q.size() == tx_burst) flush_tx();
+  if (q.size() >= tx_burst) flush_port(port);
+}
+
+// A full TX ring is backpressure, not loss: frames it does not take wait
+// here (up to tx_backlog_max) and transmit() stops asking the engine for
+// more until they are gone. Dropping them would have the engine see
+// losses it caused itself and cut its window.
+void endpoint::flush_port(std::size_t i) {
+  auto &q = tx_[i];
+  if (q.empty()) return;
+  const port_runtime &port = rt_.ports[i];
+  std::size_t done = 0;
+  while (done < q.size()) {
+    const auto n = static_cast<uint16_t>(std::min<std::size_t>(q.size() - done, tx_burst));
+    rte_mbuf **pkts = q.data() + done;
+    uint16_t ready = n;
+    // Offloads may need the driver's preparation (pseudo-header sums,
+    // limits); it stops at the first frame it refuses, which is dropped.
+    if (port.tx_ip_csum || port.tx_udp_csum) {
+      ready = rte_eth_tx_prepare(port.port_id, w_.queue, pkts, n);
+      if (ready < n) {
+        rte_pktmbuf_free(pkts[ready]);
+        q.erase(q.begin() + static_cast<std::ptrdiff_t>(done + ready));
+        w_.counters.tx_prepare_failed.inc();
+        if (ready == 0) continue;
+      }
+    }
+    const uint16_t sent = rte_eth_tx_burst(port.port_id, w_.queue, pkts, ready);
+    uint64_t bytes = 0;
+    for (uint16_t k = 0; k < sent; ++k) bytes += pkts[k]->pkt_len;
+    w_.counters.tx_pkts.add(sent);
+    w_.counters.tx_bytes.add(bytes);
+    done += sent;
+    if (sent < ready) break;  // the ring is full
+  }
+  q.erase(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(done));
+  if (q.size() > tx_backlog_max) {
+    const std::size_t excess = q.size() - tx_backlog_max;
+    rte_pktmbuf_free_bulk(q.data() + tx_backlog_max, static_cast<unsigned>(excess));
+    q.resize(tx_backlog_max);
+    w_.counters.tx_dropped.add(excess);
+  }
 }
 
 void endpoint::flush_tx() {
-  for (std::size_t i = 0; i < tx_.size(); ++i) {
-    auto &q = tx_[i];
-    if (q.empty()) continue;
-    const port_runtime &port = rt_.ports[i];
-    const uint16_t n = static_cast<uint16_t>(q.size());
-    uint16_t ready = n;
-    // Offloads may need the driver's preparation (pseudo-header sums,
-    // limits); it stops at the first frame it refuses.
-    if (port.tx_ip_csum || port.tx_udp_csum) {
-      ready = rte_eth_tx_prepare(port.port_id, w_.queue, q.data(), n);
-      if (ready < n) {
-        rte_pktmbuf_free_bulk(q.data() + ready, n - ready);
-        w_.counters.tx_prepare_failed.add(n - ready);
-      }
-    }
-    const uint16_t sent = rte_eth_tx_burst(port.port_id, w_.queue, q.data(), ready);
-    uint64_t bytes = 0;
-    for (uint16_t k = 0; k < sent; ++k) bytes += q[k]->pkt_len;
-    if (sent < ready) {
-      rte_pktmbuf_free_bulk(q.data() + sent, ready - sent);
-      w_.counters.tx_dropped.add(ready - sent);
-    }
-    w_.counters.tx_pkts.add(sent);
-    w_.counters.tx_bytes.add(bytes);
-    q.clear();
-  }
+  for (std::size_t i = 0; i < tx_.size(); ++i) flush_port(i);
+}
+
+bool endpoint::backlogged() const {
+  for (const auto &q : tx_)
+    if (q.size() >= tx_backlog_max / 2) return true;
+  return false;
 }
 
 void endpoint::service(session &s, core::time_ns now_ns) {
@@ -494,6 +527,16 @@ unsigned endpoint::poll(core::time_ns now_ns) {
     mark_dirty(s);
   });
   if (fired) w_.counters.timers_fired.add(fired);
+  if (!blocked_.empty()) {
+    flush_tx();
+    if (!backlogged()) {
+      for (uint32_t id : blocked_) {
+        sessions_[id]->blocked = false;
+        mark_dirty(*sessions_[id]);
+      }
+      blocked_.clear();
+    }
+  }
   if (source_ != nullptr) {
     // The source starts once its members are resolved, or after 3 s with
     // whom it has (the others' packets are dropped until they answer).

@@ -83,6 +83,7 @@ class endpoint {
     uint32_t index = 0;  ///< in sessions_, and its timer's id
     bool source = false;
     bool dirty = false;                 ///< on the dirty_ list
+    bool blocked = false;               ///< on the blocked_ list
     std::vector<uint64_t> next_offset;  ///< sink: per stream, next expected byte
     std::vector<std::byte> echo_buf;    ///< sink with echo: the message being gathered
     uint64_t retx_seen = 0;             ///< engine retransmissions already counted
@@ -102,7 +103,9 @@ class endpoint {
   void emit(const peer &p, rte_mbuf *head, std::byte *headers, std::span<const std::byte> payload);
   bool resolve_members(core::time_ns now_ns);
   void queue_tx(std::size_t port, rte_mbuf *mb, bool mtp = true);
+  void flush_port(std::size_t port);
   void flush_tx();
+  bool backlogged() const;
 
   const runtime &rt_;
   worker_context &w_;
@@ -110,6 +113,7 @@ class endpoint {
   std::vector<std::unique_ptr<session>> sessions_;
   core::timer_wheel wheel_;
   std::vector<uint32_t> dirty_;  ///< sessions with work since the last poll
+  std::vector<uint32_t> blocked_;  ///< sessions waiting for a full TX ring
   session *source_ = nullptr;    ///< the test source's session, while it feeds
   test_pattern pattern_;
   core::time_ns start_ns_ = 0;
@@ -123,8 +127,10 @@ class endpoint {
   core::time_ns next_request_ns_ = 0;
   core::time_ns request_interval_ns_ = 0;
   bool resolve_warned_ = false;
-  // TX buffers per port, drained at the end of each poll.
+  // TX buffers per port, drained at the end of each poll; what a full ring
+  // does not take waits (backpressure), beyond tx_backlog_max it drops.
   static constexpr uint16_t tx_burst = 32;
+  static constexpr std::size_t tx_backlog_max = 1024;
   std::vector<std::vector<rte_mbuf *>> tx_;
 };
 

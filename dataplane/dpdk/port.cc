@@ -71,6 +71,16 @@ result<port_runtime> port_start(const cfg::port_config &pc, unsigned workers, rt
   // verifies in software otherwise.
   const uint64_t rx_csum = RTE_ETH_RX_OFFLOAD_IPV4_CKSUM | RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
   conf.rxmode.offloads = info.rx_offload_capa & rx_csum;
+  // Frames longer than one mbuf arrive as chains, where the device can.
+  const uint32_t one_mbuf = rte_pktmbuf_data_room_size(pool) - RTE_PKTMBUF_HEADROOM;
+  if (pc.mtu + 18u > one_mbuf) {
+    if (!(info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_SCATTER))
+      return make_error("frames of MTU " + std::to_string(pc.mtu) + " need " + std::to_string(pc.mtu + 18u) +
+                        " B but an mbuf holds " + std::to_string(one_mbuf) +
+                        " and the device cannot receive into chained mbufs (no RX scatter): raise memory.mbuf_data_room")
+          .context(ctx);
+    conf.rxmode.offloads |= RTE_ETH_RX_OFFLOAD_SCATTER;
+  }
   p.rx_ip_csum = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_IPV4_CKSUM;
   p.rx_l4_csum = info.rx_offload_capa & RTE_ETH_RX_OFFLOAD_UDP_CKSUM;
   // Checksums on transmit when the port computes them (software otherwise),

@@ -281,7 +281,9 @@ TEST(config_errors, ipv6_needs_mtu_1280) {
 TEST(config_errors, mtu_must_fit_one_mbuf) {
   EXPECT_EQ(one_problem("ports:\n  - {name: p0, device: net_null0, mtu: 9000}\n"),
             "t.yaml:2:40: ports[0].mtu: expected at most 2030 so a frame fits one mbuf (memory.mbuf_data_room 2176 "
-            "less 128 B headroom), found 9000");
+            "less 128 B headroom; or set rx_scatter), found 9000");
+  auto c = load_ok("ports:\n  - {name: p0, device: net_null0, mtu: 9000, rx_scatter: true}\n");
+  EXPECT_TRUE(c.ports[0].rx_scatter);
 }
 
 TEST(config_errors, descriptors_power_of_two) {
