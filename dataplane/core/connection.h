@@ -58,6 +58,10 @@ struct connection_config {
   uint32_t max_datagrams = 256;       ///< datagrams queued for sending
   uint32_t max_ack_ranges = 256;      ///< received packet-number ranges remembered per peer
   time_ns ack_delay_ns = 1'000'000;
+  /// ACK at once when this many ack-eliciting packets are pending (in
+  /// order); the sender asks for an ACK with a PING where waiting would
+  /// stall it (protocol.md 6.2).
+  uint32_t ack_every_packets = 8;
   time_ns coalesce_delay_ns = 50'000;
   time_ns initial_rtt_ns = 10'000'000;
   time_ns heartbeat_interval_ns = 100'000'000;

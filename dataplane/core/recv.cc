@@ -52,6 +52,7 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
   // absorbed whole, is simply not acknowledged and its sender repairs it.
   bool absorbed = true;
   bool eliciting = false;
+  bool ping = false;
   frame_reader rd(frames);
   frame f;
   while (absorbed && !rd.done()) {
@@ -98,8 +99,11 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
         }
         return;
       }
+      case frame_type::ping:
+        ping = true;  // the sender wants its ACK now (protocol.md 6.2)
+        break;
       default:
-        break;  // ping, heartbeat, padding, group_ack: nothing beyond the ACK
+        break;  // heartbeat, padding, group_ack: nothing beyond the ACK
     }
     if (state_ == state::closed) return;
   }
@@ -117,8 +121,9 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
   }
   if (eliciting) {
     ++m.ack_pending;
-    // Out of order (a gap, or a late packet) or a second packet: ACK now.
-    if ((m.has_received && pn != m.largest_received + 1) || m.ack_pending >= 2)
+    // Out of order (a gap, or a late packet), enough packets, or asked
+    // for with a PING: ACK now.
+    if ((m.has_received && pn != m.largest_received + 1) || m.ack_pending >= cfg_.ack_every_packets || ping)
       m.ack_now = true;
     else if (m.ack_deadline == never)
       m.ack_deadline = now + cfg_.ack_delay_ns;

@@ -342,6 +342,17 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   const packet_header h = next_header();
   packet_builder b(out, h);
   const uint64_t frame_first = frame_tail_;
+  // With this packet a member's window is within two packets of full:
+  // ask for the ACK now (protocol.md 6.2); the data fills the rest.
+  bool asked_ack = false;
+  if (cfg_.ack_every_packets > 2) {
+    for (std::size_t i = 0; i < members_.size() && !asked_ack; ++i) {
+      const member_state &m = *members_[i];
+      asked_ack = m.live && m.bytes_in_flight + 3 * std::size_t{cfg_.max_packet_bytes} > m.cc->cwnd();
+    }
+    if (asked_ack) b.append_ping();
+  }
+  const std::size_t before_data = b.size();
 
   while (dgram_head_ < dgram_tail_) {
     const auto [off, len] = dgram_q_[dgram_head_ % dgram_q_.size()];
@@ -434,11 +445,18 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
     if (full) next_stream_rr_ = id;
   }
   if (!full) next_stream_rr_ = (next_stream_rr_ + 1) % n_streams;
-  if (b.empty()) return {};
+  if (b.size() == before_data) return {};  // no data fitted: no packet (not a lone PING)
   // With one live member this copy goes to it alone, so its pending ACK
   // rides along instead of costing a packet of its own (room permitting).
   if (const std::size_t lone = lone_member(); lone < members_.size() && members_[lone]->ack_pending)
     append_ack(lone, b, now);
+  // Receivers ACK every ack_every_packets; where the sender would stall
+  // waiting for that, it asks for the ACK now with a PING: here when it
+  // has nothing more to send (the window case is decided before the data).
+  if (cfg_.ack_every_packets > 2 && !asked_ack) {
+    time_ns dummy = never;
+    if (!new_data_pending(now, &dummy)) b.append_ping();
+  }
 
   const std::size_t len = b.finish();
   // Who gets this copy: every live member; in a threshold group only those

@@ -17,6 +17,7 @@ namespace mtp::dp {
 
 namespace {
 
+
 /// Who computes the checksums of a frame to `family` leaving `port`.
 core::checksums checksums_for(const port_runtime &port, uint8_t family) {
   if (family == 4 ? port.tx_ip_csum : port.tx_udp_csum) return core::checksums::offload;

@@ -83,20 +83,28 @@ class counter {
   X(rx_linearized, "multi-segment frames gathered into one buffer to parse")  \
   X(timers_fired, "session timers fired by the timer wheel")
 
-/// Round-trip times in log-linear buckets: four per power of two, so any
-/// percentile is read within 19%. Bucket i covers [bucket_low(i), bucket_low(i+1)).
+/// Round-trip times in log-linear buckets: sixteen per power of two, so a
+/// percentile is read within 6.25%. Bucket i covers [bucket_low(i),
+/// bucket_high(i)); below 16 ns every nanosecond has its own bucket.
 struct rtt_histogram {
-  static constexpr std::size_t buckets = 4 * 44;
+  static constexpr unsigned sub_bits = 4;
+  static constexpr std::size_t per_octave = std::size_t{1} << sub_bits;
+  static constexpr std::size_t buckets = per_octave * 44;
   static std::size_t bucket_of(uint64_t ns) {
-    if (ns < 4) return static_cast<std::size_t>(ns);
+    if (ns < per_octave) return static_cast<std::size_t>(ns);
     const unsigned e = 63u - static_cast<unsigned>(__builtin_clzll(ns));
-    const std::size_t i = e * 4 + ((ns >> (e - 2)) & 3);
+    const std::size_t i = e * per_octave + ((ns >> (e - sub_bits)) & (per_octave - 1));
     return i < buckets ? i : buckets - 1;
   }
   static uint64_t bucket_low(std::size_t i) {
-    if (i < 8) return i < 4 ? i : 4;  // indices 4..7 are never used
-    const unsigned e = static_cast<unsigned>(i / 4);
-    return (uint64_t{4} | (i & 3)) << (e - 2);
+    if (i < per_octave) return i;  // indices per_octave .. 4 * per_octave - 1 are never used
+    const unsigned e = static_cast<unsigned>(i / per_octave);
+    return (per_octave | (i & (per_octave - 1))) << (e - sub_bits);
+  }
+  static uint64_t bucket_high(std::size_t i) {
+    if (i < per_octave) return i + 1;
+    const unsigned e = static_cast<unsigned>(i / per_octave);
+    return ((per_octave | (i & (per_octave - 1))) + 1) << (e - sub_bits);
   }
   std::array<counter, buckets> count;
 };

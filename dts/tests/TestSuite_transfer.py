@@ -2,6 +2,7 @@
 """Reliable MTP transfers between real daemons over net_memif: the built-in
 test source sends a byte pattern to a group, each sink checks every byte
 and the order, and the source waits until every byte is acknowledged."""
+import contextlib
 import re
 import signal
 import time
@@ -38,6 +39,38 @@ def source(name, links, total_bytes, message_bytes=1024):
                        "message_bytes": message_bytes}}
     return Daemon(name, node_id=1, ports=ports, peers=peers, test=test,
                   extra={"memory": {"size_mb": 512, "mbufs": 32767}})
+
+
+@contextlib.contextmanager
+def bridged_taps(name):
+    """A namespace with a kernel bridge; yields start(name, i, port_extra,
+    memory, **daemon_kw), which starts a daemon on net_tap device dts<name><i>
+    (10.9x.0.<i> given by the caller) and puts the tap on the bridge. Stops
+    nothing itself: every daemon is killed and the namespace removed at exit."""
+    ns = TESTBED["namespace_prefix"] + name
+    run("ip", "netns", "add", ns)
+    daemons = []
+    try:
+        run("ip", "-n", ns, "link", "add", "br0", "type", "bridge")
+        run("ip", "-n", ns, "link", "set", "br0", "up")
+
+        def start(dname, i, port, memory, **kw):
+            iface = f"dts{name[:6]}{i}"
+            port = dict({"name": "t0", "device": f"net_tap{i},iface={iface}", "mac": f"02:00:00:00:0d:{i:02x}"}, **port)
+            d = Daemon(dname, netns=ns, node_id=i, ports=[port], extra={"memory": memory}, **kw).start()
+            daemons.append(d)
+            # The kernel side of a tap starts with the daemon's MAC; a
+            # bridge would take that as its own address and keep frames
+            # for it instead of forwarding them, so it gets another one.
+            run("ip", "-n", ns, "link", "set", iface, "address", f"02:00:00:00:ee:{i:02x}")
+            run("ip", "-n", ns, "link", "set", iface, "master", "br0", "up")
+            return d
+
+        yield start
+    finally:
+        for d in daemons:
+            d.kill()
+        run("ip", "netns", "del", ns)
 
 
 def wait_complete(src, timeout):
@@ -227,41 +260,20 @@ class TestTransferNamespaces:
         receiver trusts the port's verdicts. Verify: every byte stable,
         received, verified, in order; the sender offloaded the checksum of
         every frame; the receiver dropped no frame for a bad checksum."""
-        ns = TESTBED["namespace_prefix"] + "xtap"
         total = 64 * MIB
-        run("ip", "netns", "add", ns)
-        daemons = []
-        try:
-            run("ip", "-n", ns, "link", "add", "br0", "type", "bridge")
-            run("ip", "-n", ns, "link", "set", "br0", "up")
-            addr = (lambda i: f"10.94.0.{i}") if family == 4 else (lambda i: f"fd00:94::{i}")
-            plen = 24 if family == 4 else 64
-
-            def tap_daemon(name, i, **kw):
-                d = Daemon(name, netns=ns, node_id=i,
-                           ports=[{"name": "t0", "device": f"net_tap{i},iface=dtsxt{i}",
-                                   "mac": f"02:00:00:00:0d:{i:02x}", "addresses": [f"{addr(i)}/{plen}"]}],
-                           extra={"memory": {"size_mb": 512, "mbufs": 32767}}, **kw).start()
-                daemons.append(d)
-                # The kernel side of a tap starts with the daemon's MAC; a
-                # bridge would take that as its own address and keep frames
-                # for it instead of forwarding them, so it gets another one.
-                run("ip", "-n", ns, "link", "set", f"dtsxt{i}", "address", f"02:00:00:00:ee:{i:02x}")
-                run("ip", "-n", ns, "link", "set", f"dtsxt{i}", "master", "br0", "up")
-                return d
-
-            s = tap_daemon("xtap-sink", 2, test={"sink": {"enabled": True}})
-            src = tap_daemon("xtap-src", 1, peers=[{"id": 2, "ip": addr(2), "mac": "02:00:00:00:0d:02"}],
-                             test={"source": {"enabled": True, "members": [2], "total_bytes": total}})
+        addr = (lambda i: f"10.94.0.{i}") if family == 4 else (lambda i: f"fd00:94::{i}")
+        plen = 24 if family == 4 else 64
+        memory = {"size_mb": 512, "mbufs": 32767}
+        with bridged_taps("xtap") as start:
+            s = start("xtap-sink", 2, {"addresses": [f"{addr(2)}/{plen}"]}, memory, test={"sink": {"enabled": True}})
+            src = start("xtap-src", 1, {"addresses": [f"{addr(1)}/{plen}"]}, memory,
+                        peers=[{"id": 2, "ip": addr(2), "mac": "02:00:00:00:0d:02"}],
+                        test={"source": {"enabled": True, "members": [2], "total_bytes": total}})
             try:
                 wait_complete(src, 60)
             finally:
                 src.stop()
                 s.stop()
-        finally:
-            for d in daemons:
-                d.kill()
-            run("ip", "netns", "del", ns)
         assert src.exit_code == 0 and src.worker_total("source_bytes_stable") == total
         check_sink(s, total)
         assert src.worker_total("tx_csum_offload") == src.worker_total("mtp_packets_out") > total // 1500
@@ -318,37 +330,19 @@ class TestChainedFrames:
         of two mbufs; the source sends 32 MiB in 1400 B messages. Verify: the
         sink gathered chained frames (rx_linearized) and received every
         byte, verified and in order."""
-        ns = TESTBED["namespace_prefix"] + "chain"
         total = 32 * MIB
-        run("ip", "netns", "add", ns)
-        daemons = []
-        try:
-            run("ip", "-n", ns, "link", "add", "br0", "type", "bridge")
-            run("ip", "-n", ns, "link", "set", "br0", "up")
-
-            def tap_daemon(name, i, memory, **kw):
-                port = {"name": "t0", "device": f"net_tap{i},iface=dtsch{i}", "mac": f"02:00:00:00:10:{i:02x}",
-                        "addresses": [f"10.98.0.{i}/24"], "rx_scatter": True}
-                d = Daemon(name, netns=ns, node_id=i, ports=[port], extra={"memory": memory}, **kw).start()
-                daemons.append(d)
-                run("ip", "-n", ns, "link", "set", f"dtsch{i}", "address", f"02:00:00:00:ef:{i:02x}")
-                run("ip", "-n", ns, "link", "set", f"dtsch{i}", "master", "br0", "up")
-                return d
-
-            s = tap_daemon("ch-sink", 2, {"size_mb": 512, "mbufs": 32767, "mbuf_data_room": 1152},
-                           test={"sink": {"enabled": True}})
-            src = tap_daemon("ch-src", 1, {"size_mb": 512, "mbufs": 32767}, peers=[{"id": 2, "ip": "10.98.0.2"}],
-                             test={"source": {"enabled": True, "members": [2], "total_bytes": total,
-                                              "message_bytes": 1400}})
+        with bridged_taps("chain") as start:
+            port = lambda i: {"addresses": [f"10.98.0.{i}/24"], "rx_scatter": True}  # noqa: E731
+            s = start("ch-sink", 2, port(2), {"size_mb": 512, "mbufs": 32767, "mbuf_data_room": 1152},
+                      test={"sink": {"enabled": True}})
+            src = start("ch-src", 1, port(1), {"size_mb": 512, "mbufs": 32767}, peers=[{"id": 2, "ip": "10.98.0.2"}],
+                        test={"source": {"enabled": True, "members": [2], "total_bytes": total,
+                                         "message_bytes": 1400}})
             try:
                 wait_complete(src, 60)
             finally:
                 src.stop()
                 s.stop()
-        finally:
-            for d in daemons:
-                d.kill()
-            run("ip", "netns", "del", ns)
         assert src.exit_code == 0 and src.worker_total("source_bytes_stable") == total
         check_sink(s, total)
         assert s.worker_total("rx_linearized") >= total // 1500

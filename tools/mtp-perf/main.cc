@@ -138,7 +138,8 @@ uint64_t sum(const mtp::dp::runtime &rt, mtp::dp::counter mtp::dp::worker_counte
   return n;
 }
 
-/// Percentile of the summed RTT histograms, in microseconds (bucket floor).
+/// Percentile of the summed RTT histograms, in microseconds (the middle of
+/// its bucket: within 3.2%).
 double rtt_percentile_us(const mtp::dp::runtime &rt, double p) {
   using h = mtp::dp::rtt_histogram;
   uint64_t total = 0;
@@ -153,7 +154,7 @@ double rtt_percentile_us(const mtp::dp::runtime &rt, double p) {
   uint64_t seen = 0;
   for (std::size_t i = 0; i < h::buckets; ++i) {
     seen += b[i];
-    if (seen > rank) return static_cast<double>(h::bucket_low(i)) / 1000.0;
+    if (seen > rank) return static_cast<double>(h::bucket_low(i) + h::bucket_high(i)) / 2000.0;
   }
   return 0;
 }

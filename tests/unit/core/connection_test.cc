@@ -376,3 +376,34 @@ TEST(connection, a_lone_member_gets_its_ack_with_the_next_data) {
   EXPECT_EQ(received, 20u);
   EXPECT_GE(server.stats().acks_sent - acks_before, 20u);
 }
+
+// A receiver ACKs every ack_every_packets in-order packets, and at once
+// for a packet with a PING, which the sender adds where it would otherwise
+// wait: here, to the packets that close its congestion window.
+TEST(connection, acks_every_n_packets_and_at_once_when_asked) {
+  time_ns now = 1'000'000;
+  auto ccfg = client_cfg({1});
+  ccfg.initial_rtt_ns = 1'000'000;
+  connection client(ccfg, now), server(server_cfg(1), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, {&server}, now);
+  std::vector<std::byte> msg(1200);
+  for (int i = 0; i < 12; ++i) ASSERT_EQ(client.send(0, msg, {}, now), status::ok);
+  client.flush();
+  std::vector<std::vector<std::byte>> packets;
+  std::vector<std::byte> buf(1500);
+  for (transmit t; (t = client.poll_transmit(buf, now)).bytes;) packets.emplace_back(buf.begin(), buf.begin() + t.bytes);
+  ASSERT_EQ(packets.size(), 10u) << "the initial window: ten packets";
+  const uint32_t every = server_cfg(1).ack_every_packets;
+  ASSERT_EQ(every, 8u);
+  std::vector<std::size_t> acked_after;
+  for (std::size_t i = 0; i < packets.size(); ++i) {
+    server.on_packet(packets[i], now);
+    drain(server);
+    if (server.poll_transmit(buf, now).bytes) acked_after.push_back(i + 1);
+  }
+  // After the 8th packet (eight pending), then at once for the 9th and
+  // 10th: with them the window is within two packets of full, so each
+  // carries a PING.
+  EXPECT_EQ(acked_after, (std::vector<std::size_t>{8, 9, 10}));
+}
