@@ -95,7 +95,7 @@ int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, co
     }
   }
   for (std::size_t i = 0; status == exit_ok && i < cfg.ports.size(); ++i) {
-    auto p = port_start(cfg.ports[i], static_cast<unsigned>(cfg.lcores.workers.size()), rt.pool);
+    auto p = port_start(cfg.ports[i], cfg.node, static_cast<unsigned>(cfg.lcores.workers.size()), rt.pool);
     if (!p) {
       fail(hooks.name, p.err());
       status = exit_runtime;

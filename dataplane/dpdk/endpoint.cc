@@ -27,7 +27,13 @@ core::checksums checksums_for(const port_runtime &port, uint8_t family) {
 }  // namespace
 
 endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
-    : rt_(rt), w_(w), wheel_(std::max<uint32_t>(rt.config.limits.sessions, 1)), start_ns_(now_ns), tx_(rt.ports.size()) {
+    : rt_(rt),
+      w_(w),
+      wheel_(std::max<uint32_t>(rt.config.limits.sessions, 1)),
+      start_ns_(now_ns),
+      now_ns_(now_ns),
+      tx_(rt.ports.size()),
+      tx_progress_ns_(rt.ports.size(), now_ns) {
   for (auto &q : tx_) q.reserve(tx_backlog_max + tx_burst);
   sessions_.reserve(rt_.config.limits.sessions);
   dirty_.reserve(rt_.config.limits.sessions);
@@ -158,6 +164,7 @@ endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_fram
 }
 
 void endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, core::time_ns now_ns) {
+  now_ns_ = now_ns;
   // The ids find the session; the engine then verifies and parses it all.
   // A new session is only accepted for a packet that verifies.
   uint32_t sender = 0;
@@ -319,8 +326,8 @@ void endpoint::transmit(session &s, core::time_ns now_ns) {
   constexpr std::size_t room = core::udp_headers_size(6);
   uint32_t targets[64];
   for (int n = 0; n < 256; ++n) {
-    if (backlogged()) {
-      // Resumed at the next poll, once the port has taken some.
+    if (backlogged(s)) {
+      // Resumed at the next poll, once its ports have taken some.
       if (!s.blocked) {
         s.blocked = true;
         blocked_.push_back(s.index);
@@ -491,6 +498,15 @@ void endpoint::flush_port(std::size_t i) {
     if (sent < ready) break;  // the ring is full
   }
   q.erase(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(done));
+  if (done > 0 || q.empty()) tx_progress_ns_[i] = now_ns_;
+  // A port that takes nothing for a while (link down, peer gone) is not
+  // backpressure any more: its frames are dropped, so it holds up no
+  // session, and the engine's loss detection and member timeout take over.
+  if (!q.empty() && now_ns_ - tx_progress_ns_[i] > tx_stall_ns) {
+    rte_pktmbuf_free_bulk(q.data(), static_cast<unsigned>(q.size()));
+    w_.counters.tx_dropped.add(q.size());
+    q.clear();
+  }
   if (q.size() > tx_backlog_max) {
     const std::size_t excess = q.size() - tx_backlog_max;
     rte_pktmbuf_free_bulk(q.data() + tx_backlog_max, static_cast<unsigned>(excess));
@@ -503,9 +519,9 @@ void endpoint::flush_tx() {
   for (std::size_t i = 0; i < tx_.size(); ++i) flush_port(i);
 }
 
-bool endpoint::backlogged() const {
-  for (const auto &q : tx_)
-    if (q.size() >= tx_backlog_max / 2) return true;
+bool endpoint::backlogged(const session &s) const {
+  for (const peer &p : s.members)
+    if (tx_[p.port].size() >= tx_backlog_max / 2) return true;
   return false;
 }
 
@@ -521,6 +537,7 @@ void endpoint::service(session &s, core::time_ns now_ns) {
 }
 
 unsigned endpoint::poll(core::time_ns now_ns) {
+  now_ns_ = now_ns;
   const uint64_t before = w_.counters.mtp_packets_out.get();
   const std::size_t fired = wheel_.advance(now_ns, [&](uint32_t id) {
     session &s = *sessions_[id];
@@ -530,13 +547,17 @@ unsigned endpoint::poll(core::time_ns now_ns) {
   if (fired) w_.counters.timers_fired.add(fired);
   if (!blocked_.empty()) {
     flush_tx();
-    if (!backlogged()) {
-      for (uint32_t id : blocked_) {
-        sessions_[id]->blocked = false;
-        mark_dirty(*sessions_[id]);
+    std::size_t kept = 0;
+    for (uint32_t id : blocked_) {
+      session &b = *sessions_[id];
+      if (backlogged(b)) {
+        blocked_[kept++] = id;
+        continue;
       }
-      blocked_.clear();
+      b.blocked = false;
+      mark_dirty(b);
     }
+    blocked_.resize(kept);
   }
   if (source_ != nullptr) {
     // The source starts once its members are resolved, or after 3 s with
@@ -560,6 +581,7 @@ unsigned endpoint::poll(core::time_ns now_ns) {
 }
 
 void endpoint::shutdown(core::time_ns now_ns) {
+  now_ns_ = now_ns;
   for (auto &s : sessions_) {
     if (s->conn->is_closed()) continue;
     s->conn->abort(core::error_code::no_error, "daemon stopping", now_ns);

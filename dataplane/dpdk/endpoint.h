@@ -105,7 +105,7 @@ class endpoint {
   void queue_tx(std::size_t port, rte_mbuf *mb, bool mtp = true);
   void flush_port(std::size_t port);
   void flush_tx();
-  bool backlogged() const;
+  bool backlogged(const session &s) const;
 
   const runtime &rt_;
   worker_context &w_;
@@ -131,7 +131,10 @@ class endpoint {
   // does not take waits (backpressure), beyond tx_backlog_max it drops.
   static constexpr uint16_t tx_burst = 32;
   static constexpr std::size_t tx_backlog_max = 1024;
+  static constexpr core::time_ns tx_stall_ns = 2'000'000;  ///< no progress this long: the port is not backpressure
+  core::time_ns now_ns_ = 0;  ///< of the current poll or frame
   std::vector<std::vector<rte_mbuf *>> tx_;
+  std::vector<core::time_ns> tx_progress_ns_;  ///< per port: last time it took frames (or had none)
 };
 
 }  // namespace mtp::dp

@@ -7,10 +7,12 @@
 #include <rte_dev.h>
 #include <rte_errno.h>
 #include <rte_ethdev.h>
+#include <rte_flow.h>
 
 #include <cstring>
 
 #include "log.h"
+#include "runtime.h"
 
 namespace mtp::dp {
 
@@ -26,7 +28,64 @@ std::string driver_of(const std::string &eal_name) {
 
 }  // namespace
 
-result<port_runtime> port_start(const cfg::port_config &pc, unsigned workers, rte_mempool *pool) {
+namespace {
+
+/// Steers MTP frames by connection id with rte_flow where the device takes
+/// the rules: per worker k and IP version, UDP to the MTP port whose
+/// connection id's last byte, under the worker mask, is k's (salted) value
+/// (runtime::owner_of) goes to queue k. All or nothing: on the first rule
+/// the device refuses, the rules made so far are removed.
+/// @return true with every rule in place, or false and why in `why`.
+bool steer_by_connection_id(uint16_t port_id, const cfg::node_config &node, unsigned workers, std::string &why) {
+  if (workers < 2 || (workers & (workers - 1)) != 0) {
+    why = "the worker count is not a power of two";
+    return false;
+  }
+  const uint8_t mask = static_cast<uint8_t>(workers - 1);
+  const uint8_t salt = runtime::steer_salt(node.id);
+  for (int family : {4, 6}) {
+    for (unsigned k = 0; k < workers; ++k) {
+      rte_flow_attr attr{};
+      attr.ingress = 1;
+      rte_flow_item_udp udp_spec{}, udp_mask{};
+      udp_spec.hdr.dst_port = rte_cpu_to_be_16(node.udp_port);
+      udp_mask.hdr.dst_port = 0xffff;
+      const uint8_t want = static_cast<uint8_t>((k ^ salt) & mask);
+      rte_flow_item_raw raw_spec{}, raw_mask{};
+      raw_spec.relative = 1;
+      raw_spec.offset = 15;  // the connection id's last byte: MTP header bytes 8..15 (protocol.md 3.1)
+      raw_spec.length = 1;
+      raw_spec.pattern = &want;
+      raw_mask.relative = 1;
+      raw_mask.offset = -1;
+      raw_mask.limit = 0xffff;
+      raw_mask.length = 0xffff;
+      raw_mask.pattern = &mask;
+      const rte_flow_item pattern[] = {
+          {RTE_FLOW_ITEM_TYPE_ETH, nullptr, nullptr, nullptr},
+          {family == 4 ? RTE_FLOW_ITEM_TYPE_IPV4 : RTE_FLOW_ITEM_TYPE_IPV6, nullptr, nullptr, nullptr},
+          {RTE_FLOW_ITEM_TYPE_UDP, &udp_spec, nullptr, &udp_mask},
+          {RTE_FLOW_ITEM_TYPE_RAW, &raw_spec, nullptr, &raw_mask},
+          {RTE_FLOW_ITEM_TYPE_END, nullptr, nullptr, nullptr},
+      };
+      rte_flow_action_queue queue{static_cast<uint16_t>(k)};
+      const rte_flow_action actions[] = {{RTE_FLOW_ACTION_TYPE_QUEUE, &queue}, {RTE_FLOW_ACTION_TYPE_END, nullptr}};
+      rte_flow_error err{};
+      if (rte_flow_validate(port_id, &attr, pattern, actions, &err) != 0 ||
+          rte_flow_create(port_id, &attr, pattern, actions, &err) == nullptr) {
+        why = err.message != nullptr ? err.message : "refused";
+        rte_flow_flush(port_id, &err);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
+result<port_runtime> port_start(const cfg::port_config &pc, const cfg::node_config &node, unsigned workers,
+                                rte_mempool *pool) {
   port_runtime p;
   p.name = pc.name;
   p.config = &pc;
@@ -141,13 +200,20 @@ result<port_runtime> port_start(const cfg::port_config &pc, unsigned workers, rt
   // hiding frames the counters must see. Not every device has it.
   rte_eth_promiscuous_enable(p.port_id);
   rte_eth_macaddr_get(p.port_id, &p.mac);
+  std::string steer_why;
+  if (workers > 1) {
+    p.flow_steered = steer_by_connection_id(p.port_id, node, workers, steer_why);
+    MTP_LOG(INFO, "port %s: %s\n", pc.name.c_str(),
+            p.flow_steered ? "rte_flow steers MTP frames to the worker owning their connection id"
+                           : ("rte_flow cannot steer by connection id (" + steer_why +
+                              "): other workers hand frames to the owner")
+                                 .c_str());
+  }
   MTP_LOG(INFO, "port %s: rx checksums %s, tx checksums %s, fan-out copies %s, %u queue pair(s)%s\n", pc.name.c_str(),
           p.rx_ip_csum || p.rx_l4_csum ? "from the port" : "in software",
           p.tx_ip_csum || p.tx_udp_csum ? "by the port" : "in software",
           p.tx_multi_seg ? "chained (no payload copy)" : "copied", workers,
-          workers > 1 ? (conf.rxmode.mq_mode == RTE_ETH_MQ_RX_RSS ? ", RSS, hand-off to the session's owner"
-                                                                  : ", hand-off to the session's owner")
-                      : "");
+          workers > 1 && conf.rxmode.mq_mode == RTE_ETH_MQ_RX_RSS ? ", RSS" : "");
   return p;
 }
 
@@ -166,6 +232,10 @@ int port_log_link(const port_runtime &p) {
 }
 
 void port_stop(const port_runtime &p) {
+  if (p.flow_steered) {
+    rte_flow_error err{};
+    rte_flow_flush(p.port_id, &err);
+  }
   if (int rc = rte_eth_dev_stop(p.port_id); rc != 0)
     MTP_LOG(WARNING, "port %s: stop failed: %s\n", p.name.c_str(), errstr(rc).c_str());
   if (int rc = rte_eth_dev_close(p.port_id); rc != 0)

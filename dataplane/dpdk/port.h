@@ -11,7 +11,8 @@ namespace mtp::dp {
 /// Creates (vdev) or finds (PCI) the device of `pc`, configures one rx and
 /// one tx queue per worker, sets MTU and MAC, starts it.
 /// @return the started port, or an error naming the port and the cause.
-result<port_runtime> port_start(const cfg::port_config &pc, unsigned workers, rte_mempool *pool);
+result<port_runtime> port_start(const cfg::port_config &pc, const cfg::node_config &node, unsigned workers,
+                                rte_mempool *pool);
 
 /// Logs the port's link state ("Link up at 10 Gbps FDX").
 /// @return 1 up, 0 down, -1 unknown.

@@ -130,6 +130,7 @@ struct port_runtime {
   bool tx_ip_csum = false;  ///< port computes IPv4 header checksums
   bool tx_udp_csum = false; ///< port computes UDP checksums
   bool tx_multi_seg = false;  ///< port sends chained mbufs (fan-out without copies)
+  bool flow_steered = false;  ///< rte_flow rules deliver each session's frames to its owner's queue
   int link_up = -1;         ///< last logged link state; control lcore only
 };
 
@@ -174,14 +175,26 @@ struct runtime {
   }
 
   /// The worker that owns connection `cid`: every frame of it is processed
-  /// there. A local choice (salted with the node id, so two nodes need not
-  /// agree): the port's own queue choice (RSS, memif ring) is unrelated, and
-  /// the worker that received a frame hands it over when it is not the owner.
-  unsigned session_owner(uint64_t cid) const {
-    uint64_t x = (cid ^ (uint64_t{config.node.id} * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
+  /// there. A local choice, salted with the node id (two nodes need not
+  /// agree). With a power-of-two number of workers it is the low bits of
+  /// the id's last byte, salted: what an rte_flow rule can match (one byte
+  /// under a mask, port.cc), so a port that takes such rules delivers each
+  /// frame to its owner's queue; elsewhere (RSS, memif rings, kernel queue
+  /// choice) the worker that received a frame hands it to the owner.
+  unsigned session_owner(uint64_t cid) const { return owner_of(cid, config.node.id, static_cast<unsigned>(workers.size())); }
+
+  static unsigned owner_of(uint64_t cid, uint32_t node_id, unsigned n) {
+    if ((n & (n - 1)) == 0) return static_cast<unsigned>(((cid & 0xff) ^ steer_salt(node_id)) & (n - 1));
+    uint64_t x = (cid ^ (uint64_t{node_id} * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
     x ^= x >> 33;
-    return static_cast<unsigned>(x % workers.size());
+    return static_cast<unsigned>(x % n);
   }
+  static uint8_t steer_salt(uint32_t node_id) {
+    uint32_t x = node_id * 0x9e3779b9u;
+    x ^= x >> 15;
+    return static_cast<uint8_t>(x ^ (x >> 8) ^ (x >> 16) ^ (x >> 24));
+  }
+
   /// Set once by the control lcore; workers leave their loop when they see it.
   alignas(64) std::atomic<bool> stop{false};
 };
