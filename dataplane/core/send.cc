@@ -453,7 +453,8 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   // Receivers ACK every ack_every_packets; where the sender would stall
   // waiting for that, it asks for the ACK now with a PING: here when it
   // has nothing more to send (the window case is decided before the data).
-  if (cfg_.ack_every_packets > 2 && !asked_ack) {
+  // A full packet means more is waiting: no need to look.
+  if (cfg_.ack_every_packets > 2 && !asked_ack && !full) {
     time_ns dummy = never;
     if (!new_data_pending(now, &dummy)) b.append_ping();
   }

@@ -166,10 +166,12 @@ fi
 # ---- fan-out: 1 -> 3 against 1 -> 1 -----------------------------------------
 
 if [[ " $pairs " == *" fanout "* ]]; then
-  echo "### fan-out over memif, 1400 B: MTP 1 -> 3 (three unicast copies) vs 1 -> 1, same sender CPU"
+  echo "### fan-out over memif, 1400 B: MTP 1 -> 3 (three unicast copies) vs 1 -> 1, same sender CPU (each best of 3)"
   printf '| group | MTP goodput to each member, Gbit/s | wire rate of the sender, Gbit/s | per-member goodput / 1 -> 1 |\n|---|---|---|---|\n'
   base=0
   for n in 1 3; do
+    gbit=0
+    for _ in 1 2 3; do
     devs="" rxpids=()
     rm -f $sock-*.sock
     for k in $(seq 0 $((n - 1))); do
@@ -190,7 +192,9 @@ if [[ " $pairs " == *" fanout "* ]]; then
     for k in $(seq 0 $((n - 1))); do
       grep -q '"verify_errors":0' "$work/mrx$k.log" || { echo "dataplane-pairs: receiver $k saw bad bytes" >&2; exit 1; }
     done
-    gbit=$(summary "$work/mtx.log" 'd["gbit_per_s"]')
+    g=$(summary "$work/mtx.log" 'd["gbit_per_s"]')
+    if py "import sys; sys.exit(0 if $g > $gbit else 1)"; then gbit=$g; fi
+    done
     [ "$n" -eq 1 ] && base=$gbit
     wire=$(py "print(f'{$gbit * $n * 1480 / 1400:.2f}')")
     printf '| 1 -> %s | %.2f | %s | %s |\n' "$n" "$gbit" "$wire" "$(py "print(f'{$gbit / max($base, 1e-9):.3f}')")"
