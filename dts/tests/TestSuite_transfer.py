@@ -83,6 +83,20 @@ def wait_complete(src, timeout):
                          f"{src.counter('source_bytes_stable')} of {src.config['test']['source']['total_bytes']}")
 
 
+def run_to_completion(src, sinks, total, timeout):
+    """Waits until the source has every byte stable, stops it and the
+    sinks (also when it does not get there), and checks both ends."""
+    try:
+        wait_complete(src, timeout)
+    finally:
+        src.stop()
+        for d in sinks:
+            d.stop()
+    assert src.exit_code == 0 and src.worker_total("source_bytes_stable") == total
+    for d in sinks:
+        check_sink(d, total)
+
+
 def check_sink(d, total):
     assert d.exit_code == 0
     assert d.worker_total("sink_bytes") == total
@@ -269,13 +283,7 @@ class TestTransferNamespaces:
             src = start("xtap-src", 1, {"addresses": [f"{addr(1)}/{plen}"]}, memory,
                         peers=[{"id": 2, "ip": addr(2), "mac": "02:00:00:00:0d:02"}],
                         test={"source": {"enabled": True, "members": [2], "total_bytes": total}})
-            try:
-                wait_complete(src, 60)
-            finally:
-                src.stop()
-                s.stop()
-        assert src.exit_code == 0 and src.worker_total("source_bytes_stable") == total
-        check_sink(s, total)
+            run_to_completion(src, [s], total, 60)
         assert src.worker_total("tx_csum_offload") == src.worker_total("mtp_packets_out") > total // 1500
         verdicts = s.final["rx_verdicts"]
         assert verdicts.get("bad_ip_checksum", 0) == 0 and verdicts.get("bad_udp_checksum", 0) == 0
@@ -338,11 +346,5 @@ class TestChainedFrames:
             src = start("ch-src", 1, port(1), {"size_mb": 512, "mbufs": 32767}, peers=[{"id": 2, "ip": "10.98.0.2"}],
                         test={"source": {"enabled": True, "members": [2], "total_bytes": total,
                                          "message_bytes": 1400}})
-            try:
-                wait_complete(src, 60)
-            finally:
-                src.stop()
-                s.stop()
-        assert src.exit_code == 0 and src.worker_total("source_bytes_stable") == total
-        check_sink(s, total)
+            run_to_completion(src, [s], total, 60)
         assert s.worker_total("rx_linearized") >= total // 1500
