@@ -499,7 +499,7 @@ void endpoint::flush_port(std::size_t i) {
   }
   q.erase(q.begin(), q.begin() + static_cast<std::ptrdiff_t>(done));
   if (done > 0 || q.empty()) tx_progress_ns_[i] = now_ns_;
-  // A port that takes nothing for a while (link down, peer gone) is not
+  // A port that takes nothing for 20 ms (link down, peer gone) is not
   // backpressure any more: its frames are dropped, so it holds up no
   // session, and the engine's loss detection and member timeout take over.
   if (!q.empty() && now_ns_ - tx_progress_ns_[i] > tx_stall_ns) {

@@ -131,7 +131,7 @@ class endpoint {
   // does not take waits (backpressure), beyond tx_backlog_max it drops.
   static constexpr uint16_t tx_burst = 32;
   static constexpr std::size_t tx_backlog_max = 1024;
-  static constexpr core::time_ns tx_stall_ns = 2'000'000;  ///< no progress this long: the port is not backpressure
+  static constexpr core::time_ns tx_stall_ns = 20'000'000;  ///< no progress this long: the port is not backpressure
   core::time_ns now_ns_ = 0;  ///< of the current poll or frame
   std::vector<std::vector<rte_mbuf *>> tx_;
   std::vector<core::time_ns> tx_progress_ns_;  ///< per port: last time it took frames (or had none)
