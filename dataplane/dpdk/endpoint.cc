@@ -207,8 +207,7 @@ void endpoint::drain_events(session &s, core::time_ns now_ns) {
           // Ping-pong: the echo of the outstanding message is back.
           if (e.end_of_message && ping_outstanding_) {
             const uint64_t rtt_ns = now_ns - ping_sent_ns_;
-            w_.counters.rtt.count[rtt_histogram::bucket_of(rtt_ns)].inc();
-            w_.counters.pingpong_rtts.inc();
+            w_.counters.record_rtt(rtt_ns);
             ping_outstanding_ = false;
           }
           break;

@@ -116,6 +116,12 @@ struct alignas(64) worker_counters {
   /// Received frames by what parse_udp_frame() made of them.
   std::array<counter, core::frame_verdict_count> rx_verdict;
   rtt_histogram rtt;
+
+  /// One ping-pong round trip (MTP or raw UDP) measured.
+  void record_rtt(uint64_t rtt_ns) {
+    rtt.count[rtt_histogram::bucket_of(rtt_ns)].inc();
+    pingpong_rtts.inc();
+  }
 };
 
 /// A started ethdev port.

@@ -16,13 +16,13 @@
 
 #include <array>
 #include <cstring>
-#include <span>
 #include <memory>
+#include <span>
 
 #include "endpoint.h"
-#include "neighbour.h"
 #include "idle.h"
 #include "log.h"
+#include "neighbour.h"
 #include "runtime.h"
 
 namespace mtp::dp {
@@ -153,8 +153,8 @@ unsigned generate(const runtime &rt, worker_context &w, const port_runtime &p, g
   return n;
 }
 
-/// Per-worker state beyond the counters: the engine endpoint (worker 0)
-/// and the seeded fault stage.
+/// Per-worker state beyond the counters: the MTP endpoint (sessions this
+/// worker owns), the seeded fault stage, hand-off staging, the generator.
 struct worker_state {
   std::unique_ptr<endpoint> ep;
   core::rng fault_rng{1};
@@ -187,9 +187,7 @@ bool take_reflection(const runtime &rt, worker_context &w, worker_state &ws, std
   std::memcpy(&node, v.payload.data() + 8, 4);
   std::memcpy(&seq, v.payload.data() + 12, 8);
   if (node != rt.config.node.id || seq + 1 != gen.seq) return false;
-  const uint64_t rtt_ns = now_ns - gen.sent_ns;
-  w.counters.rtt.count[rtt_histogram::bucket_of(rtt_ns)].inc();
-  w.counters.pingpong_rtts.inc();
+  w.counters.record_rtt(now_ns - gen.sent_ns);
   gen.outstanding = false;
   return true;
 }
@@ -206,6 +204,10 @@ void flush_handoff(const runtime &rt, worker_context &w, worker_state &ws, unsig
   }
   w.counters.handoff_out.add(sent);
   ws.handoff_n[owner] = 0;
+}
+
+void flush_handoffs(const runtime &rt, worker_context &w, worker_state &ws) {
+  for (unsigned o = 0; o < ws.handoff_n.size(); ++o) flush_handoff(rt, w, ws, o);
 }
 
 /// The frame's bytes as one span: the first segment, or for a chained
@@ -357,7 +359,7 @@ unsigned release_delayed(const runtime &rt, worker_context &w, worker_state &ws,
     if (d.due_ns > now_ns) break;
     const int times = apply_faults(rt.config.test.faults, w, ws, d.port, d.m);
     for (int k = 0; k < times; ++k) classify(rt, w, ws, d.port, d.m, now_ns);
-    for (unsigned o = 0; o < ws.handoff_n.size(); ++o) flush_handoff(rt, w, ws, o);
+    flush_handoffs(rt, w, ws);
     rte_pktmbuf_free(d.m);
     ++ws.delay_head;
     ++n;
@@ -379,7 +381,7 @@ unsigned receive(const runtime &rt, worker_context &w, worker_state &ws, std::si
     rte_mbuf *late = ws.held;
     ws.held = nullptr;
     classify(rt, w, ws, port_index, late, now_ns);
-    for (unsigned o = 0; o < ws.handoff_n.size(); ++o) flush_handoff(rt, w, ws, o);
+    flush_handoffs(rt, w, ws);
     rte_pktmbuf_free(late);
   }
   for (unsigned i = 0; i < prefetch_offset && i < n; ++i) rte_prefetch0(rte_pktmbuf_mtod(pkts[i], void *));
@@ -402,7 +404,7 @@ unsigned receive(const runtime &rt, worker_context &w, worker_state &ws, std::si
     const int times = faulty ? apply_faults(faults, w, ws, port_index, m) : 1;
     for (int k = 0; k < times; ++k) classify(rt, w, ws, port_index, m, now_ns);
   }
-  for (unsigned o = 0; o < ws.handoff_n.size(); ++o) flush_handoff(rt, w, ws, o);
+  flush_handoffs(rt, w, ws);
   if (ws.delay_line.empty()) rte_pktmbuf_free_bulk(pkts, n);
   w.counters.rx_pkts.add(n);
   w.counters.rx_bytes.add(bytes);
@@ -459,7 +461,7 @@ int worker_main(void *arg) {
   ws.ep.reset();
   if (ws.held != nullptr) rte_pktmbuf_free(ws.held);
   for (; ws.delay_head < ws.delay_tail; ++ws.delay_head) rte_pktmbuf_free(ws.delay_line[ws.delay_head % ws.delay_line.size()].m);
-  for (unsigned o = 0; o < ws.handoff_n.size(); ++o) flush_handoff(rt, w, ws, o);
+  flush_handoffs(rt, w, ws);
   w.counters.idle_loops.add(idle_n.idle_loops);
   w.counters.sleeps.add(idle_n.sleeps);
   MTP_LOG(INFO, "worker lcore %u: stopped\n", w.lcore);

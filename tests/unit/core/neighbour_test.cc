@@ -3,6 +3,7 @@
 // builds (byte for byte, checksums included), answers go to the asker,
 // and what a frame says about a neighbour is read only from valid frames.
 #include "neighbour.h"
+#include "test_addresses.h"
 
 #include <gtest/gtest.h>
 
@@ -11,23 +12,9 @@
 #include <vector>
 
 using namespace mtp::core;
+using namespace mtp::core::test;
 
 namespace {
-
-ip_address v6(uint8_t last) {
-  ip_address ip;
-  ip.family = 6;
-  ip.bytes[0] = 0xfd;
-  ip.bytes[15] = last;
-  return ip;
-}
-
-ip_address v4(uint8_t last) {
-  ip_address ip;
-  ip.family = 4;
-  ip.bytes[0] = 10, ip.bytes[1] = 0, ip.bytes[2] = 0, ip.bytes[3] = last;
-  return ip;
-}
 
 std::array<uint8_t, 6> mac(uint8_t last) { return {0x02, 0, 0, 0, 0, last}; }
 

@@ -2,6 +2,7 @@
 // parse_udp_frame / build_udp_frame: round trips for IPv4 and IPv6, and one
 // test per drop reason, each asserting that exact verdict.
 #include "udp_frame.h"
+#include "test_addresses.h"
 
 #include <gtest/gtest.h>
 
@@ -9,23 +10,9 @@
 #include <vector>
 
 using namespace mtp::core;
+using namespace mtp::core::test;
 
 namespace {
-
-ip_address v4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
-  ip_address ip;
-  ip.family = 4;
-  ip.bytes[0] = a, ip.bytes[1] = b, ip.bytes[2] = c, ip.bytes[3] = d;
-  return ip;
-}
-
-ip_address v6(uint8_t last) {
-  ip_address ip;
-  ip.family = 6;
-  ip.bytes[0] = 0xfd;
-  ip.bytes[15] = last;
-  return ip;
-}
 
 udp_endpoints endpoints(uint8_t family) {
   udp_endpoints ep;
