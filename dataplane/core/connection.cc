@@ -1,64 +1,116 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// Connection set-up, the application calls, events, timers and failure
-// handling. Sending is in send.cc, receiving in recv.cc.
+// Connection set-up, the application calls, events, timers, failure,
+// closing and draining. Sending is in send.cc, acknowledgements and loss
+// in ack.cc, receiving in recv.cc.
 #include <cstring>
 
 #include "connection_internal.h"
 
 namespace mtp::core {
 
-connection::connection(const connection_config &cfg, time_ns now) : cfg_(cfg) {
+namespace {
+
+uint64_t round_up_pow2(uint64_t v) {
+  uint64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+// What a connection costs before any traffic: the object, its members
+// and their fixed tables. Charged at creation (it cannot fail there; the
+// owner checks the budget before it creates one).
+uint64_t fixed_cost(const connection_config &c, std::size_t member_size) {
+  return c.members.size() * (member_size + 160 /* congestion controller */ +
+                             c.max_streams * (sizeof(uint64_t) + sizeof(void *)));
+}
+
+}  // namespace
+
+connection::connection(const connection_config &cfg, time_ns now)
+    : cfg_(cfg),
+      own_memory_(cfg.memory == nullptr ? std::make_unique<session_memory>() : nullptr),
+      acct_(cfg.memory != nullptr ? cfg.memory : own_memory_.get()),
+      rng_(cfg.seed ^ (cfg.connection_id * 0x9e3779b97f4a7c15ull) ^ cfg.local_id) {
   // Sizes must be powers of two for the rings; round up rather than fail.
-  auto round_up = [](uint64_t v) {
-    uint64_t p = 1;
-    while (p < v) p <<= 1;
-    return p;
-  };
-  cfg_.stream_buffer_bytes = static_cast<uint32_t>(round_up(std::max<uint32_t>(cfg_.stream_buffer_bytes, 4096)));
-  cfg_.max_messages = static_cast<uint32_t>(round_up(std::max<uint32_t>(cfg_.max_messages, 16)));
-  cfg_.max_sent_packets = static_cast<uint32_t>(round_up(std::max<uint32_t>(cfg_.max_sent_packets, 64)));
+  cfg_.stream_buffer_bytes = static_cast<uint32_t>(round_up_pow2(std::max<uint32_t>(cfg_.stream_buffer_bytes, 4096)));
+  cfg_.max_messages = static_cast<uint32_t>(round_up_pow2(std::max<uint32_t>(cfg_.max_messages, 16)));
+  cfg_.max_sent_packets = static_cast<uint32_t>(round_up_pow2(std::max<uint32_t>(cfg_.max_sent_packets, 64)));
+  cfg_.max_events = static_cast<uint32_t>(round_up_pow2(std::max<uint32_t>(cfg_.max_events, 16)));
+  cfg_.max_datagrams = static_cast<uint32_t>(round_up_pow2(std::max<uint32_t>(cfg_.max_datagrams, 1)));
+  cfg_.max_ack_ranges = std::max<uint32_t>(cfg_.max_ack_ranges, 4);
   cfg_.max_packet_bytes = std::max<uint16_t>(cfg_.max_packet_bytes, 256);
+  cfg_.max_streams = std::max<uint16_t>(cfg_.max_streams, 1);
+  cfg_.pn_window = std::max<uint64_t>(cfg_.pn_window, cfg_.max_sent_packets);
   if (cfg_.members.size() > max_members) cfg_.members.resize(max_members);
   if (cfg_.threshold > cfg_.members.size()) cfg_.threshold = static_cast<uint32_t>(cfg_.members.size());
 
-  cfg_.max_events = static_cast<uint32_t>(round_up(std::max<uint32_t>(cfg_.max_events, 64)));
-  events_.resize(cfg_.max_events);
-  event_mask_ = cfg_.max_events - 1;
-  sent_.resize(cfg_.max_sent_packets);
-  // A packet carries at most this many repairable frames (64 B messages in
-  // a 1400 B packet): size the frame ring to match every tracked packet.
-  frames_.resize(std::size_t{cfg_.max_sent_packets} * 32);
-  dgram_q_.resize(std::max<uint32_t>(cfg_.max_datagrams, 1));
-  dgram_buf_.resize(std::size_t{dgram_q_.size()} * cfg_.max_packet_bytes);
-  scratch_.resize(cfg_.max_packet_bytes);
+  acct_.charge_always(sizeof(connection) + fixed_cost(cfg_, sizeof(member_state)));
+  // Notifications (Ready, MemberLeft, Closed, ConnectionError) are at most
+  // this many over the connection's life beyond what the application
+  // drains; data events never take these slots, so none is ever lost.
+  notify_reserve_ = cfg_.members.size() + 4;
+  events_.bind(&acct_, cfg_.max_events);
+  if (!events_.ensure(2 * notify_reserve_, 0, 0)) {
+    // Over budget already: take the reserve anyway; it is small and the
+    // owner refuses new connections before this point.
+    events_.bind(nullptr, cfg_.max_events);
+    (void)events_.ensure(2 * notify_reserve_, 0, 0);
+    events_.bind(&acct_, cfg_.max_events);
+  }
+  sent_.bind(&acct_, cfg_.max_sent_packets);
+  frames_.bind(&acct_, uint64_t{cfg_.max_sent_packets} * 32);
+  dgram_len_.bind(&acct_, cfg_.max_datagrams);
+  dgram_bytes_.bind(&acct_, uint64_t{cfg_.max_datagrams} * cfg_.max_packet_bytes);
   send_streams_.resize(cfg_.max_streams);
 
+  // Packet numbers start at a random value (3.2): an acknowledgement of
+  // one of ours then proves the peer received it.
+  initial_pn_ = rng_.below(uint64_t{1} << 31);
+  next_pn_ = sent_head_pn_ = initial_pn_;
+  pn_until_skip_ = 1 + rng_.below(256);
+
   for (uint32_t id : cfg_.members) {
-    auto m = std::make_unique<member_state>(cfg_.initial_rtt_ns, cfg_.max_ack_ranges);
+    auto m = std::make_unique<member_state>(cfg_.initial_rtt_ns, cfg_.max_ack_ranges, &acct_);
     m->id = id;
     m->cc = make_congestion_control(cfg_.cc, cfg_.max_packet_bytes);
-    m->lost.resize(cfg_.max_sent_packets);
-    m->forwards.resize(cfg_.max_messages);
+    m->lost.bind(&acct_, cfg_.max_sent_packets);
     m->conn_credit = cfg_.connection_window_bytes;
     m->stream_credit.assign(cfg_.max_streams, cfg_.stream_buffer_bytes);
     m->conn_advertised = cfg_.connection_window_bytes;
     m->recv.resize(cfg_.max_streams);
     m->last_rx_ns = now;
     m->last_tx_ns = now;
-    // Probe every member at once: its first ACK is its acceptance.
+    // A client chose its members; a server learns its client's address
+    // from the opening packet and must see it answer first (3.6).
+    m->validated = cfg_.side == role::client;
+    // Probe every member at once: its first ACK is its acceptance (and,
+    // for a server, proves the client's address).
     m->probe_pending = true;
     members_.push_back(std::move(m));
   }
   pacer_last_ = now;
   pacer_tokens_ = 10.0 * cfg_.max_packet_bytes;
+  last_now_ = now;
 }
 
-connection::~connection() = default;
+connection::~connection() {
+  // Containers give their charges back as they go; the fixed part here.
+  send_streams_.clear();
+  members_.clear();
+  acct_.release(sizeof(connection) + fixed_cost(cfg_, sizeof(member_state)));
+}
 
 uint32_t connection::member_id(std::size_t i) const { return i < members_.size() ? members_[i]->id : 0; }
+std::size_t connection::member_index(uint32_t id) const {
+  for (std::size_t i = 0; i < members_.size(); ++i)
+    if (members_[i]->id == id) return i;
+  return members_.size();
+}
 bool connection::member_live(std::size_t i) const { return i < members_.size() && members_[i]->live; }
+bool connection::member_validated(std::size_t i) const { return i < members_.size() && members_[i]->validated; }
 const rtt_estimator &connection::member_rtt(std::size_t i) const { return members_[i]->rtt; }
 uint64_t connection::member_cwnd(std::size_t i) const { return members_[i]->cc->cwnd(); }
+uint64_t connection::member_bytes_in_flight(std::size_t i) const { return members_[i]->bytes_in_flight; }
 
 uint32_t connection::needed_members() const {
   return cfg_.threshold ? cfg_.threshold : static_cast<uint32_t>(members_.size());
@@ -79,56 +131,64 @@ uint64_t connection::send_buffered_bytes() const {
 
 uint64_t connection::packets_in_flight() const {
   uint64_t n = 0;
+  if (sent_.capacity() == 0) return 0;
   for (uint64_t pn = sent_head_pn_; pn < next_pn_; ++pn) {
-    const sent_packet &p = sent_[pn & (sent_.size() - 1)];
+    const sent_packet &p = sent_.at(pn);
     if (p.pn == pn && p.ack_eliciting) ++n;
   }
   return n;
 }
 
+std::size_t connection::max_datagram_bytes() const {
+  // Header, CRC, the frame type and a length varint of up to 2 bytes.
+  return cfg_.max_packet_bytes - header_size - crc_size - 1 - 2;
+}
+
 void connection::dump(FILE *out) const {
-  std::fprintf(out, "connection %llx state %d pn [%llu, %llu) frames [%llu, %llu) now %llu\n",
+  std::fprintf(out, "connection %llx state %d pn [%llu, %llu) frames [%llu, %llu) now %llu memory %llu\n",
                static_cast<unsigned long long>(cfg_.connection_id), static_cast<int>(state_),
                static_cast<unsigned long long>(sent_head_pn_), static_cast<unsigned long long>(next_pn_),
                static_cast<unsigned long long>(frame_head_), static_cast<unsigned long long>(frame_tail_),
-               static_cast<unsigned long long>(last_now_));
-  if (sent_head_pn_ < next_pn_) {
-    const sent_packet &p = sent_[sent_head_pn_ & (sent_.size() - 1)];
+               static_cast<unsigned long long>(last_now_), static_cast<unsigned long long>(acct_.used()));
+  if (sent_head_pn_ < next_pn_ && sent_.capacity() > 0) {
+    const sent_packet &p = sent_.at(sent_head_pn_);
     std::fprintf(out, "  head packet pn %llu members %llx acked %llx lost %llx repair %llx frames %u sent %llu\n",
                  static_cast<unsigned long long>(p.pn), static_cast<unsigned long long>(p.members),
                  static_cast<unsigned long long>(p.acked), static_cast<unsigned long long>(p.lost),
                  static_cast<unsigned long long>(p.repair), p.frame_count, static_cast<unsigned long long>(p.sent_ns));
   }
-  for (const auto &mp : members_) {
-    const member_state &m = *mp;
+  for (std::size_t mi = 0; mi < members_.size(); ++mi) {
+    const member_state &m = *members_[mi];
     std::fprintf(out,
-                 "  member %u live %d inflight %llu cwnd %llu srtt %llu largest_acked %llu scan %llu lost_q %llu "
-                 "fwd_q %llu pto %u probe %d loss_time %llu credit conn %llu\n",
-                 m.id, m.live, static_cast<unsigned long long>(m.bytes_in_flight),
+                 "  member %u live %d validated %d inflight %llu cwnd %llu srtt %llu largest_acked %llu scan %llu "
+                 "lost_q %llu fwd %d pto %u probe %d loss_time %llu credit conn %llu sent_to %llu\n",
+                 m.id, m.live, m.validated, static_cast<unsigned long long>(m.bytes_in_flight),
                  static_cast<unsigned long long>(m.cc->cwnd()), static_cast<unsigned long long>(m.rtt.smoothed()),
                  static_cast<unsigned long long>(m.largest_acked), static_cast<unsigned long long>(m.loss_scan_pn),
-                 static_cast<unsigned long long>(m.lost_tail - m.lost_head),
-                 static_cast<unsigned long long>(m.fwd_tail - m.fwd_head), m.pto_count, m.probe_pending,
-                 static_cast<unsigned long long>(m.loss_time), static_cast<unsigned long long>(m.conn_credit));
-    for (std::size_t id = 0; id < m.recv.size(); ++id)
-      if (m.recv[id])
-        std::fprintf(out, "    recv %zu released %llu advertised %llu read %llu ranges %zu highest %llu\n", id,
-                     static_cast<unsigned long long>(m.recv[id]->released),
-                     static_cast<unsigned long long>(m.recv[id]->advertised),
-                     static_cast<unsigned long long>(m.recv[id]->read_offset), m.recv[id]->received.size(),
-                     static_cast<unsigned long long>(m.recv[id]->highest_end));
+                 static_cast<unsigned long long>(m.lost_tail - m.lost_head), m.fwd_pending, m.pto_count,
+                 m.probe_pending, static_cast<unsigned long long>(m.loss_time),
+                 static_cast<unsigned long long>(m.conn_credit), static_cast<unsigned long long>(m.conn_sent_to));
     for (std::size_t id = 0; id < m.recv.size(); ++id) {
       if (!m.recv[id]) continue;
       const recv_stream &r = *m.recv[id];
+      std::fprintf(out, "    recv %zu released %llu advertised %llu read %llu ranges %zu highest %llu chunks %zu\n", id,
+                   static_cast<unsigned long long>(r.released), static_cast<unsigned long long>(r.advertised),
+                   static_cast<unsigned long long>(r.read_offset), r.received.size(),
+                   static_cast<unsigned long long>(r.highest_end), r.buf.chunks_held());
       for (std::size_t i = r.ext_head; i < r.extents.size() && i < r.ext_head + 4; ++i)
         std::fprintf(out, "      extent [%llu, %llu) delivered %d\n", static_cast<unsigned long long>(r.extents[i].start),
                      static_cast<unsigned long long>(r.extents[i].end), r.extents[i].delivered);
       for (std::size_t i = 0; i < r.received.size() && i < 4; ++i)
         std::fprintf(out, "      received [%llu, %llu)\n", static_cast<unsigned long long>(r.received[i].lo),
                      static_cast<unsigned long long>(r.received[i].hi));
-      for (std::size_t i = 0; i < r.delivered.size() && i < 4; ++i)
-        std::fprintf(out, "      delivered [%llu, %llu)\n", static_cast<unsigned long long>(r.delivered[i].lo),
-                     static_cast<unsigned long long>(r.delivered[i].hi));
+    }
+    for (const auto &sp : send_streams_) {
+      if (!sp || mi >= sp->per_member.size()) continue;
+      const stream_member &sm = sp->per_member[mi];
+      std::fprintf(out, "    send %llu: acked %zu ranges to %llu, skip %zu, fwd owed %zu, sent_to %llu\n",
+                   static_cast<unsigned long long>(sp->id), sm.acked.size(),
+                   static_cast<unsigned long long>(sm.acked.contiguous_end(sp->base)), sm.skip.size(),
+                   sm.fwd_owed.size(), static_cast<unsigned long long>(sm.sent_to));
     }
   }
   for (const auto &sp : send_streams_)
@@ -141,17 +201,33 @@ void connection::dump(FILE *out) const {
 }
 
 // ---- events ----
+//
+// Data events (Received, Datagram, Sent, Expired, SendError) go in only
+// while notify_reserve_ slots stay free; work they cannot report waits
+// and resumes at the next call (begin_call). Notifications use the
+// reserve, which is sized for every one a connection can raise.
 
-void connection::push_event(const event &e) {
-  // Callers check events_room first where losing an event would lose data;
-  // the rest (notifications) overwrite nothing: they are dropped if full.
-  if (!events_room(1)) return;
-  events_[event_tail_++ & event_mask_] = e;
+bool connection::data_events_room(std::size_t n) {
+  return events_.ensure(event_tail_ - event_head_ + n + notify_reserve_, event_head_, event_tail_);
+}
+
+bool connection::push_data_event(const event &e) {
+  if (!data_events_room(1)) return false;
+  events_.at(event_tail_++) = e;
+  return true;
+}
+
+bool connection::push_event(const event &e) {
+  if (event_tail_ - event_head_ >= events_.capacity() &&
+      !events_.ensure(event_tail_ - event_head_ + 1, event_head_, event_tail_))
+    return false;  // cannot happen: the reserve covers every notification
+  events_.at(event_tail_++) = e;
+  return true;
 }
 
 bool connection::poll_event(event &out) {
   if (event_head_ == event_tail_) return false;
-  out = events_[event_head_++ & event_mask_];
+  out = events_.at(event_head_++);
   return true;
 }
 
@@ -169,39 +245,136 @@ void connection::check_ready() {
 }
 
 // Space handed out in Received events is released at the start of the next
-// call, so the spans stay valid until then.
+// call, so the spans stay valid until then; work left undone for lack of
+// event room resumes here.
 void connection::begin_call(time_ns now) {
   last_now_ = now;
+  if (state_ >= state::draining) {
+    if (!recv_released_) {
+      recv_released_ = true;
+      for (auto &m : members_)
+        for (auto &r : m->recv) r.reset();
+      trim_memory();
+    }
+    report_send_errors();
+    return;
+  }
   for (std::size_t m = 0; m < members_.size(); ++m) release_delivered(m);
-  // Work left undone for lack of event room resumes here.
   for (auto &s : send_streams_)
     if (s && s->msg_stable < s->msg_send) check_stability(*s, now);
 }
 
-void connection::member_failed(std::size_t mi, uint32_t reason, time_ns now) {
+void connection::report_send_errors() {
+  if (!send_errors_pending_) return;
+  for (std::size_t id = 0; id < send_streams_.size(); ++id) {
+    auto &s = send_streams_[id];
+    if (!s) continue;
+    while (s->msg_stable < s->msg_tail) {
+      event e;
+      e.type = event_type::send_error;
+      e.stream_id = id;
+      e.message_id = s->msg_stable;
+      e.error_code = static_cast<uint64_t>(close_code_);
+      if (!push_data_event(e)) return;  // resumed at the next call
+      ++s->msg_stable;
+    }
+  }
+  send_errors_pending_ = false;
+  if (state_ >= state::draining && !closed_reported_) {
+    // Closed comes after the last SendError.
+    closed_reported_ = true;
+    event e;
+    e.type = event_type::closed;
+    e.error_code = static_cast<uint64_t>(close_code_);
+    push_event(e);
+  }
+}
+
+void connection::member_failed(std::size_t mi, member_left_reason reason, time_ns now) {
   member_state &m = *members_[mi];
   if (!m.live) return;
   m.live = false;
   m.bytes_in_flight = 0;
   m.lost_head = m.lost_tail;
   m.lost_cursor = 0;
-  m.fwd_head = m.fwd_tail;
+  m.fwd_pending = false;
+  m.probe_pending = m.heartbeat_pending = false;
+  m.ack_pending = 0;
+  m.credit_pending = false;
+  for (auto &s : send_streams_)
+    if (s) s->per_member[mi].fwd_owed.clear();
+  ++stats_.members_left;
   event e;
   e.type = event_type::member_left;
   e.member = m.id;
-  e.reason = reason;
+  e.reason = static_cast<uint32_t>(reason);
   push_event(e);
+  if (state_ >= state::draining) return;
   // Its outstanding data no longer holds anything back.
   for (auto &s : send_streams_)
     if (s) check_stability(*s, now);
   retire_packets();
-  if (state_ == state::open && live_members() < (cfg_.threshold ? cfg_.threshold : 1u)) {
-    event ce;
-    ce.type = event_type::connection_error;
-    ce.error_code = static_cast<uint64_t>(cfg_.threshold ? error_code::threshold_lost : error_code::member_timeout);
-    push_event(ce);
-    state_ = state::closed;
+  const uint32_t need = cfg_.threshold ? cfg_.threshold : 1u;
+  if (live_members() < need) {
+    const error_code code =
+        cfg_.threshold ? error_code::threshold_lost
+                       : (reason == member_left_reason::version_mismatch ? error_code::version_mismatch
+                                                                         : error_code::member_timeout);
+    fail_connection(code, true, now);
   }
+}
+
+void connection::fail_connection(error_code code, bool tell_members, time_ns now) {
+  if (state_ >= state::draining) return;
+  event ce;
+  ce.type = event_type::connection_error;
+  ce.error_code = static_cast<uint64_t>(code);
+  push_event(ce);
+  close_code_ = code;
+  close_reason_.clear();
+  closed_reported_ = true;  // ConnectionError says it all
+  send_errors_pending_ = true;
+  if (tell_members)
+    for (std::size_t i = 0; i < members_.size(); ++i)
+      if (members_[i]->live) owe_close(i, code);
+  enter_draining(now);
+  report_send_errors();
+}
+
+// Draining (protocol.md 5.1): nothing new is sent or delivered; a closer
+// answers a member that still talks with its CLOSE again; the state goes
+// after three probe timeouts (at least two heartbeat intervals, so a
+// member that missed the CLOSE has sent something to answer).
+void connection::enter_draining(time_ns now) {
+  if (state_ >= state::draining) return;
+  state_ = state::draining;
+  time_ns pto = 0;
+  for (const auto &m : members_) pto = std::max(pto, m->rtt.pto(cfg_.ack_delay_ns));
+  drain_until_ = now + std::max(3 * pto, 2 * cfg_.heartbeat_interval_ns);
+  // What is left will never be sent or delivered: give the memory back.
+  for (auto &s : send_streams_) {
+    if (!s) continue;
+    s->buf.clear();
+    s->base = s->write_end;
+    for (auto &pm : s->per_member) {
+      pm.acked.clear();
+      pm.skip.clear();
+      pm.fwd_owed.clear();
+      pm.acked.trim();
+      pm.skip.trim();
+      pm.fwd_owed.trim();
+    }
+  }
+  // Receive buffers go at the next call: Received events of this one may
+  // still point into them.
+  for (auto &m : members_) {
+    m->lost_head = m->lost_tail;
+    m->bytes_in_flight = 0;
+  }
+  dgram_head_ = dgram_tail_;
+  frame_head_ = frame_tail_;
+  sent_head_pn_ = next_pn_;
+  trim_memory();
 }
 
 // ---- application calls ----
@@ -211,14 +384,18 @@ status connection::open_stream(uint64_t id, stream_mode mode, ordering ord) {
   if (id >= send_streams_.size()) return status::bad_stream;
   if (ord != ordering::none && ord != ordering::fifo) return status::unsupported;
   if (send_streams_[id]) return status::invalid;
-  auto s = std::make_unique<send_stream>();
+  const uint64_t cost = sizeof(send_stream) + members_.size() * sizeof(stream_member);
+  if (!acct_.charge(cost)) return status::would_block;
+  auto s = std::make_unique<send_stream>(&acct_, cost);
   s->id = id;
   s->mode = mode;
   s->ord = ord;
-  s->buf.resize(cfg_.stream_buffer_bytes);
-  s->msgs.resize(cfg_.max_messages);
-  for (std::size_t m = 0; m < members_.size(); ++m) s->acked.emplace_back(cfg_.max_messages);
-  s->retx.assign(std::size_t{cfg_.max_messages} * members_.size(), 0);
+  s->buf.init(&acct_, cfg_.stream_buffer_bytes);
+  s->msgs.bind(&acct_, cfg_.max_messages);
+  s->retx.bind(&acct_, uint64_t{cfg_.max_messages} * members_.size());
+  s->per_member.reserve(members_.size());
+  // A message adds at most one disjoint range to each set.
+  for (std::size_t m = 0; m < members_.size(); ++m) s->per_member.emplace_back(cfg_.max_messages + 1, &acct_);
   send_streams_[id] = std::move(s);
   return status::ok;
 }
@@ -230,20 +407,24 @@ status connection::send(uint64_t stream_id, std::span<const std::byte> data, con
   send_stream &s = *send_streams_[stream_id];
   if (s.fin_requested) return status::bad_stream;
   if (s.mode == stream_mode::bytes && opt.rel != reliability::reliable) return status::invalid;
-  if (data.size() > s.buf.size()) return status::too_large;
+  if (data.size() > cfg_.stream_buffer_bytes) return status::too_large;
   if (s.mode == stream_mode::message && data.empty()) return status::invalid;
-  if (s.write_end + data.size() - s.base > s.buf.size()) return status::would_block;
-  if (s.msg_tail - s.msg_head >= s.msgs.size()) return status::would_block;
+  if (s.write_end + data.size() - s.base > cfg_.stream_buffer_bytes) return status::would_block;
+  // Everything the message needs is taken now, or nothing: the rest of
+  // its life never finds a table full.
+  const uint64_t live = s.msg_tail - s.msg_head;
+  if (!s.msgs.ensure(live + 1, s.msg_head, s.msg_tail)) return status::would_block;
+  if (opt.rel == reliability::partial &&
+      !s.retx.ensure((live + 1) * members_.size(), s.msg_head * members_.size(), s.msg_tail * members_.size()))
+    return status::would_block;
+  if (!s.buf.reserve(s.write_end, s.write_end + data.size())) return status::would_block;
 
   const uint64_t start = s.write_end;
-  const std::size_t pos = start & s.mask();
-  const std::size_t first = std::min(data.size(), s.buf.size() - pos);
-  std::memcpy(s.buf.data() + pos, data.data(), first);
-  if (first < data.size()) std::memcpy(s.buf.data(), data.data() + first, data.size() - first);
+  s.buf.write(start, data);
   s.write_end += data.size();
 
   const uint64_t seq = s.msg_tail++;
-  message_record &r = s.msg(seq);
+  message_record &r = s.msgs.at(seq);
   r = message_record{};
   r.start = start;
   r.end = s.write_end;
@@ -256,7 +437,7 @@ status connection::send(uint64_t stream_id, std::span<const std::byte> data, con
     next_lifetime_ns_ = std::min(next_lifetime_ns_, r.deadline_ns);
   }
   if (opt.rel == reliability::partial)
-    std::fill_n(s.retx.begin() + static_cast<long>((seq & (s.msgs.size() - 1)) * members_.size()), members_.size(), 0);
+    for (std::size_t m = 0; m < members_.size(); ++m) s.retx.at(seq * members_.size() + m) = 0;
   if (s.oldest_unsent_ns == never) s.oldest_unsent_ns = now;
   if (opt.low_latency) flush_requested_ = true;
   if (message_id) *message_id = seq;
@@ -264,6 +445,7 @@ status connection::send(uint64_t stream_id, std::span<const std::byte> data, con
 }
 
 status connection::finish_stream(uint64_t stream_id) {
+  if (state_ != state::open) return status::closed;
   if (stream_id >= send_streams_.size() || !send_streams_[stream_id]) return status::bad_stream;
   send_stream &s = *send_streams_[stream_id];
   if (s.mode != stream_mode::bytes) return status::bad_stream;
@@ -273,14 +455,14 @@ status connection::finish_stream(uint64_t stream_id) {
 
 status connection::send_datagram(std::span<const std::byte> data, time_ns) {
   if (state_ != state::open) return status::closed;
-  // Frame header (type + length varint) must fit with the packet header.
-  if (data.size() + header_size + crc_size + 1 + varint_size(data.size()) > cfg_.max_packet_bytes)
-    return status::too_large;
-  if (dgram_tail_ - dgram_head_ >= dgram_q_.size()) return status::would_block;
-  const std::size_t slot = dgram_tail_ % dgram_q_.size();
-  const uint32_t off = static_cast<uint32_t>(slot * cfg_.max_packet_bytes);
-  std::memcpy(dgram_buf_.data() + off, data.data(), data.size());
-  dgram_q_[slot] = {off, static_cast<uint32_t>(data.size())};
+  if (data.size() > max_datagram_bytes()) return status::too_large;
+  const uint64_t queued = dgram_tail_ - dgram_head_;
+  const uint64_t mp = cfg_.max_packet_bytes;
+  if (queued >= cfg_.max_datagrams || !dgram_len_.ensure(queued + 1, dgram_head_, dgram_tail_) ||
+      !dgram_bytes_.ensure((queued + 1) * mp, dgram_head_ * mp, dgram_tail_ * mp))
+    return status::would_block;
+  for (std::size_t i = 0; i < data.size(); ++i) dgram_bytes_.at(dgram_tail_ * mp + i) = data[i];
+  dgram_len_.at(dgram_tail_) = static_cast<uint16_t>(data.size());
   ++dgram_tail_;
   return status::ok;
 }
@@ -296,38 +478,82 @@ void connection::close(error_code code, std::string_view reason, time_ns) {
 }
 
 void connection::abort(error_code code, std::string_view reason, time_ns now) {
-  if (state_ == state::closed) return;
-  close(code, reason, now);
-  state_ = state::closing;
-  close_pending_ = true;
+  if (state_ >= state::draining) return;
+  close_code_ = code;
+  close_reason_ = std::string(reason.substr(0, 200));
   abort_ = true;
-  // Messages that never became stable will not now.
-  for (std::size_t id = 0; id < send_streams_.size(); ++id) {
-    auto &s = send_streams_[id];
+  close_pending_ = false;
+  send_errors_pending_ = true;
+  for (std::size_t i = 0; i < members_.size(); ++i)
+    if (members_[i]->live) owe_close(i, code);
+  enter_draining(now);
+  report_send_errors();
+}
+
+void connection::owe_close(std::size_t mi, error_code code) {
+  members_[mi]->close_owed = true;
+  members_[mi]->close_code = code;
+}
+
+void connection::on_version_negotiation(std::span<const std::byte> packet, time_ns now) {
+  uint32_t sender = 0;
+  uint64_t cid = 0;
+  version_list v;
+  const parse_status st = parse_version_negotiation(packet, sender, cid, v);
+  if (st != parse_status::ok) {
+    drop(drop_reason_of(st));
+    return;
+  }
+  const std::size_t mi = member_index(sender);
+  // Only a client asks; only a member that never answered may say it
+  // does not speak our version (afterwards it evidently does).
+  if (cid != cfg_.connection_id || mi == members_.size() || !members_[mi]->live || cfg_.side != role::client ||
+      members_[mi]->accepted || v.lists(protocol_version)) {
+    drop(drop_reason::unknown_sender);
+    return;
+  }
+  member_failed(mi, member_left_reason::version_mismatch, now);
+}
+
+// Tables that grew in a burst shrink back when they empty.
+void connection::trim_memory() {
+  if (event_head_ == event_tail_ && events_.capacity() > 4 * notify_reserve_) {
+    events_.reset();
+    (void)events_.ensure(2 * notify_reserve_, 0, 0);
+  }
+  if (sent_head_pn_ == next_pn_ && sent_.capacity() > 64) sent_.reset();
+  if (frame_head_ == frame_tail_ && frames_.capacity() > 256) frames_.reset();
+  if (dgram_head_ == dgram_tail_ && dgram_len_.capacity() > 0) {
+    dgram_len_.reset();
+    dgram_bytes_.reset();
+  }
+  for (auto &m : members_) {
+    if (m->lost_head == m->lost_tail && m->lost.capacity() > 64 && sent_.capacity() == 0) m->lost.reset();
+    for (auto &r : m->recv)
+      if (r) r->buf.trim();
+  }
+  for (auto &s : send_streams_) {
     if (!s) continue;
-    for (uint64_t seq = s->msg_stable; seq < s->msg_tail; ++seq) {
-      event e;
-      e.type = event_type::send_error;
-      e.stream_id = id;
-      e.message_id = seq;
-      e.error_code = static_cast<uint64_t>(code);
-      push_event(e);
+    s->buf.trim();
+    if (s->msg_head == s->msg_tail && s->msgs.capacity() > 64) {
+      s->msgs.reset();
+      s->retx.reset();
     }
-    s->msg_stable = s->msg_tail;
   }
 }
 
 // ---- timers ----
 
 time_ns connection::next_expiry() const {
-  if (state_ == state::closed) return never;
+  if (state_ == state::finished) return never;
+  if (state_ == state::draining) return drain_until_;
   time_ns t = never;
   for (const auto &mp : members_) {
     const member_state &m = *mp;
     if (!m.live) continue;
     if (m.ack_pending) t = std::min(t, m.ack_deadline);
     t = std::min(t, m.loss_time);
-    if (m.bytes_in_flight > 0 || m.retx_size() > 0)
+    if (m.bytes_in_flight > 0 || m.repairs_queued())
       t = std::min(t, m.last_ack_eliciting_ns + (m.rtt.pto(cfg_.ack_delay_ns) << std::min<uint32_t>(m.pto_count, 16)));
     if (!m.heartbeat_pending) t = std::min(t, m.last_tx_ns + cfg_.heartbeat_interval_ns);
     t = std::min(t, m.last_rx_ns + cfg_.member_timeout_ns);
@@ -348,18 +574,25 @@ time_ns connection::next_expiry() const {
 
 void connection::on_expiry(time_ns now) {
   begin_call(now);
-  if (state_ == state::closed) return;
+  if (state_ == state::finished) return;
+  if (state_ == state::draining) {
+    if (now >= drain_until_) {
+      state_ = state::finished;
+      trim_memory();
+    }
+    return;
+  }
   for (std::size_t i = 0; i < members_.size(); ++i) {
     member_state &m = *members_[i];
     if (!m.live) continue;
     if (now >= m.last_rx_ns + cfg_.member_timeout_ns) {
-      member_failed(i, 1, now);
-      if (state_ == state::closed) return;
+      member_failed(i, member_left_reason::timeout, now);
+      if (state_ >= state::draining) return;
       continue;
     }
     if (m.ack_pending && now >= m.ack_deadline) m.ack_now = true;
     if (m.loss_time != never && now >= m.loss_time) detect_losses(i, now);
-    if ((m.bytes_in_flight > 0 || m.retx_size() > 0) &&
+    if ((m.bytes_in_flight > 0 || m.repairs_queued()) &&
         now >= m.last_ack_eliciting_ns + (m.rtt.pto(cfg_.ack_delay_ns) << std::min<uint32_t>(m.pto_count, 16))) {
       ++m.pto_count;
       m.probe_pending = true;
@@ -369,6 +602,7 @@ void connection::on_expiry(time_ns now) {
     if (now >= m.last_tx_ns + cfg_.heartbeat_interval_ns) m.heartbeat_pending = true;
   }
   if (now >= next_lifetime_ns_) check_lifetimes(now);
+  if (send_buffered_bytes() == 0 && sent_head_pn_ == next_pn_) trim_memory();
 }
 
 std::size_t connection::lone_member() const {
@@ -382,29 +616,36 @@ std::size_t connection::lone_member() const {
 }
 
 bool connection::only_ack_owed(const member_state &m) const {
-  return m.ack_pending && !m.credit_pending && !m.probe_pending && !m.heartbeat_pending && m.lost_tail == m.lost_head &&
-         m.fwd_tail == m.fwd_head;
+  return m.ack_pending && !m.credit_pending && !m.probe_pending && !m.heartbeat_pending && !m.repairs_queued() &&
+         !m.fwd_pending;
 }
 
 transmit connection::poll_transmit(std::span<std::byte> out, time_ns now) {
   begin_call(now);
-  if (state_ == state::closed || out.size() < cfg_.max_packet_bytes) return {};
+  if (state_ == state::finished || out.size() < cfg_.max_packet_bytes) return {};
   out = out.first(cfg_.max_packet_bytes);
-  if (close_pending_ && (abort_ || (send_buffered_bytes() == 0 && dgram_head_ == dgram_tail_))) {
+  // CLOSE owed to anyone: a member expelled for a protocol violation, or
+  // every member while draining.
+  for (std::size_t m = 0; m < members_.size(); ++m)
+    if (members_[m]->close_owed) return build_close_packet(m, out);
+  if (state_ == state::draining) return {};
+  if (close_pending_ && send_buffered_bytes() == 0 && dgram_head_ == dgram_tail_ && (retire_packets(), sent_head_pn_ == next_pn_)) {
+    // Everything is stable and nothing is in flight: CLOSE to every live
+    // member, then drain.
     close_pending_ = false;
-    packet_builder b(out, next_header());
-    ++next_pn_;
-    b.append_close(static_cast<uint64_t>(close_code_), close_reason_);
-    uint64_t mask = 0;
     for (std::size_t i = 0; i < members_.size(); ++i)
-      if (members_[i]->live) mask |= uint64_t{1} << i;
-    state_ = state::closed;
-    event e;
-    e.type = event_type::closed;
-    e.error_code = static_cast<uint64_t>(close_code_);
-    push_event(e);
-    ++stats_.packets_sent;
-    return {b.finish(), mask};
+      if (members_[i]->live) owe_close(i, close_code_);
+    if (!closed_reported_) {
+      closed_reported_ = true;
+      event e;
+      e.type = event_type::closed;
+      e.error_code = static_cast<uint64_t>(close_code_);
+      push_event(e);
+    }
+    enter_draining(now);
+    for (std::size_t m = 0; m < members_.size(); ++m)
+      if (members_[m]->close_owed) return build_close_packet(m, out);
+    return {};
   }
   // A lone member owed nothing but an ACK gets it with the next new data
   // (ping-pong and request-response: one packet per message, not two).

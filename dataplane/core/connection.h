@@ -8,8 +8,15 @@
 // built once). Time is a parameter; timers surface as next_expiry() and
 // on_expiry(). Events for the application queue up for poll_event().
 // Spans handed out in events stay valid until the next call into the
-// connection. Memory is sized at creation from connection_config; streams
-// take their buffers when opened; nothing is allocated per packet.
+// connection.
+//
+// Memory grows with use (memory.h): a connection that carries no data
+// holds a few KiB; buffers and tables grow with the data actually queued
+// or received within the credit granted, up to the limits below, and are
+// given back as data is released. Everything is charged to the
+// session_memory in the config (a worker's budget); when it refuses, the
+// engine waits (sending), drops unacknowledged (receiving: the sender
+// repairs) or fails the call, and says so.
 //
 // Thread-safety: none; one owner (a worker lcore, or a test) per connection.
 #pragma once
@@ -23,6 +30,7 @@
 #include <vector>
 
 #include "congestion.h"
+#include "memory.h"
 #include "range_set.h"
 #include "rtt.h"
 #include "types.h"
@@ -35,6 +43,9 @@ enum class reliability : uint8_t { reliable, partial, unreliable };
 /// open_stream() answers `unsupported` for them until then.
 enum class ordering : uint8_t { none, fifo, causal, total, total_fifo };
 enum class stream_mode : uint8_t { message, bytes };
+/// The client opens the connection to its group; a server is one member,
+/// created by the client's opening packet (protocol.md 5.1).
+enum class role : uint8_t { client, server };
 
 struct message_options {
   reliability rel = reliability::reliable;
@@ -46,10 +57,11 @@ struct message_options {
 struct connection_config {
   uint64_t connection_id = 0;
   uint32_t local_id = 0;              ///< our member id, carried as sender id
+  role side = role::client;
   std::vector<uint32_t> members;      ///< the peers' ids (client: the group; server: the client)
   uint32_t threshold = 0;             ///< t of n; 0 means all
   uint16_t max_packet_bytes = 1400;   ///< UDP payload size
-  uint16_t max_streams = 16;          ///< per direction
+  uint16_t max_streams = 16;          ///< per direction (a transport parameter, 6.5)
   uint32_t stream_buffer_bytes = 1u << 20;  ///< send buffer and receive window per stream (power of two)
   uint64_t connection_window_bytes = 1ull << 26;  ///< receive window over all streams of a peer
   uint32_t max_messages = 1u << 15;   ///< message records per stream (power of two)
@@ -57,6 +69,9 @@ struct connection_config {
   uint32_t max_events = 1u << 15;
   uint32_t max_datagrams = 256;       ///< datagrams queued for sending
   uint32_t max_ack_ranges = 256;      ///< received packet-number ranges remembered per peer
+  /// A packet numbered more than this above the largest received from its
+  /// sender is dropped (pn_out_of_window, 3.2).
+  uint64_t pn_window = uint64_t{1} << 24;
   time_ns ack_delay_ns = 1'000'000;
   /// ACK at once when this many ack-eliciting packets are pending (in
   /// order); the sender asks for an ACK with a PING where waiting would
@@ -69,12 +84,17 @@ struct connection_config {
   cc_algorithm cc = cc_algorithm::cubic;
   bool pacing = true;
   message_options defaults;           ///< per-connection reliability, used by send() without options
+  /// Where buffers and tables are charged; null: a private, unlimited one.
+  session_memory *memory = nullptr;
+  /// Seeds the initial packet number and the packet numbers skipped to
+  /// catch optimistic ACKs (3.2). Give every connection its own.
+  uint64_t seed = 0;
 };
 
 /// What an API call returns; each value says what the caller does next.
 enum class status : uint8_t {
   ok,           ///< done
-  would_block,  ///< send buffer or message records full: retry after Sent events
+  would_block,  ///< send buffer, message records or memory full: retry after Sent events
   bad_stream,   ///< no such open stream, or the wrong mode for the call
   too_large,    ///< larger than the stream buffer (or a datagram larger than a packet)
   closed,       ///< the connection is closing or closed
@@ -89,9 +109,17 @@ enum class event_type : uint8_t {
   sent,              ///< message message_id is stable: count members acknowledged it
   expired,           ///< message message_id was given up: count members miss it
   send_error,        ///< message message_id cannot be sent (connection failed)
-  member_left,       ///< member left: reason 1 timeout, 2 closed by it
+  member_left,       ///< member left: reason (member_left_reason)
   closed,            ///< the connection closed: error_code (0 = normal)
   connection_error,  ///< the connection failed: error_code
+};
+
+/// Why a member left (event::reason, protocol.md 5.2).
+enum class member_left_reason : uint32_t {
+  timeout = 1,             ///< nothing valid from it for member_timeout
+  closed = 2,              ///< it sent CLOSE
+  protocol_violation = 3,  ///< it broke the protocol (we sent it CLOSE)
+  version_mismatch = 4,    ///< it answered with version negotiation without our version
 };
 
 struct event {
@@ -115,10 +143,12 @@ enum class error_code : uint64_t {
   protocol_violation = 10,
   member_timeout = 20,
   threshold_lost = 21,
+  version_mismatch = 22,
   application = 0x100,
 };
 
-/// Counters, one writer (the owner). Names via MTP_CONNECTION_COUNTERS.
+/// Counters, one writer (the owner). Names via MTP_CONNECTION_COUNTERS;
+/// drops by reason in connection_stats::drops (MTP_DROP_REASONS).
 #define MTP_CONNECTION_COUNTERS(X)                                             \
   X(packets_sent)                                                              \
   X(packets_received)                                                          \
@@ -126,24 +156,32 @@ enum class error_code : uint64_t {
   X(stream_bytes_sent)                                                         \
   X(stream_bytes_retransmitted)                                                \
   X(retransmitted_frames)                                                      \
+  X(forwards_sent)                                                             \
   X(packets_lost)                                                              \
   X(spurious_losses)                                                           \
   X(pto_probes)                                                                \
   X(acks_sent)                                                                 \
-  X(duplicate_packets)                                                         \
-  X(dropped_parse)                                                             \
-  X(dropped_unknown_sender)                                                    \
-  X(dropped_not_absorbed)                                                      \
-  X(flow_control_violations)                                                   \
+  X(packet_numbers_skipped)                                                    \
   X(messages_delivered)                                                        \
   X(messages_expired)                                                          \
   X(messages_stable)                                                           \
-  X(messages_skipped_by_slow_members)
+  X(messages_skipped_by_slow_members)                                          \
+  X(datagrams_dropped)                                                         \
+  X(sends_blocked_by_amplification)                                            \
+  X(members_left)                                                              \
+  X(closes_sent)                                                               \
+  X(closes_received)
 
 struct connection_stats {
 #define MTP_X(name) uint64_t name = 0;
   MTP_CONNECTION_COUNTERS(MTP_X)
 #undef MTP_X
+  uint64_t drops[drop_reason_count] = {};
+  uint64_t drops_total() const {
+    uint64_t n = 0;
+    for (uint64_t d : drops) n += d;
+    return n;
+  }
 };
 
 /// Where a packet goes: one copy to every member whose bit is set.
@@ -155,6 +193,9 @@ struct transmit {
 class connection {
  public:
   static constexpr std::size_t max_members = 64;
+  /// Repairable frames one packet may carry (a packet of tiny messages
+  /// stops there).
+  static constexpr std::size_t max_frames_per_packet = 64;
 
   /// @param now  creation time; the client side starts by probing members
   connection(const connection_config &cfg, time_ns now);
@@ -165,6 +206,8 @@ class connection {
   // -- application side --------------------------------------------------
 
   /// Opens stream `id` (< max_streams) for sending.
+  /// @return ok; bad_stream (id too high); invalid (already open);
+  /// unsupported (ordering); closed; would_block (memory refused)
   status open_stream(uint64_t id, stream_mode mode, ordering ord);
   /// Queues a message (message mode) or bytes (byte mode) on a stream.
   /// @param message_id set to the id Sent/Expired events will carry
@@ -176,8 +219,10 @@ class connection {
   }
   /// Ends a byte stream after what was queued.
   status finish_stream(uint64_t stream_id);
-  /// Queues an unreliable, unordered datagram.
+  /// Queues an unreliable, unordered datagram (at most max_datagram_bytes()).
   status send_datagram(std::span<const std::byte> data, time_ns now);
+  /// The largest datagram one packet carries (protocol.md 4.6).
+  std::size_t max_datagram_bytes() const;
   /// Sends what is queued without waiting to fill packets (end of a burst).
   void flush() { flush_requested_ = true; }
   /// Closes gracefully: refuses new data, finishes sending and repairing
@@ -190,9 +235,11 @@ class connection {
 
   // -- network side ------------------------------------------------------
 
-  /// Processes one received UDP payload. The caller keeps the bytes
+  /// Processes one received UDP payload from one of this connection's
+  /// members (the caller checked its address). The caller keeps the bytes
   /// unchanged until its next call into this connection: Received events
   /// of in-order messages and datagram events point into them (zero copy).
+  /// A version negotiation packet (version 0) is taken here too.
   void on_packet(std::span<const std::byte> packet, time_ns now);
   /// Builds the next packet into `out` (at least max_packet_bytes).
   transmit poll_transmit(std::span<std::byte> out, time_ns now);
@@ -205,42 +252,64 @@ class connection {
   const connection_stats &stats() const { return stats_; }
   std::size_t member_count() const { return members_.size(); }
   uint32_t member_id(std::size_t index) const;
+  /// Index of member `id`, or member_count() if it is not one.
+  std::size_t member_index(uint32_t id) const;
   bool member_live(std::size_t index) const;
+  /// The member proved it receives our packets (it acknowledged one).
+  bool member_validated(std::size_t index) const;
   /// Bytes held in send buffers awaiting acknowledgement (0 when all is stable).
   uint64_t send_buffered_bytes() const;
   /// Packets awaiting acknowledgement.
   uint64_t packets_in_flight() const;
-  bool is_closed() const { return state_ == state::closed; }
+  /// Closed: nothing more will be sent or delivered (it may still drain).
+  bool is_closed() const { return state_ >= state::draining; }
+  /// Closed and drained (protocol.md 5.1): the owner may forget it, and
+  /// its connection id may open a new connection.
+  bool finished() const { return state_ == state::finished; }
   uint64_t id() const { return cfg_.connection_id; }
+  role side() const { return cfg_.side; }
+  /// Bytes this connection holds now: tables and data chunks.
+  uint64_t memory_bytes() const { return acct_.used(); }
   /// Writes the connection's internal state, for debugging and mtpctl.
   void dump(FILE *out) const;
   const rtt_estimator &member_rtt(std::size_t index) const;
   uint64_t member_cwnd(std::size_t index) const;
+  uint64_t member_bytes_in_flight(std::size_t index) const;
 
  private:
   struct member_state;
   struct send_stream;
+  struct stream_member;
   struct recv_stream;
   struct message_record;
   struct frame_record;
   struct sent_packet;
-  enum class state : uint8_t { open, closing, closed };
+  enum class state : uint8_t { open, closing, draining, finished };
 
   // connection.cc
-  void push_event(const event &e);
-  bool events_room(std::size_t n) const { return event_mask_ + 1 - (event_tail_ - event_head_) >= n; }
+  bool push_event(const event &e);
+  bool push_data_event(const event &e);
+  bool data_events_room(std::size_t n);
   void begin_call(time_ns now);
-  void member_failed(std::size_t m, uint32_t reason, time_ns now);
+  void member_failed(std::size_t m, member_left_reason reason, time_ns now);
+  void fail_connection(error_code code, bool tell_members, time_ns now);
+  void enter_draining(time_ns now);
   uint32_t needed_members() const;
   uint32_t live_members() const;
   void check_ready();
+  void report_send_errors();
+  void drop(drop_reason r) { ++stats_.drops[static_cast<std::size_t>(r)]; }
+  void on_version_negotiation(std::span<const std::byte> packet, time_ns now);
+  void trim_memory();
 
   // send.cc
-  packet_header next_header() const;
+  packet_header next_header(uint64_t mask) const;
   transmit build_member_packet(std::size_t m, std::span<std::byte> out, time_ns now);
   transmit build_group_packet(std::span<std::byte> out, time_ns now);
-  // connection.cc
-  /// The only live member, or members_.size() if there are none or several.
+  transmit build_close_packet(std::size_t m, std::span<std::byte> out);
+  void owe_close(std::size_t m, error_code code);
+  std::span<std::byte> amplification_limit(uint64_t mask, std::span<std::byte> out);
+  void on_sent(uint64_t mask, std::size_t bytes);
   std::size_t lone_member() const;
   bool only_ack_owed(const member_state &m) const;
   bool group_may_send(std::size_t bytes) const;
@@ -248,61 +317,90 @@ class connection {
   void pacer_on_sent(std::size_t bytes, time_ns now);
   uint64_t pacing_rate_bytes_per_s() const;
   bool new_data_pending(time_ns now, time_ns *wait_until) const;
+  bool tracking_room();
+  uint64_t take_packet_number();
   sent_packet *record_packet(uint64_t pn, std::size_t bytes, uint64_t mask, bool ack_eliciting, time_ns now);
-  bool frames_room(std::size_t n) const;
-  void on_ack_frame(std::size_t m, const ack_frame &a, time_ns now);
-  void detect_losses(std::size_t m, time_ns now);
-  void on_packet_lost(std::size_t m, sent_packet &p, uint64_t pn);
-  void resend_credits(std::size_t m);
+  bool member_may_carry(std::size_t m, uint64_t stream, uint64_t end, uint64_t *conn_growth) const;
+  void note_sent_to(std::size_t m, uint64_t stream, uint64_t end);
   bool repair_frame(std::size_t m, const frame_record &f, packet_builder &b, time_ns now);
+  void resend_credits(std::size_t m);
+  bool retx_counted(uint64_t stream, uint64_t seq) const;
+  void note_retx_counted(uint64_t stream, uint64_t seq);
+  void advance_over_expired(send_stream &s);
+  bool add_forwards(std::size_t m, packet_builder &b);
+  uint64_t stream_send_limit(uint64_t stream_id) const;
+  uint64_t connection_send_room() const;
+  message_record *find_message(send_stream &s, uint64_t seq);
+
+  // ack.cc
+  bool on_ack_frame(std::size_t m, const ack_frame &a, time_ns now);
+  void detect_losses(std::size_t m, time_ns now);
+  bool on_packet_lost(std::size_t m, sent_packet &p, uint64_t pn);
+  void give_up(send_stream &s, std::size_t m, message_record &r);
   void expire_message(send_stream &s, uint64_t seq, time_ns now);
   void check_stability(send_stream &s, time_ns now);
   void check_lifetimes(time_ns now);
   void retire_packets();
-  message_record *find_message(send_stream &s, uint64_t seq);
-  uint64_t stream_send_limit(uint64_t stream_id) const;
-  uint64_t connection_send_limit() const;
 
   // recv.cc
-  void on_stream_frame(std::size_t m, const stream_frame &f, time_ns now, bool &absorbed);
+  void on_stream_frame(std::size_t m, const stream_frame &f, bool &absorbed);
   void on_forward_frame(std::size_t m, const forward_frame &f, bool &absorbed);
-  recv_stream *recv_stream_for(std::size_t m, uint64_t id);
+  bool on_close_frame(std::size_t m, const close_frame &f, time_ns now);
+  recv_stream *recv_stream_for(std::size_t m, uint64_t id, bool &absorbed);
   void deliver(std::size_t m, recv_stream &r, uint64_t stream_id);
-  void emit_data(std::size_t m, recv_stream &r, uint64_t stream_id, uint64_t start, uint64_t end, bool eom);
+  bool emit_data(std::size_t m, recv_stream &r, uint64_t stream_id, uint64_t start, uint64_t end, bool eom);
   void release_delivered(std::size_t m);
+  void note_received(member_state &m, uint64_t pn);
   bool append_ack(std::size_t m, packet_builder &b, time_ns now);
   bool append_credits(std::size_t m, packet_builder &b);
 
   connection_config cfg_;
+  std::unique_ptr<session_memory> own_memory_;  ///< when the config gave none
+  memory_account acct_;
+  rng rng_;
   state state_ = state::open;
   std::vector<std::unique_ptr<member_state>> members_;
   std::vector<std::unique_ptr<send_stream>> send_streams_;
-  std::vector<event> events_;
-  uint64_t event_mask_ = 0;  ///< events_.size() - 1, kept to spare a division per push
+  seq_ring<event> events_;
   uint64_t event_head_ = 0, event_tail_ = 0;
-  std::vector<sent_packet> sent_;
-  uint64_t sent_head_pn_ = 0, next_pn_ = 0;
-  std::vector<frame_record> frames_;
+  std::size_t notify_reserve_ = 0;  ///< event slots kept for notifications
+  seq_ring<sent_packet> sent_;
+  uint64_t sent_head_pn_ = 0, next_pn_ = 0, initial_pn_ = 0;
+  uint64_t pn_until_skip_ = 0;
+  static constexpr std::size_t skipped_kept = 8;
+  uint64_t skipped_pns_[skipped_kept] = {};
+  std::size_t skipped_count_ = 0;
+  seq_ring<frame_record> frames_;
   uint64_t frame_head_ = 0, frame_tail_ = 0;
-  // Datagrams queued: offsets into one byte ring.
-  std::vector<std::byte> dgram_buf_;
-  std::vector<std::pair<uint32_t, uint32_t>> dgram_q_;  // (offset, len)
+  // Datagrams queued: lengths, and bytes at seq * max_packet_bytes.
+  seq_ring<uint16_t> dgram_len_;
+  seq_ring<std::byte> dgram_bytes_;
   uint64_t dgram_head_ = 0, dgram_tail_ = 0;
-  uint32_t dgram_write_ = 0;
-  uint64_t conn_bytes_sent_ = 0;  ///< new stream bytes, for connection flow control
+  uint64_t conn_bytes_sent_ = 0;  ///< sum over streams of sent_end: the group's connection-level offset
   bool flush_requested_ = false;
   bool ready_reported_ = false;
-  bool close_pending_ = false;
+  bool close_pending_ = false;  ///< graceful close: CLOSE once all is stable
   bool abort_ = false;
+  bool send_errors_pending_ = false;  ///< abort: SendError events still to report
+  bool closed_reported_ = false;
+  bool sent_close_ = false;      ///< we sent CLOSE: answer stragglers with it while draining
+  bool recv_released_ = false;   ///< draining: receive buffers given back
   error_code close_code_ = error_code::no_error;
   std::string close_reason_;
+  time_ns drain_until_ = never;
   std::size_t next_member_rr_ = 0;
   std::size_t next_stream_rr_ = 0;
   time_ns last_now_ = 0;
   double pacer_tokens_ = 0;
   time_ns pacer_last_ = 0;
   time_ns next_lifetime_ns_ = never;
-  std::vector<std::byte> scratch_;  ///< packet-sized temporary for frames
+  struct counted_message {
+    uint64_t stream, seq;
+  };
+  uint64_t counted_pn_ = UINT64_MAX;  ///< the repair packet counted_ belongs to
+  counted_message counted_[max_frames_per_packet] = {};
+  std::size_t counted_n_ = 0;
+  drop_reason last_drop_ = drop_reason::not_absorbed;  ///< why the last frame was not absorbed
   connection_stats stats_;
 };
 

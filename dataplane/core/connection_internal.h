@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// The connection's private state, shared by connection.cc, send.cc and
-// recv.cc. Not part of the core's interface.
+// The connection's private state, shared by connection.cc, send.cc,
+// ack.cc and recv.cc. Not part of the core's interface.
 #pragma once
 
 #include <algorithm>
@@ -9,7 +9,9 @@
 
 namespace mtp::core {
 
-/// A frame whose loss must be repaired: stream data or a FORWARD.
+inline uint64_t member_bit(std::size_t m) { return uint64_t{1} << m; }
+
+/// A frame whose loss must be repaired: stream data, a FORWARD or credits.
 struct connection::frame_record {
   enum kind_t : uint8_t { stream_data, forward, credit };
   uint64_t offset = 0;
@@ -21,7 +23,7 @@ struct connection::frame_record {
 };
 
 struct connection::sent_packet {
-  uint64_t pn = UINT64_MAX;
+  uint64_t pn = UINT64_MAX;  ///< UINT64_MAX: no packet tracked in this slot
   time_ns sent_ns = 0;
   uint64_t members = 0;  ///< sent to
   uint64_t acked = 0;
@@ -45,26 +47,48 @@ struct connection::message_record {
   time_ns queued_ns = 0;
 };
 
+/// A send stream as seen by one member.
+///
+/// Invariants: `skip` only grows while the message it covers is retained;
+/// no STREAM frame for bytes in `skip` is built for this member after the
+/// range entered it; `fwd_owed` is within `skip`; `sent_to` is the highest
+/// offset any frame sent to this member reached (the member's view of the
+/// stream cannot be beyond it, so new credit is needed only above it).
+struct connection::stream_member {
+  range_set acked;     ///< bytes it acknowledged (by STREAM or FORWARD)
+  range_set skip;      ///< bytes given up for it: it is owed a FORWARD, never data
+  range_set fwd_owed;  ///< the part of `skip` whose FORWARD is to be (re)sent
+  uint64_t sent_to = 0;
+  bool fin_acked = false;  ///< byte stream: it acknowledged the FIN
+  stream_member(std::size_t ranges, memory_account *acct)
+      : acked(ranges, acct), skip(ranges, acct), fwd_owed(ranges, acct) {}
+  /// Holds or was told to skip [lo, hi): the sender needs the bytes no more.
+  bool settled(uint64_t lo, uint64_t hi) const { return acked.contains(lo, hi) || skip.contains(lo, hi); }
+};
+
 struct connection::send_stream {
+  explicit send_stream(memory_account *a, uint64_t cost) : acct(a), charged(cost) {}
+  ~send_stream() { acct->release(charged); }
+  memory_account *acct;
+  uint64_t charged;  ///< the fixed part, charged at open_stream
   uint64_t id = 0;
   stream_mode mode = stream_mode::message;
   ordering ord = ordering::fifo;
-  std::vector<std::byte> buf;  ///< ring; offset o lives at o & (size-1)
-  uint64_t base = 0;           ///< lowest offset still held
-  uint64_t write_end = 0;      ///< end of what the application queued
-  uint64_t sent_end = 0;       ///< end of what was sent at least once
+  stream_buffer buf;       ///< [base, write_end), chunked
+  uint64_t base = 0;       ///< lowest offset still held
+  uint64_t write_end = 0;  ///< end of what the application queued
+  uint64_t sent_end = 0;   ///< end of what was sent at least once (or skipped before it went)
   bool fin_requested = false;
   bool fin_sent = false;
-  std::vector<message_record> msgs;  ///< ring indexed by seq & (size-1)
-  uint64_t msg_head = 0, msg_tail = 0;  ///< [head, tail) retained
-  uint64_t msg_send = 0;   ///< first message not fully sent
-  uint64_t msg_stable = 0; ///< first message not yet reported stable/expired
-  std::vector<range_set> acked;  ///< per member: offsets it acknowledged (or gave up)
-  std::vector<uint8_t> retx;     ///< partial messages: [slot * members + m]
+  seq_ring<message_record> msgs;  ///< [msg_head, msg_tail) retained
+  uint64_t msg_head = 0, msg_tail = 0;
+  uint64_t msg_send = 0;    ///< first message not fully sent
+  uint64_t msg_stable = 0;  ///< first message not yet reported stable/expired
+  std::vector<stream_member> per_member;
+  /// Partial messages: retransmissions per (message, member), element
+  /// seq * members + m, live for [msg_head, msg_tail).
+  seq_ring<uint8_t> retx;
   time_ns oldest_unsent_ns = never;
-
-  uint64_t mask() const { return buf.size() - 1; }
-  message_record &msg(uint64_t seq) { return msgs[seq & (msgs.size() - 1)]; }
 };
 
 /// A known message extent on a receive stream (message mode).
@@ -75,35 +99,40 @@ struct extent {
 
 struct connection::recv_stream {
   stream_mode mode = stream_mode::bytes;
-  bool mode_known = false;
-  std::vector<std::byte> buf;
-  range_set received;   ///< offsets received or skipped by FORWARD
-  range_set delivered;  ///< offsets delivered or skipped
+  bool unordered = false;     ///< message mode, ordering none
+  stream_buffer buf;          ///< [released, released + window)
+  range_set received;         ///< offsets received or skipped by FORWARD
+  range_set delivered;        ///< offsets delivered or skipped
   std::vector<extent> extents;  ///< sorted by start; [ext_head, size) live
   std::size_t ext_head = 0;
-  std::size_t ext_cap = 0;
-  uint64_t read_offset = 0;     ///< fifo: next offset to deliver
+  std::size_t ext_max = 0;
+  uint64_t ext_charged = 0;   ///< bytes of extents' capacity charged
+  uint64_t read_offset = 0;     ///< bytes mode: next offset to deliver
   uint64_t released = 0;        ///< buffer space below this is free
-  uint64_t pending_release = 0; ///< becomes `released` at the next call
   uint64_t advertised = 0;      ///< credit granted to the sender
   bool fin_known = false;
   uint64_t final_size = 0;
   bool fin_delivered = false;
   bool needs_scan = false;      ///< deliveries left for lack of event room
-  bool unordered = false;       ///< message mode, ordering none
   bool credit_dirty = false;
   uint64_t highest_end = 0;     ///< highest offset + length seen
-  recv_stream(std::size_t window, std::size_t ranges)
-      : buf(window), received(ranges), delivered(ranges), ext_cap(ranges) {
-    extents.reserve(ranges);
+  memory_account *acct;
+  recv_stream(memory_account *a, uint64_t window, std::size_t ranges)
+      : received(ranges, a), delivered(ranges, a), ext_max(ranges), acct(a) {
+    buf.init(a, window);
   }
-  uint64_t mask() const { return buf.size() - 1; }
+  ~recv_stream() { acct->release(sizeof(recv_stream) + ext_charged); }
 };
 
 struct connection::member_state {
   uint32_t id = 0;
   bool live = true;
   bool accepted = false;
+  /// It proved it receives our packets (acknowledged one we sent; a
+  /// client's members are the ones it chose). Until then we send it at
+  /// most three times what it sent us (3.6).
+  bool validated = false;
+  uint64_t rx_bytes = 0, tx_bytes = 0;  ///< for the amplification limit
   rtt_estimator rtt;
   std::unique_ptr<congestion_control> cc;
   uint64_t bytes_in_flight = 0;
@@ -117,19 +146,26 @@ struct connection::member_state {
   uint32_t pto_count = 0;
   time_ns last_rx_ns = 0;
   time_ns last_tx_ns = 0;
-  std::vector<uint64_t> lost;  ///< ring of lost packet numbers whose frames to repair
+  /// Packet numbers whose frames to repair for this member, [lost_head,
+  /// lost_tail). Each tracked packet is here at most once and stays
+  /// tracked until processed, so the ring never needs more than the sent
+  /// table; it grows with it.
+  seq_ring<uint64_t> lost;
   uint64_t lost_head = 0, lost_tail = 0;
   uint32_t lost_cursor = 0;    ///< next frame of the packet at lost_head
-  std::vector<frame_record> forwards;  ///< ring of FORWARDs to send
-  uint64_t fwd_head = 0, fwd_tail = 0;
+  bool fwd_pending = false;    ///< some stream may owe it a FORWARD
   bool probe_pending = false;
   bool heartbeat_pending = false;
   uint64_t heartbeat_seq = 0;
+  bool close_owed = false;     ///< a CLOSE is to be sent to it, with close_code
+  error_code close_code = error_code::no_error;
   // Flow control this member granted us.
   uint64_t conn_credit = 0;
+  uint64_t conn_sent_to = 0;   ///< sum over streams of stream_member::sent_to
   std::vector<uint64_t> stream_credit;
   // Receiving from this member.
   range_set received_pns;
+  uint64_t pn_floor = 0;       ///< packet numbers below were forgotten: duplicates
   uint32_t ack_pending = 0;
   bool ack_now = false;
   time_ns ack_deadline = never;
@@ -142,13 +178,9 @@ struct connection::member_state {
   uint64_t conn_advertised = 0;
   bool credit_pending = false;
 
-  member_state(time_ns initial_rtt, std::size_t ack_ranges) : rtt(initial_rtt), received_pns(ack_ranges) {}
-  std::size_t retx_size() const { return static_cast<std::size_t>(lost_tail - lost_head + fwd_tail - fwd_head); }
-  bool push_forward(const frame_record &f) {
-    if (fwd_tail - fwd_head >= forwards.size()) return false;
-    forwards[fwd_tail++ & (forwards.size() - 1)] = f;
-    return true;
-  }
+  member_state(time_ns initial_rtt, std::size_t ack_ranges, memory_account *acct)
+      : rtt(initial_rtt), received_pns(ack_ranges, acct) {}
+  bool repairs_queued() const { return lost_tail > lost_head; }
 };
 
 }  // namespace mtp::core

@@ -1,14 +1,19 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // A set of disjoint half-open ranges [lo, hi) of uint64, kept sorted and
-// merged, in storage sized once at creation. Used for received packet
-// numbers, received and acknowledged stream bytes. Inserting past capacity
-// fails (the caller drops and counts) instead of allocating. One owner.
+// merged. Used for received packet numbers, received and acknowledged
+// stream bytes, and bytes owed a FORWARD. Storage starts empty and doubles
+// as ranges are added, up to a fixed number of ranges; growth is charged
+// to the owner's memory account. Inserting a range that would need more
+// fails (the set is unchanged and the caller decides: drop, wait or
+// forget the oldest) instead of allocating without bound. One owner.
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <vector>
+
+#include "memory.h"
 
 namespace mtp::core {
 
@@ -18,10 +23,28 @@ class range_set {
     uint64_t lo, hi;  // [lo, hi)
   };
 
-  explicit range_set(std::size_t capacity = 16) { r_.reserve(capacity); cap_ = capacity; }
+  /// @param max_ranges the most disjoint ranges it will hold
+  explicit range_set(std::size_t max_ranges = 16, memory_account *acct = nullptr) : cap_(max_ranges), acct_(acct) {}
+  ~range_set() { give_back(); }
+  range_set(range_set &&o) noexcept : r_(std::move(o.r_)), cap_(o.cap_), acct_(o.acct_), charged_(o.charged_) {
+    o.charged_ = 0;
+  }
+  range_set &operator=(range_set &&o) noexcept {
+    if (this != &o) {
+      give_back();
+      r_ = std::move(o.r_);
+      cap_ = o.cap_;
+      acct_ = o.acct_;
+      charged_ = o.charged_;
+      o.charged_ = 0;
+    }
+    return *this;
+  }
+  range_set(const range_set &) = delete;
+  range_set &operator=(const range_set &) = delete;
 
-  /// Adds [lo, hi). @return false if it would need more than `capacity`
-  /// disjoint ranges (the set is then unchanged).
+  /// Adds [lo, hi). @return false if it would need more than the maximum
+  /// number of disjoint ranges, or memory was refused (set unchanged).
   bool insert(uint64_t lo, uint64_t hi) {
     if (lo >= hi) return true;
     // Fast path: extends the last range (in-order arrival).
@@ -34,6 +57,11 @@ class range_set {
     while (last != r_.end() && last->lo <= hi) ++last;
     if (first == last) {
       if (r_.size() >= cap_) return false;
+      if (r_.size() == r_.capacity()) {
+        const auto pos = first - r_.begin();
+        if (!grow()) return false;
+        first = r_.begin() + pos;
+      }
       r_.insert(first, range{lo, hi});
       return true;
     }
@@ -50,6 +78,13 @@ class range_set {
     return it != r_.end() && it->lo <= lo && it->hi >= hi;
   }
   bool contains(uint64_t v) const { return contains(v, v + 1); }
+
+  /// True if some value of [lo, hi) is in the set.
+  bool overlaps(uint64_t lo, uint64_t hi) const {
+    if (lo >= hi) return false;
+    auto it = std::lower_bound(r_.begin(), r_.end(), lo, [](const range &a, uint64_t v) { return a.hi <= v; });
+    return it != r_.end() && it->lo < hi;
+  }
 
   /// End of the range that starts at or covers `from`, or `from` if none.
   uint64_t contiguous_end(uint64_t from) const {
@@ -70,16 +105,40 @@ class range_set {
     if (!r_.empty()) r_.erase(r_.begin());
   }
 
+  /// Gives back the storage of an empty set.
+  void trim() {
+    if (r_.empty() && r_.capacity() > 0) give_back();
+  }
+
   bool empty() const { return r_.empty(); }
+  /// Full: another disjoint range would exceed the maximum.
   bool full() const { return r_.size() >= cap_; }
   std::size_t size() const { return r_.size(); }
+  std::size_t max_ranges() const { return cap_; }
   const range &operator[](std::size_t i) const { return r_[i]; }
+  const range &front() const { return r_.front(); }
   uint64_t max() const { return r_.empty() ? 0 : r_.back().hi; }  ///< one past the highest value
   void clear() { r_.clear(); }
 
  private:
+  bool grow() {
+    const std::size_t want = std::min<std::size_t>(cap_, std::max<std::size_t>(4, r_.capacity() * 2));
+    const uint64_t more = (want - r_.capacity()) * sizeof(range);
+    if (acct_ != nullptr && !acct_->charge(more)) return false;
+    r_.reserve(want);
+    charged_ += more;
+    return true;
+  }
+  void give_back() {
+    if (acct_ != nullptr) acct_->release(charged_);
+    charged_ = 0;
+    std::vector<range>().swap(r_);
+  }
+
   std::vector<range> r_;
   std::size_t cap_;
+  memory_account *acct_ = nullptr;
+  uint64_t charged_ = 0;
 };
 
 }  // namespace mtp::core

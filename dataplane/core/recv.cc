@@ -1,7 +1,14 @@
 // SPDX-License-Identifier: BSD-3-Clause
-// The receiving half of a connection: packet intake, duplicate detection,
-// stream reassembly and delivery (ordering none or fifo), FORWARD skips,
-// flow-control credit, and the ACKs we owe each member.
+// The receiving half of a connection: packet intake and validation,
+// duplicate detection, stream reassembly and delivery (ordering none or
+// fifo), FORWARD skips, flow-control credit, CLOSE, and the ACKs we owe.
+//
+// Every field read from the wire is checked against what its sender may
+// legitimately say before it changes any state (protocol.md 3.5): packet
+// numbers against a window ahead of the largest received, ACK ranges
+// against packets actually sent, STREAM and FORWARD offsets against the
+// credit granted and the stream's own history. A packet that fails is
+// dropped with one counted reason and never acknowledged.
 #include <cstring>
 
 #include "connection_internal.h"
@@ -9,110 +16,132 @@
 namespace mtp::core {
 
 namespace {
-
-bool ack_eliciting(frame_type t) { return t != frame_type::ack && t != frame_type::padding && t != frame_type::close; }
-
+constexpr drop_reason absorbed_ok = drop_reason::count_;
 }  // namespace
 
 void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
   begin_call(now);
-  if (state_ == state::closed) return;
-  packet_header h;
-  std::span<const std::byte> frames;
-  if (parse_packet(packet, h, frames) != parse_status::ok || h.type != packet_type::data) {
-    ++stats_.dropped_parse;
+  if (state_ == state::finished) {
+    drop(drop_reason::after_close);
     return;
   }
-  std::size_t mi = members_.size();
-  for (std::size_t i = 0; i < members_.size(); ++i)
-    if (members_[i]->id == h.sender_id) mi = i;
+  if (!packet.empty() && std::to_integer<uint8_t>(packet[0]) == version_negotiation_version) {
+    if (state_ >= state::draining) {
+      drop(drop_reason::after_close);
+      return;
+    }
+    on_version_negotiation(packet, now);
+    return;
+  }
+  packet_header h;
+  std::span<const std::byte> frames;
+  if (const parse_status st = parse_packet(packet, h, frames); st != parse_status::ok) {
+    drop(drop_reason_of(st));
+    return;
+  }
+  const std::size_t mi = member_index(h.sender_id);
   if (mi == members_.size() || h.connection_id != cfg_.connection_id || !members_[mi]->live) {
-    ++stats_.dropped_unknown_sender;
+    drop(drop_reason::unknown_sender);
     return;
   }
   member_state &m = *members_[mi];
+  m.rx_bytes += packet.size();
+  if (state_ == state::draining) {
+    // A member that missed our CLOSE is still talking: say it again
+    // (protocol.md 5.1). After a CLOSE from it, or a silent failure, stay quiet.
+    if (sent_close_) owe_close(mi, close_code_);
+    drop(drop_reason::after_close);
+    return;
+  }
 
   const uint64_t pn = h.packet_number;
-  if (m.received_pns.contains(pn)) {
-    ++stats_.duplicate_packets;
+  if (pn < m.pn_floor || m.received_pns.contains(pn)) {
+    drop(drop_reason::duplicate);
     // Our ACK may have been lost: answer at once if it asked for one.
     frame_reader peek(frames);
     frame pf;
     bool asks = false;
-    while (!asks && !peek.done() && peek.next(pf) == parse_status::ok) asks = ack_eliciting(pf.type);
+    while (!asks && !peek.done() && peek.next(pf) == parse_status::ok) asks = is_ack_eliciting(pf.type);
     if (asks) {
       ++m.ack_pending;
       m.ack_now = true;
     }
     return;
   }
+  if (m.has_received && pn > m.largest_received + cfg_.pn_window) {
+    drop(drop_reason::pn_out_of_window);
+    return;
+  }
 
   // One pass: frames take effect as they parse. Everything they do is
   // idempotent, so a packet that turns out malformed, or that cannot be
   // absorbed whole, is simply not acknowledged and its sender repairs it.
-  bool absorbed = true;
+  drop_reason why = absorbed_ok;
   bool eliciting = false;
   bool ping = false;
   frame_reader rd(frames);
   frame f;
-  while (absorbed && !rd.done()) {
-    if (rd.next(f) != parse_status::ok) {
-      ++stats_.dropped_parse;
+  while (why == absorbed_ok && !rd.done()) {
+    if (const parse_status st = rd.next(f); st != parse_status::ok) {
+      drop(drop_reason_of(st));
       return;
     }
-    eliciting |= ack_eliciting(f.type);
+    eliciting |= is_ack_eliciting(f.type);
+    bool absorbed = true;
     switch (f.type) {
       case frame_type::ack:
-        on_ack_frame(mi, f.ack, now);
+        if (!on_ack_frame(mi, f.ack, now)) {
+          drop(drop_reason::protocol_violation);
+          if (cfg_.side == role::server) {
+            fail_connection(error_code::protocol_violation, true, now);
+          } else {
+            member_failed(mi, member_left_reason::protocol_violation, now);
+            owe_close(mi, error_code::protocol_violation);
+          }
+          return;
+        }
         break;
       case frame_type::stream:
-        on_stream_frame(mi, f.stream, now, absorbed);
+        on_stream_frame(mi, f.stream, absorbed);
         break;
       case frame_type::forward:
         on_forward_frame(mi, f.forward, absorbed);
         break;
-      case frame_type::datagram:
-        if (events_room(1)) {
-          event e;
-          e.type = event_type::datagram;
-          e.member = m.id;
-          e.data = f.datagram;
-          push_event(e);
-        }
+      case frame_type::datagram: {
+        event e;
+        e.type = event_type::datagram;
+        e.member = m.id;
+        e.data = f.datagram;
+        if (!push_data_event(e)) ++stats_.datagrams_dropped;  // unreliable: shed, counted
         break;
-      case frame_type::credit:
-        if (f.credit.connection)
-          m.conn_credit = std::max(m.conn_credit, f.credit.max_offset);
-        else if (f.credit.stream_id < m.stream_credit.size())
-          m.stream_credit[f.credit.stream_id] = std::max(m.stream_credit[f.credit.stream_id], f.credit.max_offset);
-        break;
-      case frame_type::close: {
-        if (members_.size() == 1) {
-          event e;
-          e.type = event_type::closed;
-          e.member = m.id;
-          e.error_code = f.close.error_code;
-          push_event(e);
-          state_ = state::closed;
-        } else {
-          member_failed(mi, 2, now);
-        }
-        return;
       }
+      case frame_type::credit:
+        if (f.credit.connection) {
+          m.conn_credit = std::max(m.conn_credit, f.credit.max_offset);
+        } else if (f.credit.stream_id < m.stream_credit.size()) {
+          m.stream_credit[f.credit.stream_id] = std::max(m.stream_credit[f.credit.stream_id], f.credit.max_offset);
+        } else {
+          why = drop_reason::stream_limit;
+        }
+        break;
+      case frame_type::close:
+        on_close_frame(mi, f.close, now);
+        m.last_rx_ns = now;
+        return;
       case frame_type::ping:
         ping = true;  // the sender wants its ACK now (protocol.md 6.2)
         break;
       default:
-        break;  // heartbeat, padding, group_ack: nothing beyond the ACK
+        break;  // heartbeat, padding, group_ack, extensions: nothing beyond the ACK
     }
-    if (state_ == state::closed) return;
+    if (!absorbed) why = last_drop_;
+    if (state_ >= state::draining) return;
   }
-  if (!absorbed) {
-    ++stats_.dropped_not_absorbed;
+  if (why != absorbed_ok) {
+    drop(why);
     return;
   }
-  if (m.received_pns.full() && !m.received_pns.contains(pn)) m.received_pns.drop_lowest();
-  m.received_pns.insert(pn, pn + 1);
+  note_received(m, pn);
   m.last_rx_ns = now;
   ++stats_.packets_received;
   if (!m.accepted) {
@@ -135,66 +164,111 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
   }
 }
 
-connection::recv_stream *connection::recv_stream_for(std::size_t mi, uint64_t id) {
+// A full table of received ranges forgets its lowest range; packet numbers
+// below it count as duplicates from then on (their ACK is never sent, so
+// their sender repairs whatever they carried, under new numbers).
+void connection::note_received(member_state &m, uint64_t pn) {
+  while (!m.received_pns.insert(pn, pn + 1)) {
+    if (m.received_pns.empty()) {
+      m.pn_floor = std::max(m.pn_floor, pn);
+      return;
+    }
+    m.pn_floor = std::max(m.pn_floor, m.received_pns.front().hi);
+    m.received_pns.drop_lowest();
+  }
+}
+
+bool connection::on_close_frame(std::size_t mi, const close_frame &f, time_ns now) {
+  ++stats_.closes_received;
+  if (cfg_.side == role::server) {
+    // The client closed the connection.
+    event e;
+    e.type = event_type::closed;
+    e.member = members_[mi]->id;
+    e.error_code = f.error_code;
+    push_event(e);
+    closed_reported_ = true;
+    close_code_ = static_cast<error_code>(f.error_code);
+    enter_draining(now);
+    return true;
+  }
+  // A member left the group (5.2).
+  member_failed(mi, member_left_reason::closed, now);
+  return true;
+}
+
+connection::recv_stream *connection::recv_stream_for(std::size_t mi, uint64_t id, bool &absorbed) {
   member_state &m = *members_[mi];
-  if (id >= m.recv.size()) return nullptr;
+  if (id >= m.recv.size()) {
+    last_drop_ = drop_reason::stream_limit;
+    absorbed = false;
+    return nullptr;
+  }
   if (!m.recv[id]) {
-    // Once per stream, at its first frame: the buffer is the window.
-    m.recv[id] = std::make_unique<recv_stream>(cfg_.stream_buffer_bytes, cfg_.max_messages);
+    // At its first frame; its buffer grows with the data that arrives.
+    if (!acct_.charge(sizeof(recv_stream))) {
+      last_drop_ = drop_reason::not_absorbed;
+      absorbed = false;
+      return nullptr;
+    }
+    // A message adds at most one range to each set and one extent.
+    m.recv[id] = std::make_unique<recv_stream>(&acct_, cfg_.stream_buffer_bytes, cfg_.max_messages + 1);
     m.recv[id]->advertised = cfg_.stream_buffer_bytes;
   }
   return m.recv[id].get();
 }
 
-void connection::on_stream_frame(std::size_t mi, const stream_frame &f, time_ns, bool &absorbed) {
+// Checks a STREAM frame against everything known of its stream first, and
+// only then lets it change anything.
+void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &absorbed) {
   member_state &m = *members_[mi];
-  recv_stream *rp = recv_stream_for(mi, f.stream_id);
-  if (rp == nullptr) {
-    absorbed = false;
-    ++stats_.flow_control_violations;
-    return;
-  }
+  recv_stream *rp = recv_stream_for(mi, f.stream_id, absorbed);
+  if (rp == nullptr) return;
   recv_stream &r = *rp;
-  if (!r.mode_known) {
-    r.mode = f.message ? stream_mode::message : stream_mode::bytes;
-    r.unordered = f.unordered;
-    r.mode_known = true;
-  }
-  const uint64_t off = f.offset, end = f.offset + f.data.size();
-  if (end > r.advertised) {
-    ++stats_.flow_control_violations;
+  auto refuse = [&](drop_reason why) {
+    last_drop_ = why;
     absorbed = false;
-    return;
-  }
-  if (end > r.highest_end) {
-    const uint64_t grow = end - r.highest_end;
-    if (m.conn_received_end + grow > m.conn_advertised) {
-      ++stats_.flow_control_violations;
-      absorbed = false;
-      return;
+  };
+  const uint64_t off = f.offset, end = f.offset + f.data.size();
+  const bool first_frame = r.highest_end == 0 && r.received.empty() && r.extents.empty() && !r.fin_known;
+  const stream_mode mode = f.message ? stream_mode::message : stream_mode::bytes;
+  if (!first_frame && (mode != r.mode || (f.message && f.unordered != r.unordered))) return refuse(drop_reason::stream_state);
+  if (f.message && f.msg_length > r.buf.window()) return refuse(drop_reason::stream_state);
+  if (end > r.advertised) return refuse(drop_reason::flow_control);
+  const uint64_t grow = end > r.highest_end ? end - r.highest_end : 0;
+  if (m.conn_received_end + grow > m.conn_advertised) return refuse(drop_reason::flow_control);
+  if (r.fin_known && (end > r.final_size || (f.fin && end != r.final_size))) return refuse(drop_reason::stream_state);
+  if (f.fin && end < r.highest_end) return refuse(drop_reason::stream_state);
+  // A segment names its message; it must agree with what we know of it.
+  std::vector<extent>::iterator ext_pos;
+  bool new_extent = false;
+  if (f.message) {
+    const uint64_t ms = f.msg_start, me = f.msg_start + f.msg_length;
+    auto first = r.extents.begin() + static_cast<long>(r.ext_head);
+    ext_pos = std::lower_bound(first, r.extents.end(), ms, [](const extent &e, uint64_t v) { return e.start < v; });
+    if (ext_pos != r.extents.end() && ext_pos->start == ms) {
+      if (ext_pos->end != me) return refuse(drop_reason::stream_state);
+    } else if (ms >= r.released && !r.delivered.contains(ms, me)) {
+      if ((ext_pos != r.extents.end() && ext_pos->start < me) || (ext_pos != first && (ext_pos - 1)->end > ms))
+        return refuse(drop_reason::stream_state);  // overlaps another message
+      new_extent = true;
     }
-    m.conn_received_end += grow;
-    r.highest_end = end;
   }
-  if (f.fin) {
-    r.fin_known = true;
-    r.final_size = end;
+  if (first_frame) {
+    r.mode = mode;
+    r.unordered = f.unordered;
   }
-  if (end <= r.released || r.received.contains(off, end)) {
-    if (f.fin) deliver(mi, r, f.stream_id);
-    return;  // a duplicate: nothing new
-  }
+
   // Fast path: a whole message arriving in order on a fifo stream with
-  // nothing pending before it goes straight to delivery.
+  // nothing pending before it goes straight to delivery. Zero copy: the
+  // event points into the packet, which the caller keeps until its next
+  // call (see on_packet); the buffer is not touched.
   if (f.message && !r.unordered && off == f.msg_start && end == f.msg_start + f.msg_length &&
       r.ext_head == r.extents.size() && off >= r.released && r.delivered.contiguous_end(r.released) == off &&
-      events_room(2)) {
-    // Zero copy: the event points into the packet, which the caller keeps
-    // until its next call (see on_packet); the ring is not touched.
-    if (!r.received.insert(off, end) || !r.delivered.insert(off, end)) {
-      absorbed = false;
-      return;
-    }
+      data_events_room(1)) {
+    if (!r.received.insert(off, end) || !r.delivered.insert(off, end)) return refuse(drop_reason::not_absorbed);
+    m.conn_received_end += grow;
+    r.highest_end = std::max(r.highest_end, end);
     event e;
     e.type = event_type::received;
     e.member = m.id;
@@ -202,94 +276,112 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, time_ns,
     e.offset = off;
     e.data = f.data;
     e.end_of_message = true;
-    push_event(e);
+    push_data_event(e);
     ++stats_.messages_delivered;
     return;
   }
-  if (f.message) {
-    const uint64_t ms = f.msg_start, me = f.msg_start + f.msg_length;
-    if (ms >= r.released && !r.delivered.contains(ms, me)) {
-      auto first = r.extents.begin() + static_cast<long>(r.ext_head);
-      auto it = std::lower_bound(first, r.extents.end(), ms, [](const extent &e, uint64_t v) { return e.start < v; });
-      if (it == r.extents.end() || it->start != ms) {
-        if (r.extents.size() - r.ext_head >= r.ext_cap) {
-          absorbed = false;
-          return;
-        }
-        if (r.extents.size() == r.extents.capacity()) {
-          // Reclaim the delivered prefix rather than let the vector grow.
-          const auto dead = static_cast<long>(r.ext_head);
-          const auto pos = it - r.extents.begin() - dead;
-          r.extents.erase(r.extents.begin(), r.extents.begin() + dead);
-          r.ext_head = 0;
-          it = r.extents.begin() + pos;
-        }
-        r.extents.insert(it, extent{ms, me, false});
+  if (f.message && f.msg_start < r.released && end > r.released) {
+    // The rest of a message whose start was already skipped (a FORWARD for
+    // part of it came first): it can never be delivered whole, so it is
+    // skipped too.
+    const uint64_t lo = r.released;
+    if (!r.received.insert(lo, end) || !r.delivered.insert(lo, end)) return refuse(drop_reason::not_absorbed);
+    m.conn_received_end += grow;
+    r.highest_end = std::max(r.highest_end, end);
+    deliver(mi, r, f.stream_id);
+    return;
+  }
+  if (end <= r.released || r.received.contains(off, end)) {
+    // Nothing new (a repair of what we have); a FIN may be.
+    if (f.fin && !r.fin_known) {
+      r.fin_known = true;
+      r.final_size = end;
+      deliver(mi, r, f.stream_id);
+    }
+    return;
+  }
+  // Memory and table room before any change: a refusal leaves nothing half done.
+  const uint64_t lo = std::max(off, r.released);
+  if (!r.buf.reserve(lo, end)) return refuse(drop_reason::not_absorbed);
+  if (new_extent) {
+    if (r.extents.size() - r.ext_head >= r.ext_max) return refuse(drop_reason::not_absorbed);
+    if (r.extents.size() == r.extents.capacity()) {
+      // Reclaim the delivered prefix first; grow only if that is not enough.
+      const auto pos = ext_pos - r.extents.begin() - static_cast<long>(r.ext_head);
+      r.extents.erase(r.extents.begin(), r.extents.begin() + static_cast<long>(r.ext_head));
+      r.ext_head = 0;
+      ext_pos = r.extents.begin() + pos;
+      if (r.extents.size() == r.extents.capacity()) {
+        const std::size_t want = std::min<std::size_t>(r.ext_max, std::max<std::size_t>(8, r.extents.capacity() * 2));
+        const uint64_t more = (want - r.extents.capacity()) * sizeof(extent);
+        if (!acct_.charge(more)) return refuse(drop_reason::not_absorbed);
+        r.ext_charged += more;
+        r.extents.reserve(want);
+        ext_pos = r.extents.begin() + pos;
       }
     }
   }
-  // Copy what lies above the released mark into the ring.
-  const uint64_t lo = std::max(off, r.released);
-  if (end > lo) {
-    const std::size_t len = static_cast<std::size_t>(end - lo);
-    const std::byte *src = f.data.data() + (lo - off);
-    const std::size_t pos = lo & r.mask();
-    const std::size_t first = std::min(len, r.buf.size() - pos);
-    std::memcpy(r.buf.data() + pos, src, first);
-    if (first < len) std::memcpy(r.buf.data(), src + first, len - first);
+  if (!r.received.insert(off, end)) return refuse(drop_reason::not_absorbed);
+  if (new_extent) r.extents.insert(ext_pos, extent{f.msg_start, f.msg_start + f.msg_length, false});
+  m.conn_received_end += grow;
+  r.highest_end = std::max(r.highest_end, end);
+  if (f.fin) {
+    r.fin_known = true;
+    r.final_size = end;
   }
-  if (!r.received.insert(off, end)) {
-    absorbed = false;
-    return;
-  }
+  if (end > lo) r.buf.write(lo, f.data.subspan(static_cast<std::size_t>(lo - off)));
   deliver(mi, r, f.stream_id);
 }
 
 void connection::on_forward_frame(std::size_t mi, const forward_frame &f, bool &absorbed) {
   member_state &m = *members_[mi];
-  recv_stream *rp = recv_stream_for(mi, f.stream_id);
-  if (rp == nullptr) {
-    absorbed = false;
-    return;
-  }
+  recv_stream *rp = recv_stream_for(mi, f.stream_id, absorbed);
+  if (rp == nullptr) return;
   recv_stream &r = *rp;
   const uint64_t end = f.offset + f.length;
+  // A sender may skip only bytes it could have sent (its credit), and a
+  // byte stream is never skipped (it is reliable).
+  auto refuse = [&](drop_reason why) {
+    last_drop_ = why;
+    absorbed = false;
+  };
+  if (end > r.advertised) return refuse(drop_reason::flow_control);
+  const uint64_t grow = end > r.highest_end ? end - r.highest_end : 0;
+  if (m.conn_received_end + grow > m.conn_advertised) return refuse(drop_reason::flow_control);
+  if (r.fin_known && end > r.final_size) return refuse(drop_reason::stream_state);
+  const bool known = r.highest_end != 0 || !r.received.empty();
+  if (known && r.mode == stream_mode::bytes) return refuse(drop_reason::stream_state);
   if (end <= r.released) return;
   const uint64_t lo = std::max(f.offset, r.released);
-  // Skipped bytes count as received and delivered; they take no buffer, so
-  // no credit is checked for them.
-  if (!r.received.insert(lo, end) || !r.delivered.insert(lo, end)) {
-    absorbed = false;
-    return;
-  }
-  if (end > r.highest_end) {
-    m.conn_received_end += end - r.highest_end;
-    r.highest_end = end;
-  }
+  // Skipped bytes count as received and delivered; they take no buffer.
+  if (!r.received.insert(lo, end) || !r.delivered.insert(lo, end)) return refuse(drop_reason::not_absorbed);
+  if (!known) r.mode = stream_mode::message;
+  m.conn_received_end += grow;
+  r.highest_end = std::max(r.highest_end, end);
   deliver(mi, r, f.stream_id);
 }
 
-void connection::emit_data(std::size_t mi, recv_stream &r, uint64_t stream_id, uint64_t start, uint64_t end,
+// @return false (nothing emitted) without room for every piece.
+bool connection::emit_data(std::size_t mi, recv_stream &r, uint64_t stream_id, uint64_t start, uint64_t end,
                            bool eom) {
-  const std::size_t len = static_cast<std::size_t>(end - start);
-  const std::size_t pos = start & r.mask();
-  const std::size_t first = std::min(len, r.buf.size() - pos);
+  const uint64_t chunk = r.buf.chunk();
+  const std::size_t pieces = static_cast<std::size_t>((end - start + (start & (chunk - 1)) + chunk - 1) / chunk);
+  if (!data_events_room(std::max<std::size_t>(pieces, 1))) return false;
   event e;
   e.type = event_type::received;
   e.member = members_[mi]->id;
   e.stream_id = stream_id;
-  e.offset = start;
-  e.data = {r.buf.data() + pos, first};
-  e.end_of_message = eom && first == len;
-  push_event(e);
-  if (first < len) {
-    e.offset = start + first;
-    e.data = {r.buf.data(), len - first};
-    e.end_of_message = eom;
-    push_event(e);
+  for (uint64_t off = start; off < end;) {
+    const auto piece = r.buf.piece(off, end);
+    e.offset = off;
+    e.data = piece;
+    off += piece.size();
+    e.end_of_message = eom && off == end;
+    push_data_event(e);
   }
   r.delivered.insert(start, end);
   if (eom && r.mode == stream_mode::message) ++stats_.messages_delivered;
+  return true;
 }
 
 void connection::deliver(std::size_t mi, recv_stream &r, uint64_t stream_id) {
@@ -299,12 +391,11 @@ void connection::deliver(std::size_t mi, recv_stream &r, uint64_t stream_id) {
     const uint64_t avail = r.received.contiguous_end(r.read_offset);
     const bool at_fin = r.fin_known && avail == r.final_size && !r.fin_delivered;
     if (avail > r.read_offset || at_fin) {
-      if (!events_room(2)) {
-        r.needs_scan = true;
-        return;
-      }
       if (avail > r.read_offset) {
-        emit_data(mi, r, stream_id, r.read_offset, avail, at_fin);
+        if (!emit_data(mi, r, stream_id, r.read_offset, avail, at_fin)) {
+          r.needs_scan = true;
+          return;
+        }
       } else {
         event e;
         e.type = event_type::received;
@@ -312,7 +403,10 @@ void connection::deliver(std::size_t mi, recv_stream &r, uint64_t stream_id) {
         e.stream_id = stream_id;
         e.offset = avail;
         e.end_of_message = true;
-        push_event(e);
+        if (!push_data_event(e)) {
+          r.needs_scan = true;
+          return;
+        }
       }
       if (at_fin) r.fin_delivered = true;
       r.read_offset = avail;
@@ -324,7 +418,13 @@ void connection::deliver(std::size_t mi, recv_stream &r, uint64_t stream_id) {
   for (std::size_t i = r.ext_head; i < r.extents.size(); ++i) {
     extent &x = r.extents[i];
     if (x.delivered) continue;
-    if (r.delivered.contains(x.start, x.end)) {  // skipped by FORWARD
+    // Skipped by FORWARD, wholly or in part: a message is delivered whole
+    // or not at all, so a partly skipped one is skipped.
+    if (r.delivered.overlaps(x.start, x.end)) {
+      if (!r.delivered.insert(x.start, x.end)) {
+        r.needs_scan = true;
+        return;
+      }
       x.delivered = true;
       continue;
     }
@@ -333,11 +433,10 @@ void connection::deliver(std::size_t mi, recv_stream &r, uint64_t stream_id) {
       if (r.unordered) continue;
       break;
     }
-    if (!events_room(2)) {
+    if (!emit_data(mi, r, stream_id, x.start, x.end, true)) {
       r.needs_scan = true;
       return;
     }
-    emit_data(mi, r, stream_id, x.start, x.end, true);
     x.delivered = true;
   }
   while (r.ext_head < r.extents.size() && r.extents[r.ext_head].delivered) ++r.ext_head;
@@ -359,8 +458,9 @@ void connection::release_delivered(std::size_t mi) {
       r.released = rel;
       r.received.erase_below(rel);
       r.delivered.erase_below(rel);
+      r.buf.release_below(rel);
     }
-    const uint64_t window = r.buf.size();
+    const uint64_t window = r.buf.window();
     if (r.released + window >= r.advertised + window / 4) {
       r.advertised = r.released + window;
       r.credit_dirty = true;

@@ -1,41 +1,56 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The sending half of a connection: packetization of new data for the
-// group, per-member repair, ACK processing, loss detection (RACK-style
-// packet and time thresholds, RFC 9002 section 6), stability and release.
+// group, per-member packets (ACKs, credits, FORWARDs, repairs, probes,
+// heartbeats, CLOSE), flow and congestion limits, pacing, and the
+// anti-amplification limit toward an unvalidated peer.
 #include <cstring>
 
 #include "connection_internal.h"
 
 namespace mtp::core {
 
-namespace {
-
-constexpr time_ns timer_granularity_ns = 1'000'000;
-
-inline uint64_t bit(std::size_t m) { return uint64_t{1} << m; }
-
-}  // namespace
-
 connection::message_record *connection::find_message(send_stream &s, uint64_t seq) {
   if (seq < s.msg_head || seq >= s.msg_tail) return nullptr;
-  return &s.msg(seq);
+  return &s.msgs.at(seq);
 }
 
-// Flow-control limits for new group data: the smallest credit of all live
-// members, or in a threshold group the t-th largest (members with less are
-// left out of the packet and served by repair as their credit grows).
+// ---- flow control ----
+//
+// The receiver counts, per stream, the highest offset it has seen (data or
+// FORWARD) against the stream credit, and their sum against the connection
+// credit (6.5). The sender knows an upper bound of both per member:
+// stream_member::sent_to and member_state::conn_sent_to. A frame ending at
+// `end` may go to a member when `end` is within that member's stream
+// credit and the growth of sent_to it causes fits its connection credit;
+// a repair below sent_to needs no new credit at all.
+
 namespace {
+// The t-th largest of v (every member counts: the smallest).
 uint64_t counted_limit(const uint64_t *v, std::size_t n, uint32_t threshold) {
   if (n == 0) return 0;
-  // Every member counts (the common case): the smallest, no sort.
   if (threshold == 0 || threshold >= n) return *std::min_element(v, v + n);
   uint64_t sorted[connection::max_members];
   std::copy(v, v + n, sorted);
   std::sort(sorted, sorted + n, [](uint64_t a, uint64_t b) { return a > b; });
-  const std::size_t t = threshold ? std::min<std::size_t>(threshold, n) : n;
-  return sorted[t - 1];
+  return sorted[threshold - 1];
 }
 }  // namespace
+
+bool connection::member_may_carry(std::size_t mi, uint64_t stream, uint64_t end, uint64_t *conn_growth) const {
+  const member_state &m = *members_[mi];
+  if (end > m.stream_credit[stream]) return false;
+  const stream_member &sm = send_streams_[stream]->per_member[mi];
+  const uint64_t growth = end > sm.sent_to ? end - sm.sent_to : 0;
+  if (conn_growth != nullptr) *conn_growth = growth;
+  return m.conn_sent_to + growth <= m.conn_credit;
+}
+
+void connection::note_sent_to(std::size_t mi, uint64_t stream, uint64_t end) {
+  stream_member &sm = send_streams_[stream]->per_member[mi];
+  if (end <= sm.sent_to) return;
+  members_[mi]->conn_sent_to += end - sm.sent_to;
+  sm.sent_to = end;
+}
 
 uint64_t connection::stream_send_limit(uint64_t id) const {
   uint64_t v[max_members];
@@ -45,11 +60,11 @@ uint64_t connection::stream_send_limit(uint64_t id) const {
   return counted_limit(v, n, cfg_.threshold);
 }
 
-uint64_t connection::connection_send_limit() const {
+uint64_t connection::connection_send_room() const {
   uint64_t v[max_members];
   std::size_t n = 0;
   for (const auto &m : members_)
-    if (m->live) v[n++] = m->conn_credit;
+    if (m->live) v[n++] = m->conn_credit > m->conn_sent_to ? m->conn_credit - m->conn_sent_to : 0;
   return counted_limit(v, n, cfg_.threshold);
 }
 
@@ -77,9 +92,8 @@ uint64_t connection::pacing_rate_bytes_per_s() const {
       rates[n++] = m->cc->cwnd() * 1'000'000'000ull / srtt;
     }
   if (n == 0) return 0;
-  std::sort(rates, rates + n, [](uint64_t a, uint64_t b) { return a > b; });
-  const std::size_t t = cfg_.threshold ? std::min<std::size_t>(cfg_.threshold, n) : n;
-  return rates[t - 1] + rates[t - 1] / 4;  // 1.25 x, as RFC 9002 7.7 suggests
+  const uint64_t r = counted_limit(rates, n, cfg_.threshold);
+  return r + r / 4;  // 1.25 x, as RFC 9002 7.7 suggests
 }
 
 bool connection::pacer_allows(std::size_t bytes, time_ns now) {
@@ -103,7 +117,7 @@ bool connection::new_data_pending(time_ns now, time_ns *wait_until) const {
   uint64_t pending = 0;
   time_ns oldest = never;
   bool low_latency = flush_requested_;
-  const uint64_t conn_room = connection_send_limit() - std::min(connection_send_limit(), conn_bytes_sent_);
+  const uint64_t conn_room = connection_send_room();
   for (const auto &sp : send_streams_) {
     if (!sp) continue;
     const send_stream &s = *sp;
@@ -134,14 +148,41 @@ bool connection::new_data_pending(time_ns now, time_ns *wait_until) const {
   return false;
 }
 
-// ---- sent packet bookkeeping ----
+// ---- packet numbers and tracking ----
 
-bool connection::frames_room(std::size_t n) const { return frames_.size() - (frame_tail_ - frame_head_) >= n; }
+// Room to track one more ack-eliciting packet (and one skipped number):
+// the sent table, and every live member's repair ring as large as it, so a
+// loss can always be queued (a tracked packet is in a ring at most once).
+// The frame ring keeps room for one packet's frames.
+bool connection::tracking_room() {
+  if (next_pn_ + 2 - sent_head_pn_ > sent_.capacity()) retire_packets();
+  const uint64_t need = next_pn_ + 2 - sent_head_pn_;
+  if (!sent_.ensure(need, sent_head_pn_, next_pn_)) return false;
+  for (auto &m : members_) {
+    if (!m->live) continue;
+    if (!m->lost.ensure(std::min(need + m->lost_tail - m->lost_head, sent_.capacity()), m->lost_head, m->lost_tail))
+      return false;
+    if (m->lost.capacity() < need) return false;
+  }
+  return frames_.ensure(frame_tail_ - frame_head_ + max_frames_per_packet, frame_head_, frame_tail_);
+}
+
+// Packet numbers are skipped now and then, at random (3.2): a peer that
+// acknowledges one it never received is lying (an optimistic ACK).
+uint64_t connection::take_packet_number() {
+  if (--pn_until_skip_ == 0) {
+    skipped_pns_[skipped_count_++ % skipped_kept] = next_pn_;
+    ++next_pn_;
+    ++stats_.packet_numbers_skipped;
+    pn_until_skip_ = 1 + rng_.below(256);
+  }
+  return next_pn_;
+}
 
 connection::sent_packet *connection::record_packet(uint64_t pn, std::size_t bytes, uint64_t mask, bool ack_eliciting,
                                                    time_ns now) {
   if (!ack_eliciting) return nullptr;  // ACK-only packets need no tracking
-  sent_packet &p = sent_[pn & (sent_.size() - 1)];
+  sent_packet &p = sent_.at(pn);
   p = sent_packet{};
   p.pn = pn;
   p.sent_ns = now;
@@ -151,24 +192,49 @@ connection::sent_packet *connection::record_packet(uint64_t pn, std::size_t byte
   return &p;
 }
 
-void connection::retire_packets() {
-  uint64_t dead = 0;
-  for (std::size_t i = 0; i < members_.size(); ++i)
-    if (!members_[i]->live) dead |= bit(i);
-  while (sent_head_pn_ < next_pn_) {
-    sent_packet &p = sent_[sent_head_pn_ & (sent_.size() - 1)];
-    if (p.pn == sent_head_pn_) {
-      const uint64_t open = p.members & ~dead;
-      if (((p.acked | p.lost) & open) != open || (p.repair & ~dead)) break;
-      frame_head_ = std::max(frame_head_, p.frame_first + p.frame_count);
-      p.pn = UINT64_MAX;
-    }
-    ++sent_head_pn_;
-  }
-  if (sent_head_pn_ == next_pn_) frame_head_ = frame_tail_;
+packet_header connection::next_header(uint64_t mask) const {
+  packet_header h;
+  h.sender_id = cfg_.local_id;
+  h.connection_id = cfg_.connection_id;
+  h.packet_number = next_pn_;
+  // The client's first flight to a member that has not answered yet opens
+  // the connection there (5.1).
+  if (cfg_.side == role::client)
+    for (std::size_t i = 0; i < members_.size(); ++i)
+      if ((mask & member_bit(i)) && !members_[i]->accepted) h.flags |= flag_opening;
+  return h;
 }
 
-// ---- per-member packets: ACK, credits, repairs, probes, heartbeats ----
+// Toward a member that has not proved its address, at most three times
+// the bytes it sent us (3.6): the packet is built into less room, or not
+// at all.
+std::span<std::byte> connection::amplification_limit(uint64_t mask, std::span<std::byte> out) {
+  std::size_t room = out.size();
+  for (std::size_t i = 0; i < members_.size(); ++i) {
+    if (!(mask & member_bit(i)) || members_[i]->validated) continue;
+    const member_state &m = *members_[i];
+    const uint64_t allowed = 3 * m.rx_bytes;
+    room = std::min<std::size_t>(room, allowed > m.tx_bytes ? allowed - m.tx_bytes : 0);
+  }
+  if (room < header_size + crc_size + 8) {
+    ++stats_.sends_blocked_by_amplification;
+    return {};
+  }
+  return out.first(room);
+}
+
+void connection::on_sent(uint64_t mask, std::size_t bytes) {
+  for (std::size_t i = 0; i < members_.size(); ++i)
+    if (mask & member_bit(i)) {
+      members_[i]->tx_bytes += bytes;
+      members_[i]->last_tx_ns = last_now_;
+    }
+  ++next_pn_;
+  ++stats_.packets_sent;
+  stats_.bytes_sent += bytes;
+}
+
+// ---- per-member packets ----
 
 void connection::resend_credits(std::size_t mi) {
   // The lost packet held the latest credits; which streams it named is not
@@ -184,22 +250,33 @@ bool connection::repair_frame(std::size_t mi, const frame_record &f, packet_buil
     resend_credits(mi);
     return true;
   }
-  if (f.kind == frame_record::forward) {
-    members_[mi]->push_forward(f);
-    return true;
-  }
   if (f.stream >= send_streams_.size() || !send_streams_[f.stream]) return true;
   send_stream &s = *send_streams_[f.stream];
-  uint64_t lo = std::max(f.offset, s.base);
+  stream_member &sm = s.per_member[mi];
   const uint64_t hi = f.offset + f.len;
-  if (lo >= hi || s.acked[mi].contains(lo, hi)) return true;  // nothing left to repair
+  if (f.kind == frame_record::forward) {
+    // A lost FORWARD is owed again, unless the member acknowledged it since.
+    if (sm.acked.contains(f.offset, hi)) return true;
+    if (!sm.fwd_owed.insert(f.offset, hi)) return false;  // wait: retried from the repair queue
+    members_[mi]->fwd_pending = true;
+    return true;
+  }
+  const uint64_t lo = std::max(f.offset, s.base);
+  // A FIN is repaired until acknowledged, with whatever data is left.
+  const bool fin_owed = f.fin && !sm.fin_acked;
+  if (!fin_owed && (lo >= hi || sm.acked.contains(lo, hi) || sm.skip.overlaps(lo, hi))) return true;
   stream_frame sf;
   sf.stream_id = f.stream;
   if (s.mode == stream_mode::message) {
     message_record *r = find_message(s, f.msg_seq);
     if (r == nullptr || r->expired) return true;
-    if (r->rel == reliability::partial) {
-      uint8_t &count = s.retx[(f.msg_seq & (s.msgs.size() - 1)) * members_.size() + mi];
+    if (r->rel == reliability::unreliable) {
+      // Never repaired: the member is told to skip the whole message.
+      give_up(s, mi, *r);
+      return true;
+    }
+    if (r->rel == reliability::partial && !retx_counted(f.stream, f.msg_seq)) {
+      const uint8_t count = s.retx.at(f.msg_seq * members_.size() + mi);
       if (count >= r->max_retx || (r->deadline_ns != never && now >= r->deadline_ns)) {
         expire_message(s, f.msg_seq, now);
         return true;
@@ -210,97 +287,149 @@ bool connection::repair_frame(std::size_t mi, const frame_record &f, packet_buil
     sf.msg_start = r->start;
     sf.msg_length = r->end - r->start;
   }
-  sf.offset = lo;
+  sf.offset = std::min(lo, hi);
   sf.fin = f.fin && hi == s.write_end;
-  const std::size_t len = static_cast<std::size_t>(hi - lo);
-  const member_state &m = *members_[mi];
+  const std::size_t len = static_cast<std::size_t>(hi - sf.offset);
   // Never past the member's credit: wait for its CREDIT (or a skip).
-  if (hi > m.stream_credit[f.stream] || conn_bytes_sent_ > m.conn_credit) return false;
-  if (b.stream_room(sf) < len || !frames_room(1)) return false;
-  // Copy out of the ring (the range may wrap).
-  const std::size_t pos = lo & s.mask();
-  const std::size_t first = std::min(len, s.buf.size() - pos);
-  std::memcpy(scratch_.data(), s.buf.data() + pos, first);
-  if (first < len) std::memcpy(scratch_.data() + first, s.buf.data(), len - first);
-  sf.data = {scratch_.data(), len};
-  b.append_stream(sf);
+  if (!member_may_carry(mi, f.stream, hi, nullptr)) return false;
+  if (b.stream_room(sf) < len || b.frames() >= max_frames_per_packet) return false;
+  const std::span<std::byte> dst = b.append_stream_header(sf, len);
+  if (dst.size() != len || b.size() == 0) return false;
+  s.buf.read(sf.offset, dst);
   if (s.mode == stream_mode::message) {
     message_record *r = find_message(s, f.msg_seq);
-    if (r && r->rel == reliability::partial) ++s.retx[(f.msg_seq & (s.msgs.size() - 1)) * members_.size() + mi];
+    if (r && r->rel == reliability::partial && !retx_counted(f.stream, f.msg_seq)) {
+      ++s.retx.at(f.msg_seq * members_.size() + mi);
+      note_retx_counted(f.stream, f.msg_seq);
+    }
   }
   frame_record nf = f;
-  nf.offset = lo;
+  nf.offset = sf.offset;
   nf.len = static_cast<uint32_t>(len);
-  frames_[frame_tail_++ & (frames_.size() - 1)] = nf;
+  frames_.at(frame_tail_++) = nf;
+  b.count_frame();
+  note_sent_to(mi, f.stream, hi);
   ++stats_.retransmitted_frames;
   stats_.stream_bytes_retransmitted += len;
   return true;
 }
 
-packet_header connection::next_header() const {
-  packet_header h;
-  h.sender_id = cfg_.local_id;
-  h.connection_id = cfg_.connection_id;
-  h.packet_number = next_pn_;
-  return h;
+// Partial messages: one retransmission per message per repair packet,
+// however many of its segments the packet carries.
+bool connection::retx_counted(uint64_t stream, uint64_t seq) const {
+  if (counted_pn_ != next_pn_) return false;
+  for (std::size_t i = 0; i < counted_n_; ++i)
+    if (counted_[i].stream == stream && counted_[i].seq == seq) return true;
+  return false;
+}
+
+void connection::note_retx_counted(uint64_t stream, uint64_t seq) {
+  if (counted_pn_ != next_pn_) {
+    counted_pn_ = next_pn_;
+    counted_n_ = 0;
+  }
+  if (counted_n_ < max_frames_per_packet) counted_[counted_n_++] = {stream, seq};
+}
+
+// FORWARDs owed to a member, within its credit.
+// @return a frame was added
+bool connection::add_forwards(std::size_t mi, packet_builder &b) {
+  member_state &m = *members_[mi];
+  if (!m.fwd_pending) return false;
+  bool added = false, owed = false;
+  for (auto &sp : send_streams_) {
+    if (!sp) continue;
+    send_stream &s = *sp;
+    stream_member &sm = s.per_member[mi];
+    while (!sm.fwd_owed.empty()) {
+      const range_set::range r = sm.fwd_owed.front();
+      if (sm.acked.contains(r.lo, r.hi)) {
+        sm.fwd_owed.erase_below(r.hi);
+        continue;
+      }
+      // Only once every byte of it went out (so no STREAM frame for them
+      // follows the FORWARD); cut at the stream credit and connection room.
+      if (r.hi > s.sent_end) {
+        owed = true;
+        break;
+      }
+      uint64_t end = std::min({r.hi, m.stream_credit[s.id], r.lo + (uint64_t{1} << 30)});
+      if (end > sm.sent_to) {
+        const uint64_t room = m.conn_credit > m.conn_sent_to ? m.conn_credit - m.conn_sent_to : 0;
+        end = std::min(end, sm.sent_to + room);
+      }
+      if (end <= r.lo || b.frames() >= max_frames_per_packet || !b.append_forward({s.id, r.lo, end - r.lo})) {
+        owed = true;
+        break;
+      }
+      frame_record f;
+      f.kind = frame_record::forward;
+      f.stream = static_cast<uint16_t>(s.id);
+      f.offset = r.lo;
+      f.len = static_cast<uint32_t>(end - r.lo);
+      frames_.at(frame_tail_++) = f;
+      b.count_frame();
+      note_sent_to(mi, s.id, end);
+      sm.fwd_owed.erase_below(end);
+      ++stats_.forwards_sent;
+      added = true;
+    }
+  }
+  m.fwd_pending = owed;
+  return added;
 }
 
 transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> out, time_ns now) {
   member_state &m = *members_[mi];
+  const bool window_room = m.bytes_in_flight + cfg_.max_packet_bytes <= m.cc->cwnd();
   const bool want_ack = m.ack_pending && (m.ack_now || now >= m.ack_deadline);
-  const bool want_repair =
-      (m.lost_tail > m.lost_head && m.bytes_in_flight + cfg_.max_packet_bytes <= m.cc->cwnd()) || m.fwd_tail > m.fwd_head;
-  if (!want_ack && !m.credit_pending && !want_repair && !m.probe_pending && !m.heartbeat_pending) return {};
-  if (next_pn_ - sent_head_pn_ >= sent_.size()) retire_packets();
-  const bool ring_room = next_pn_ - sent_head_pn_ < sent_.size() && frames_room(64);
+  const bool want_repair = m.repairs_queued() && (window_room || m.probe_pending);
+  if (!want_ack && !m.credit_pending && !want_repair && !m.fwd_pending && !m.probe_pending && !m.heartbeat_pending)
+    return {};
+  const bool ring_room = tracking_room();
   if (!ring_room && !want_ack) return {};
+  out = amplification_limit(member_bit(mi), out);
+  if (out.empty()) return {};
 
-  const packet_header h = next_header();
+  (void)take_packet_number();
+  const packet_header h = next_header(member_bit(mi));
   packet_builder b(out, h);
   const uint64_t frame_first = frame_tail_;
   bool eliciting = false;
   auto add_credits = [&] {
-    if (!m.credit_pending || !append_credits(mi, b)) return;
+    if (!m.credit_pending || b.frames() >= max_frames_per_packet || !append_credits(mi, b)) return;
     frame_record cf;
     cf.kind = frame_record::credit;
-    frames_[frame_tail_++ & (frames_.size() - 1)] = cf;
+    frames_.at(frame_tail_++) = cf;
+    b.count_frame();
     eliciting = true;
-  };
-  auto add_forwards = [&] {
-    while (m.fwd_tail > m.fwd_head) {
-      const frame_record &f = m.forwards[m.fwd_head & (m.forwards.size() - 1)];
-      if (!frames_room(1) || !b.append_forward({f.stream, f.offset, f.len})) break;
-      frames_[frame_tail_++ & (frames_.size() - 1)] = f;
-      ++m.fwd_head;
-      eliciting = true;
-    }
   };
   if (want_ack || (m.ack_pending && ring_room)) append_ack(mi, b, now);
   if (ring_room) {
     add_credits();
-    add_forwards();
-    if (m.bytes_in_flight + cfg_.max_packet_bytes <= m.cc->cwnd() || m.probe_pending) {
+    eliciting |= add_forwards(mi, b);
+    if (window_room || m.probe_pending) {
       bool full = false;
-      while (!full && m.lost_tail > m.lost_head) {
-        const uint64_t pn = m.lost[m.lost_head & (m.lost.size() - 1)];
-        sent_packet &p = sent_[pn & (sent_.size() - 1)];
+      while (!full && m.repairs_queued()) {
+        const uint64_t pn = m.lost.at(m.lost_head);
+        sent_packet &p = sent_.at(pn);
         if (p.pn == pn) {
           for (; m.lost_cursor < p.frame_count; ++m.lost_cursor) {
             const std::size_t before = b.size();
-            if (!repair_frame(mi, frames_[(p.frame_first + m.lost_cursor) & (frames_.size() - 1)], b, now)) {
+            if (!repair_frame(mi, frames_.at(p.frame_first + m.lost_cursor), b, now)) {
               full = true;
               break;
             }
             eliciting |= b.size() != before;
           }
           if (full) break;
-          p.repair &= ~bit(mi);
+          p.repair &= ~member_bit(mi);
         }
         ++m.lost_head;
         m.lost_cursor = 0;
       }
-      add_forwards();  // repairs may have turned into FORWARDs (expired messages)
-      add_credits();   // or into credits to resend
+      eliciting |= add_forwards(mi, b);  // repairs may have turned into FORWARDs
+      add_credits();                     // or into credits to resend
     }
     if (m.probe_pending && !eliciting && b.append_ping()) eliciting = true;
     if (m.heartbeat_pending && b.append_heartbeat(m.heartbeat_seq)) {
@@ -312,10 +441,12 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
       m.heartbeat_pending = false;
     }
   }
-  if (b.empty()) return {};
+  if (b.empty()) {
+    frame_tail_ = frame_first;
+    return {};
+  }
   const std::size_t len = b.finish();
-  ++next_pn_;
-  if (sent_packet *p = record_packet(h.packet_number, len, bit(mi), eliciting, now)) {
+  if (sent_packet *p = record_packet(h.packet_number, len, member_bit(mi), eliciting, now)) {
     p->frame_first = frame_first;
     p->frame_count = static_cast<uint32_t>(frame_tail_ - frame_first);
     m.bytes_in_flight += len;
@@ -323,23 +454,54 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
   } else {
     frame_tail_ = frame_first;
   }
-  m.last_tx_ns = now;
-  ++stats_.packets_sent;
-  stats_.bytes_sent += len;
-  return {len, bit(mi)};
+  on_sent(member_bit(mi), len);
+  return {len, member_bit(mi)};
+}
+
+transmit connection::build_close_packet(std::size_t mi, std::span<std::byte> out) {
+  member_state &m = *members_[mi];
+  m.close_owed = false;
+  out = amplification_limit(member_bit(mi), out);
+  if (out.empty()) return {};
+  (void)take_packet_number();
+  packet_builder b(out, next_header(member_bit(mi)));
+  // The reason is cut to what fits (an amplification-limited reply is short).
+  const std::size_t room = b.room() > 12 ? b.room() - 12 : 0;
+  const std::string_view reason = std::string_view(close_reason_).substr(0, room);
+  if (!b.append_close(static_cast<uint64_t>(m.close_code), reason)) return {};
+  sent_close_ = true;
+  ++stats_.closes_sent;
+  const std::size_t len = b.finish();
+  on_sent(member_bit(mi), len);
+  return {len, member_bit(mi)};
 }
 
 // ---- new data for the whole group ----
 
+void connection::advance_over_expired(send_stream &s) {
+  // Messages given up before (all of) their bytes went out are never sent:
+  // the members are told to skip them instead.
+  while (s.msg_send < s.msg_tail && s.msgs.at(s.msg_send).expired) {
+    s.sent_end = std::max(s.sent_end, s.msgs.at(s.msg_send).end);
+    ++s.msg_send;
+  }
+  if (s.sent_end >= s.write_end) s.oldest_unsent_ns = never;
+}
+
 transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   time_ns wait = never;
   if (!new_data_pending(now, &wait)) return {};
-  if (next_pn_ - sent_head_pn_ >= sent_.size()) retire_packets();
-  if (next_pn_ - sent_head_pn_ >= sent_.size() || !frames_room(64)) return {};
+  if (!tracking_room()) return {};
   if (!group_may_send(cfg_.max_packet_bytes)) return {};
   if (!pacer_allows(cfg_.max_packet_bytes, now)) return {};
+  uint64_t live_mask = 0;
+  for (std::size_t i = 0; i < members_.size(); ++i)
+    if (members_[i]->live) live_mask |= member_bit(i);
+  out = amplification_limit(live_mask, out);
+  if (out.empty()) return {};
 
-  const packet_header h = next_header();
+  (void)take_packet_number();
+  const packet_header h = next_header(live_mask);
   packet_builder b(out, h);
   const uint64_t frame_first = frame_tail_;
   // With this packet a member's window is within two packets of full:
@@ -354,22 +516,28 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   }
   const std::size_t before_data = b.size();
 
+  const uint64_t mp = cfg_.max_packet_bytes;
   while (dgram_head_ < dgram_tail_) {
-    const auto [off, len] = dgram_q_[dgram_head_ % dgram_q_.size()];
-    if (!b.append_datagram({dgram_buf_.data() + off, len})) break;
+    const uint16_t len = dgram_len_.at(dgram_head_);
+    const std::size_t before = b.size();
+    const std::span<std::byte> dst = b.append_datagram_header(len);
+    if (b.size() == before) break;
+    for (std::size_t i = 0; i < len; ++i) dst[i] = dgram_bytes_.at(dgram_head_ * mp + i);
     ++dgram_head_;
   }
 
-  uint64_t conn_room = connection_send_limit() - std::min(connection_send_limit(), conn_bytes_sent_);
+  uint64_t conn_room = connection_send_room();
   const std::size_t n_streams = send_streams_.size();
   bool full = false;
   for (std::size_t k = 0; k < n_streams && !full; ++k) {
     const std::size_t id = (next_stream_rr_ + k) % n_streams;
     if (!send_streams_[id]) continue;
     send_stream &s = *send_streams_[id];
+    advance_over_expired(s);
     if (s.write_end <= s.sent_end && !(s.fin_requested && !s.fin_sent)) continue;  // nothing to send here
     const uint64_t limit = std::min(s.write_end, stream_send_limit(id));
     while (!full) {
+      advance_over_expired(s);
       stream_frame sf;
       sf.stream_id = id;
       sf.offset = s.sent_end;
@@ -378,22 +546,26 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
       if (s.mode == stream_mode::message) {
         if (s.msg_send >= s.msg_tail) break;
         seq = s.msg_send;
-        message_record &r = s.msg(seq);
-        if (r.expired) {  // given up before it went out
-          s.sent_end = std::max(s.sent_end, r.end);
-          ++s.msg_send;
-          continue;
-        }
+        const message_record &r = s.msgs.at(seq);
         sf.message = true;
         sf.unordered = s.ord == ordering::none;
         sf.msg_start = r.start;
         sf.msg_length = r.end - r.start;
         end = std::min(end, r.end);
       } else if (s.sent_end >= limit) {
-        if (s.fin_requested && !s.fin_sent && s.sent_end == s.write_end) {
+        if (s.fin_requested && !s.fin_sent && s.sent_end == s.write_end && b.frames() < max_frames_per_packet) {
           sf.fin = true;
-          if (!b.append_stream(sf)) break;
+          const std::size_t before = b.size();
+          (void)b.append_stream_header(sf, 0);
+          if (b.size() == before) break;
           s.fin_sent = true;
+          frame_record f;
+          f.kind = frame_record::stream_data;
+          f.stream = static_cast<uint16_t>(id);
+          f.offset = s.sent_end;
+          f.fin = true;
+          frames_.at(frame_tail_++) = f;
+          b.count_frame();
         }
         break;
       }
@@ -401,7 +573,7 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
       uint64_t len = std::min<uint64_t>(end - s.sent_end, conn_room);
       if (len == 0) break;
       const std::size_t room = b.stream_room(sf);
-      if (room == 0 || !frames_room(1)) {
+      if (room == 0 || b.frames() >= max_frames_per_packet) {
         full = true;
         break;
       }
@@ -415,17 +587,14 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
         len = room;
         full = true;
       }
-      const std::size_t pos = s.sent_end & s.mask();
-      const std::size_t first = std::min<std::size_t>(len, s.buf.size() - pos);
-      if (first < len) {
-        std::memcpy(scratch_.data(), s.buf.data() + pos, first);
-        std::memcpy(scratch_.data() + first, s.buf.data(), len - first);
-        sf.data = {scratch_.data(), static_cast<std::size_t>(len)};
-      } else {
-        sf.data = {s.buf.data() + pos, static_cast<std::size_t>(len)};
-      }
       sf.fin = s.mode == stream_mode::bytes && s.fin_requested && s.sent_end + len == s.write_end;
-      b.append_stream(sf);
+      const std::size_t before = b.size();
+      const std::span<std::byte> dst = b.append_stream_header(sf, static_cast<std::size_t>(len));
+      if (b.size() == before) {
+        full = true;
+        break;
+      }
+      s.buf.read(s.sent_end, dst);
       if (sf.fin) s.fin_sent = true;
       frame_record f;
       f.kind = frame_record::stream_data;
@@ -434,18 +603,22 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
       f.len = static_cast<uint32_t>(len);
       f.msg_seq = seq;
       f.fin = sf.fin;
-      frames_[frame_tail_++ & (frames_.size() - 1)] = f;
+      frames_.at(frame_tail_++) = f;
+      b.count_frame();
       s.sent_end += len;
       conn_bytes_sent_ += len;
       conn_room -= len;
       stats_.stream_bytes_sent += len;
-      while (s.msg_send < s.msg_tail && s.msg(s.msg_send).end <= s.sent_end) ++s.msg_send;
+      while (s.msg_send < s.msg_tail && s.msgs.at(s.msg_send).end <= s.sent_end) ++s.msg_send;
     }
     s.oldest_unsent_ns = s.sent_end < s.write_end ? now : never;
     if (full) next_stream_rr_ = id;
   }
   if (!full) next_stream_rr_ = (next_stream_rr_ + 1) % n_streams;
-  if (b.size() == before_data) return {};  // no data fitted: no packet (not a lone PING)
+  if (b.size() == before_data) {  // no data fitted: no packet (not a lone PING)
+    frame_tail_ = frame_first;
+    return {};
+  }
   // With one live member this copy goes to it alone, so its pending ACK
   // rides along instead of costing a packet of its own (room permitting).
   if (const std::size_t lone = lone_member(); lone < members_.size() && members_[lone]->ack_pending)
@@ -460,289 +633,55 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   }
 
   const std::size_t len = b.finish();
-  // Who gets this copy: every live member; in a threshold group only those
-  // with window and credit for it. The others get its data by repair,
-  // within their own window and credit, or are told to skip it once it is
-  // released (check_stability).
+  // Who gets this copy: every live member with window and credit for it
+  // (all of them without a threshold: the limits above took the smallest).
+  // In a threshold group the others get its data by repair, within their
+  // own window and credit, or are told to skip it once it is released.
   uint64_t mask = 0, behind = 0;
   for (std::size_t i = 0; i < members_.size(); ++i) {
     const member_state &m = *members_[i];
     if (!m.live) continue;
-    bool fits = true;
-    if (cfg_.threshold) {
-      fits = m.bytes_in_flight + len <= m.cc->cwnd() && conn_bytes_sent_ <= m.conn_credit;
-      for (uint64_t k = frame_first; fits && k < frame_tail_; ++k) {
-        const frame_record &f = frames_[k & (frames_.size() - 1)];
-        fits = f.offset + f.len <= m.stream_credit[f.stream];
-      }
+    bool fits = !cfg_.threshold || m.bytes_in_flight + len <= m.cc->cwnd();
+    // Frames of one stream are consecutive and ascending: the growth of
+    // each is counted from the end of the one before.
+    uint64_t grow = 0, prev_stream = UINT64_MAX, prev_end = 0;
+    for (uint64_t k = frame_first; fits && k < frame_tail_; ++k) {
+      const frame_record &f = frames_.at(k);
+      const uint64_t end = f.offset + f.len;
+      const uint64_t from =
+          std::max(send_streams_[f.stream]->per_member[i].sent_to, f.stream == prev_stream ? prev_end : 0);
+      fits = end <= m.stream_credit[f.stream];
+      grow += end > from ? end - from : 0;
+      prev_stream = f.stream;
+      prev_end = std::max(from, end);
     }
-    (fits ? mask : behind) |= bit(i);
+    fits = fits && m.conn_sent_to + grow <= m.conn_credit;
+    (fits ? mask : behind) |= member_bit(i);
   }
-  ++next_pn_;
   sent_packet *p = record_packet(h.packet_number, len, mask, true, now);
   p->frame_first = frame_first;
   p->frame_count = static_cast<uint32_t>(frame_tail_ - frame_first);
   for (std::size_t i = 0; i < members_.size(); ++i) {
     member_state &m = *members_[i];
-    if (!(behind & bit(i)) || m.lost_tail - m.lost_head >= m.lost.size()) continue;
-    p->repair |= bit(i);
-    m.lost[m.lost_tail++ & (m.lost.size() - 1)] = h.packet_number;
-  }
-  for (std::size_t i = 0; i < members_.size(); ++i) {
-    if (!(mask & bit(i))) continue;
-    members_[i]->bytes_in_flight += len;
-    members_[i]->last_ack_eliciting_ns = now;
-    members_[i]->last_tx_ns = now;
-    members_[i]->probe_pending = false;
+    if (mask & member_bit(i)) {
+      for (uint64_t k = frame_first; k < frame_tail_; ++k) {
+        const frame_record &f = frames_.at(k);
+        note_sent_to(i, f.stream, f.offset + f.len);
+      }
+      m.bytes_in_flight += len;
+      m.last_ack_eliciting_ns = now;
+      m.probe_pending = false;
+    } else if (behind & member_bit(i)) {
+      // tracking_room() made the ring as large as the sent table.
+      p->repair |= member_bit(i);
+      m.lost.at(m.lost_tail++) = h.packet_number;
+    }
   }
   pacer_on_sent(len, now);
   time_ns dummy = never;
   if (!new_data_pending(now, &dummy) || dummy == never) flush_requested_ = false;
-  ++stats_.packets_sent;
-  stats_.bytes_sent += len;
+  on_sent(mask, len);
   return {len, mask};
-}
-
-// ---- acknowledgements and losses ----
-
-void connection::on_ack_frame(std::size_t mi, const ack_frame &a, time_ns now) {
-  member_state &m = *members_[mi];
-  const uint64_t b = bit(mi);
-  bool newly = false;
-  bool touched[256] = {};
-  ack_range_iter it(a);
-  uint64_t lo, hi;
-  while (it.next(lo, hi)) {
-    if (hi >= next_pn_) continue;  // acknowledges what we never sent: ignore the range
-    for (uint64_t pn = std::max(lo, sent_head_pn_); pn <= hi; ++pn) {
-      sent_packet &p = sent_[pn & (sent_.size() - 1)];
-      if (p.pn != pn || !(p.members & b) || (p.acked & b)) continue;
-      const bool was_lost = p.lost & b;
-      p.acked |= b;
-      newly = true;
-      if (was_lost) {
-        // Declared lost, yet it arrived: the path reorders more than we
-        // allowed. Widen both thresholds (RFC 9002 6.1 allows adapting
-        // them; Linux RACK grows its reordering window the same way).
-        ++stats_.spurious_losses;
-        if (m.has_acked && m.largest_acked > pn)
-          m.reorder_packets = std::min<uint64_t>(std::max(m.reorder_packets, m.largest_acked - pn + 1), 256);
-        m.reorder_eighths = std::min<uint32_t>(m.reorder_eighths + 2, 32);
-        m.cc->on_spurious_loss();
-      }
-      if (!was_lost) {
-        m.bytes_in_flight -= std::min<uint64_t>(m.bytes_in_flight, p.bytes);
-        m.cc->on_acked(p.bytes, p.sent_ns, m.rtt, now);
-      }
-      if (pn == a.largest) {
-        const time_ns delay = std::min<time_ns>(a.ack_delay_us * 1000, cfg_.ack_delay_ns);
-        if (now > p.sent_ns) m.rtt.on_sample(now - p.sent_ns, delay);
-      }
-      for (uint32_t i = 0; i < p.frame_count; ++i) {
-        const frame_record &f = frames_[(p.frame_first + i) & (frames_.size() - 1)];
-        if (f.kind != frame_record::stream_data || f.stream >= send_streams_.size() || !send_streams_[f.stream])
-          continue;
-        send_stream &s = *send_streams_[f.stream];
-        // A full set only loses precision: the member repairs the range.
-        s.acked[mi].insert(f.offset, f.offset + f.len);
-        if (f.stream < 256) touched[f.stream] = true;
-      }
-    }
-  }
-  if (!newly) return;
-  if (!m.has_acked || a.largest > m.largest_acked) m.largest_acked = std::min(a.largest, next_pn_ - 1);
-  m.has_acked = true;
-  m.pto_count = 0;
-  if (!m.accepted) {
-    m.accepted = true;
-    check_ready();
-  }
-  detect_losses(mi, now);
-  for (std::size_t id = 0; id < send_streams_.size(); ++id)
-    if (send_streams_[id] && (id >= 256 || touched[id])) check_stability(*send_streams_[id], now);
-  retire_packets();
-}
-
-void connection::on_packet_lost(std::size_t mi, sent_packet &p, uint64_t pn) {
-  member_state &m = *members_[mi];
-  p.lost |= bit(mi);
-  m.bytes_in_flight -= std::min<uint64_t>(m.bytes_in_flight, p.bytes);
-  ++stats_.packets_lost;
-  if (p.frame_count == 0) return;
-  // Unreliable messages are not repaired: the member is told to skip them.
-  bool needs_repair = false;
-  for (uint32_t i = 0; i < p.frame_count; ++i) {
-    const frame_record &f = frames_[(p.frame_first + i) & (frames_.size() - 1)];
-    if (f.kind == frame_record::credit) {
-      resend_credits(mi);
-      continue;
-    }
-    if (f.kind == frame_record::forward) {
-      m.push_forward(f);  // FORWARD is reliable: send it again
-      continue;
-    }
-    if (f.kind == frame_record::stream_data && f.stream < send_streams_.size() && send_streams_[f.stream] &&
-        send_streams_[f.stream]->mode == stream_mode::message) {
-      send_stream &s = *send_streams_[f.stream];
-      message_record *r = find_message(s, f.msg_seq);
-      if (r && r->rel == reliability::unreliable) {
-        // Only this member misses it: the others still get the rest of
-        // the message, so this is not a global expiry.
-        if (!s.acked[mi].contains(r->start, r->end)) {
-          s.acked[mi].insert(r->start, r->end);
-          ++r->missed;
-          frame_record fw;
-          fw.kind = frame_record::forward;
-          fw.stream = f.stream;
-          fw.offset = r->start;
-          fw.len = static_cast<uint32_t>(r->end - r->start);
-          m.push_forward(fw);
-        }
-        continue;
-      }
-    }
-    needs_repair = true;
-  }
-  if (needs_repair && m.lost_tail - m.lost_head < m.lost.size()) {
-    p.repair |= bit(mi);
-    m.lost[m.lost_tail++ & (m.lost.size() - 1)] = pn;
-  }
-}
-
-void connection::detect_losses(std::size_t mi, time_ns now) {
-  member_state &m = *members_[mi];
-  m.loss_time = never;
-  if (!m.has_acked) return;
-  const uint64_t b = bit(mi);
-  const time_ns rtt = std::max(m.rtt.smoothed(), m.rtt.latest());
-  const time_ns loss_delay = std::max<time_ns>(rtt * m.reorder_eighths / 8, timer_granularity_ns);
-  bool any_lost = false;
-  time_ns newest_lost_sent = 0;
-  m.loss_scan_pn = std::max(m.loss_scan_pn, sent_head_pn_);
-  bool scanning = true;
-  for (uint64_t pn = m.loss_scan_pn; pn < m.largest_acked; ++pn) {
-    sent_packet &p = sent_[pn & (sent_.size() - 1)];
-    const bool resolved = p.pn != pn || !(p.members & b) || ((p.acked | p.lost) & b);
-    if (resolved) {
-      if (scanning) m.loss_scan_pn = pn + 1;
-      continue;
-    }
-    if (m.largest_acked >= pn + m.reorder_packets || p.sent_ns + loss_delay <= now) {
-      on_packet_lost(mi, p, pn);
-      any_lost = true;
-      newest_lost_sent = std::max(newest_lost_sent, p.sent_ns);
-      if (scanning) m.loss_scan_pn = pn + 1;
-    } else {
-      scanning = false;
-      m.loss_time = std::min(m.loss_time, p.sent_ns + loss_delay);
-    }
-  }
-  if (any_lost) m.cc->on_loss(newest_lost_sent, now);
-}
-
-// ---- stability, expiry, release ----
-
-void connection::expire_message(send_stream &s, uint64_t seq, time_ns) {
-  message_record *r = find_message(s, seq);
-  if (r == nullptr || r->stable) return;
-  if (!r->expired) ++stats_.messages_expired;
-  r->expired = true;
-  for (std::size_t mi = 0; mi < members_.size(); ++mi) {
-    member_state &m = *members_[mi];
-    if (!m.live || s.acked[mi].contains(r->start, r->end)) continue;
-    s.acked[mi].insert(r->start, r->end);
-    ++r->missed;
-    frame_record fw;
-    fw.kind = frame_record::forward;
-    fw.stream = static_cast<uint16_t>(s.id);
-    fw.offset = r->start;
-    fw.len = static_cast<uint32_t>(r->end - r->start);
-    m.push_forward(fw);
-  }
-}
-
-void connection::check_lifetimes(time_ns now) {
-  next_lifetime_ns_ = never;
-  for (auto &sp : send_streams_) {
-    if (!sp) continue;
-    send_stream &s = *sp;
-    for (uint64_t seq = s.msg_stable; seq < s.msg_tail; ++seq) {
-      message_record &r = s.msg(seq);
-      if (r.deadline_ns == never || r.stable || r.expired) continue;
-      if (r.deadline_ns <= now)
-        expire_message(s, seq, now);
-      else
-        next_lifetime_ns_ = std::min(next_lifetime_ns_, r.deadline_ns);
-    }
-    check_stability(s, now);
-  }
-}
-
-void connection::check_stability(send_stream &s, time_ns) {
-  uint32_t live = 0;
-  for (const auto &m : members_) live += m->live;
-  const uint32_t need = cfg_.threshold ? std::min(cfg_.threshold, live) : live;
-  // What each member holds contiguously from the base answers most
-  // questions below with one compare instead of a search.
-  uint64_t prefix[max_members];
-  for (std::size_t mi = 0; mi < members_.size(); ++mi) prefix[mi] = s.acked[mi].contiguous_end(s.base);
-  auto holds = [&](std::size_t mi, const message_record &r) {
-    return r.end <= prefix[mi] || s.acked[mi].contains(r.start, r.end);
-  };
-  // Report stability (Sent) or expiry in message order.
-  while (s.msg_stable < s.msg_send) {
-    message_record &r = s.msg(s.msg_stable);
-    uint32_t have = 0;
-    for (std::size_t mi = 0; mi < members_.size(); ++mi)
-      if (members_[mi]->live && holds(mi, r)) ++have;
-    event e;
-    e.stream_id = s.id;
-    e.message_id = s.msg_stable;
-    if (r.expired || r.missed) {
-      if (have < live) break;  // FORWARDs still on their way
-      e.type = event_type::expired;
-      e.count = r.missed;
-    } else {
-      if (have < need || live == 0) break;
-      e.type = event_type::sent;
-      e.count = have;
-      ++stats_.messages_stable;
-    }
-    if (!events_room(1)) break;  // resumed at the next call
-    r.stable = true;
-    push_event(e);
-    ++s.msg_stable;
-  }
-  // Release what every live member holds (or was told to skip). In a
-  // threshold group, a stable message is released under buffer pressure
-  // even if slow members lack it: they are told to skip it (FORWARD), so
-  // the group runs at the pace of its t-th fastest member, not its slowest.
-  const bool pressure = cfg_.threshold != 0 && ((s.write_end - s.base) * 4 > s.buf.size() * 3 ||
-                                                (s.msg_tail - s.msg_head) * 4 > s.msgs.size() * 3);
-  while (s.msg_head < s.msg_stable) {
-    message_record &r = s.msg(s.msg_head);
-    bool all = true;
-    for (std::size_t mi = 0; mi < members_.size() && all; ++mi)
-      if (members_[mi]->live && !holds(mi, r)) all = false;
-    if (!all) {
-      if (!pressure || r.expired || r.missed) break;
-      for (std::size_t mi = 0; mi < members_.size(); ++mi) {
-        member_state &m = *members_[mi];
-        if (!m.live || holds(mi, r)) continue;
-        frame_record fw;
-        fw.kind = frame_record::forward;
-        fw.stream = static_cast<uint16_t>(s.id);
-        fw.offset = r.start;
-        fw.len = static_cast<uint32_t>(r.end - r.start);
-        if (!m.push_forward(fw)) return;  // no room to tell it: keep the message
-        s.acked[mi].insert(r.start, r.end);
-        ++stats_.messages_skipped_by_slow_members;
-      }
-    }
-    s.base = r.end;
-    ++s.msg_head;
-  }
-  for (auto &a : s.acked) a.erase_below(s.base);
 }
 
 }  // namespace mtp::core

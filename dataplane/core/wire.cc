@@ -16,6 +16,19 @@ constexpr std::string_view status_names[] = {
 #undef MTP_X
 };
 
+constexpr std::string_view drop_names[] = {
+#define MTP_X(name, text) #name,
+    MTP_DROP_REASONS(MTP_X)
+#undef MTP_X
+};
+
+// drop_reason_of() relies on the parse failures leading the drop list in
+// the same order.
+#define MTP_X(name, text) static_assert(static_cast<int>(drop_reason::name) + 1 == static_cast<int>(parse_status::name));
+MTP_X(too_short, "") MTP_X(bad_version, "") MTP_X(bad_type, "") MTP_X(bad_crc, "") MTP_X(no_crc, "")
+MTP_X(bad_packet_number, "") MTP_X(bad_sender_id, "") MTP_X(malformed_frame, "") MTP_X(unknown_frame, "")
+#undef MTP_X
+
 constexpr uint8_t stream_flag_fin = 0x01;
 constexpr uint8_t stream_flag_msg = 0x02;
 constexpr uint8_t stream_flag_unordered = 0x04;
@@ -39,14 +52,18 @@ std::string_view parse_status_name(parse_status s) {
   return i < parse_status_count ? status_names[i] : "invalid";
 }
 
+std::string_view drop_reason_name(drop_reason r) {
+  const auto i = static_cast<std::size_t>(r);
+  return i < drop_reason_count ? drop_names[i] : "invalid";
+}
+
 parse_status parse_packet(std::span<const std::byte> packet, packet_header &hdr, std::span<const std::byte> &frames) {
   if (packet.size() < 4) return parse_status::too_short;
   hdr.version = std::to_integer<uint8_t>(packet[0]);
   if (hdr.version != protocol_version) return parse_status::bad_version;
   if (packet.size() < header_size + crc_size) return parse_status::too_short;
   const uint8_t type = std::to_integer<uint8_t>(packet[1]);
-  if (type != static_cast<uint8_t>(packet_type::data) && type != static_cast<uint8_t>(packet_type::version_negotiation))
-    return parse_status::bad_type;
+  if (type != static_cast<uint8_t>(packet_type::data)) return parse_status::bad_type;
   hdr.type = static_cast<packet_type>(type);
   hdr.flags = std::to_integer<uint8_t>(packet[2]);
   // Until the security issue adds AEAD, every packet carries the CRC.
@@ -57,6 +74,9 @@ parse_status parse_packet(std::span<const std::byte> packet, packet_header &hdr,
   hdr.sender_id = static_cast<uint32_t>(load_be(packet.data() + 4, 4));
   hdr.connection_id = load_be(packet.data() + 8, 8);
   hdr.packet_number = load_be(packet.data() + 16, 8);
+  if (hdr.packet_number > max_packet_number) return parse_status::bad_packet_number;
+  if (hdr.sender_id == reserved_member_id_low || hdr.sender_id == reserved_member_id_high)
+    return parse_status::bad_sender_id;
   frames = packet.subspan(header_size, body - header_size);
   return parse_status::ok;
 }
@@ -161,6 +181,11 @@ parse_status frame_reader::next(frame &f) {
         return fail(parse_status::malformed_frame);
       return parse_status::ok;
     default:
+      if (is_extension_frame(t)) {
+        uint64_t len = 0;
+        if (!var(len) || !bytes(len, f.extension)) return fail(parse_status::malformed_frame);
+        return parse_status::ok;
+      }
       return fail(parse_status::unknown_frame);
   }
 }
@@ -258,31 +283,59 @@ std::size_t packet_builder::stream_room(const stream_frame &s) const {
   return n - 8;
 }
 
-bool packet_builder::append_stream(const stream_frame &s) {
+std::span<std::byte> packet_builder::append_stream_header(const stream_frame &s, std::size_t len) {
   const std::size_t start = pos_;
   auto lim = out_.first(limit_);
   const uint8_t flags = (s.fin ? stream_flag_fin : 0) | (s.message ? stream_flag_msg : 0) |
                         (s.message && s.unordered ? stream_flag_unordered : 0);
   bool ok = put_u8(static_cast<uint8_t>(frame_type::stream)) && put_u8(flags) && write_varint(lim, pos_, s.stream_id) &&
-            write_varint(lim, pos_, s.offset) && write_varint(lim, pos_, s.data.size());
+            write_varint(lim, pos_, s.offset) && write_varint(lim, pos_, len);
   if (ok && s.message)
     ok = write_varint(lim, pos_, s.offset - s.msg_start) && write_varint(lim, pos_, s.msg_length);
-  if (ok && limit_ - pos_ >= s.data.size()) {
-    if (!s.data.empty()) std::memcpy(out_.data() + pos_, s.data.data(), s.data.size());
-    pos_ += s.data.size();
-    return true;
+  if (ok && limit_ - pos_ >= len) {
+    const std::span<std::byte> data = out_.subspan(pos_, len);
+    pos_ += len;
+    return data;
   }
   pos_ = start;
-  return false;
+  return {};
+}
+
+bool packet_builder::append_stream(const stream_frame &s) {
+  const std::size_t start = pos_;
+  const std::span<std::byte> data = append_stream_header(s, s.data.size());
+  if (data.data() == nullptr && pos_ == start) return false;
+  if (!s.data.empty()) std::memcpy(data.data(), s.data.data(), s.data.size());
+  return true;
+}
+
+std::span<std::byte> packet_builder::append_datagram_header(std::size_t len) {
+  const std::size_t start = pos_;
+  auto lim = out_.first(limit_);
+  if (put_u8(static_cast<uint8_t>(frame_type::datagram)) && write_varint(lim, pos_, len) && limit_ - pos_ >= len) {
+    const std::span<std::byte> data = out_.subspan(pos_, len);
+    pos_ += len;
+    return data;
+  }
+  pos_ = start;
+  return {};
 }
 
 bool packet_builder::append_datagram(std::span<const std::byte> data) {
   const std::size_t start = pos_;
+  const std::span<std::byte> dst = append_datagram_header(data.size());
+  if (dst.data() == nullptr && pos_ == start) return false;
+  if (!data.empty()) std::memcpy(dst.data(), data.data(), data.size());
+  return true;
+}
+
+bool packet_builder::append_extension(uint8_t type, std::span<const std::byte> body) {
+  if (!is_extension_frame(type)) return false;
+  const std::size_t start = pos_;
   auto lim = out_.first(limit_);
-  if (put_u8(static_cast<uint8_t>(frame_type::datagram)) && write_varint(lim, pos_, data.size()) &&
-      limit_ - pos_ >= data.size()) {
-    if (!data.empty()) std::memcpy(out_.data() + pos_, data.data(), data.size());
-    pos_ += data.size();
+  if (put_u8(type) && write_varint(lim, pos_, body.size()) && limit_ - pos_ >= body.size()) {
+    if (!body.empty()) std::memcpy(out_.data() + pos_, body.data(), body.size());
+    pos_ += body.size();
     return true;
   }
   pos_ = start;
@@ -328,19 +381,55 @@ std::size_t packet_builder::finish() {
   return pos_ + crc_size;
 }
 
+// Version negotiation (protocol.md 3.3): the invariant 16 bytes (version
+// 0, three zero bytes, sender id, connection id), then the versions this
+// endpoint speaks, 32 bits each (we speak one), then CRC32C.
+constexpr std::size_t vn_header_size = 16;
+
 std::size_t build_version_negotiation(std::span<std::byte> out, uint64_t connection_id, uint32_t sender_id) {
-  packet_header h;
-  h.type = packet_type::version_negotiation;
-  h.connection_id = connection_id;
-  h.sender_id = sender_id;
-  packet_builder b(out, h);
-  // The payload is not frames but the versions this endpoint speaks, 32
-  // bits each (protocol.md 3.3); we speak one.
-  if (b.room() < 4) return 0;
-  store_be(out.data() + header_size, protocol_version, 4);
-  const std::size_t len = header_size + 4;
+  const std::size_t len = vn_header_size + 4;
+  if (out.size() < len + crc_size) return 0;
+  out[0] = static_cast<std::byte>(version_negotiation_version);
+  out[1] = out[2] = out[3] = std::byte{0};
+  store_be(out.data() + 4, sender_id, 4);
+  store_be(out.data() + 8, connection_id, 8);
+  store_be(out.data() + vn_header_size, protocol_version, 4);
   store_be(out.data() + len, crc32c(out.first(len)), 4);
   return len + crc_size;
+}
+
+bool version_list::lists(uint32_t v) const {
+  for (std::size_t i = 0; i + 4 <= versions.size(); i += 4)
+    if (static_cast<uint32_t>(load_be(versions.data() + i, 4)) == v) return true;
+  return false;
+}
+
+parse_status parse_version_negotiation(std::span<const std::byte> packet, uint32_t &sender_id,
+                                       uint64_t &connection_id, version_list &out) {
+  if (packet.size() < vn_header_size + crc_size) return parse_status::too_short;
+  if (std::to_integer<uint8_t>(packet[0]) != version_negotiation_version) return parse_status::bad_version;
+  const std::size_t body = packet.size() - crc_size;
+  if (crc32c(packet.first(body)) != static_cast<uint32_t>(load_be(packet.data() + body, 4)))
+    return parse_status::bad_crc;
+  if ((body - vn_header_size) % 4 != 0) return parse_status::malformed_frame;
+  sender_id = static_cast<uint32_t>(load_be(packet.data() + 4, 4));
+  connection_id = load_be(packet.data() + 8, 8);
+  out.versions = packet.subspan(vn_header_size, body - vn_header_size);
+  return parse_status::ok;
+}
+
+bool is_opening_packet(std::span<const std::byte> packet) {
+  packet_header h;
+  std::span<const std::byte> frames;
+  if (parse_packet(packet, h, frames) != parse_status::ok || !(h.flags & flag_opening)) return false;
+  frame_reader rd(frames);
+  frame f;
+  bool eliciting = false;
+  while (!rd.done()) {
+    if (rd.next(f) != parse_status::ok) return false;
+    eliciting |= is_ack_eliciting(f.type);
+  }
+  return eliciting;
 }
 
 }  // namespace mtp::core

@@ -30,13 +30,23 @@
 namespace mtp::core {
 
 inline constexpr uint8_t protocol_version = 1;
+/// Version 0 marks a version negotiation packet in every version (3.3).
+inline constexpr uint8_t version_negotiation_version = 0;
+/// Packet numbers and every varint stay below 2^62 (3.2).
+inline constexpr uint64_t max_packet_number = (uint64_t{1} << 62) - 1;
+/// Member ids 0 and 2^32-1 are reserved (section 1): never a sender.
+inline constexpr uint32_t reserved_member_id_low = 0, reserved_member_id_high = 0xffffffffu;
 inline constexpr std::size_t header_size = 24;
 inline constexpr std::size_t crc_size = 4;
 inline constexpr uint16_t default_udp_port = 7400;
 
-enum class packet_type : uint8_t { data = 0x01, version_negotiation = 0x02 };
+/// Version 1 defines one packet type; version negotiation is a version-0
+/// packet (3.3), read with parse_version_negotiation().
+enum class packet_type : uint8_t { data = 0x01 };
 
 inline constexpr uint8_t flag_crc = 0x01;
+/// O: a client's first flight (3.1, 5.1); only such a packet opens a connection.
+inline constexpr uint8_t flag_opening = 0x02;
 
 enum class frame_type : uint8_t {
   padding = 0x00,
@@ -63,6 +73,11 @@ enum class frame_type : uint8_t {
   handshake = 0x19,
 };
 
+/// Frame types 0x40-0x7f are extensions: type, length(v), body. A receiver
+/// that does not know one skips it (protocol.md 4.12).
+inline constexpr uint8_t extension_frame_first = 0x40, extension_frame_last = 0x7f;
+inline bool is_extension_frame(uint8_t t) { return t >= extension_frame_first && t <= extension_frame_last; }
+
 /// Why a packet was not accepted; one list gives enum and counter names.
 #define MTP_PARSE_STATUSES(X)                                                  \
   X(ok, "parsed")                                                              \
@@ -71,6 +86,8 @@ enum class frame_type : uint8_t {
   X(bad_type, "unknown packet type")                                           \
   X(bad_crc, "CRC32C does not match (corrupted)")                              \
   X(no_crc, "unencrypted packet without the CRC flag")                         \
+  X(bad_packet_number, "packet number at or above 2^62")                       \
+  X(bad_sender_id, "sender id 0 or 2^32-1 (reserved)")                         \
   X(malformed_frame, "a frame runs past the packet or breaks its own rules")   \
   X(unknown_frame, "a reserved or unknown frame type")
 
@@ -82,6 +99,40 @@ enum class parse_status : uint8_t {
 };
 inline constexpr std::size_t parse_status_count = static_cast<std::size_t>(parse_status::count_);
 std::string_view parse_status_name(parse_status s);
+
+/// Why a connection dropped a received packet, one counter each; the names
+/// are protocol.md's (section 3.5). The first ones are parse_status values
+/// in the same order. Every drop bumps exactly one.
+#define MTP_DROP_REASONS(X)                                                    \
+  X(too_short, "shorter than the header and trailer")                          \
+  X(bad_version, "version is not 1")                                           \
+  X(bad_type, "unknown packet type")                                           \
+  X(bad_crc, "CRC32C does not match (corrupted)")                              \
+  X(no_crc, "unencrypted packet without the CRC flag")                         \
+  X(bad_packet_number, "packet number at or above 2^62")                       \
+  X(bad_sender_id, "sender id 0 or 2^32-1 (reserved)")                         \
+  X(malformed_frame, "a frame runs past the packet or breaks its own rules")   \
+  X(unknown_frame, "a reserved or unknown frame type")                         \
+  X(unknown_sender, "sender or connection id not of this connection, or a member that left") \
+  X(pn_out_of_window, "packet number too far ahead of the largest received")  \
+  X(duplicate, "packet number already received, or below those remembered")  \
+  X(stream_limit, "a stream id at or above max_streams")                      \
+  X(flow_control, "data or a FORWARD beyond the credit granted")              \
+  X(stream_state, "contradicts the stream: mode, message bounds or final size") \
+  X(not_absorbed, "no buffer, table or memory to take it whole (repaired later)") \
+  X(protocol_violation, "acknowledges a packet never sent to this member")    \
+  X(after_close, "arrived while the connection was closing or draining")
+
+enum class drop_reason : uint8_t {
+#define MTP_X(name, text) name,
+  MTP_DROP_REASONS(MTP_X)
+#undef MTP_X
+      count_
+};
+inline constexpr std::size_t drop_reason_count = static_cast<std::size_t>(drop_reason::count_);
+std::string_view drop_reason_name(drop_reason r);
+/// The drop reason of a parse failure (same name).
+inline drop_reason drop_reason_of(parse_status s) { return static_cast<drop_reason>(static_cast<uint8_t>(s) - 1); }
 
 struct packet_header {
   uint8_t version = protocol_version;
@@ -173,6 +224,7 @@ struct frame {
   forward_frame forward;
   uint64_t heartbeat_seq = 0;
   std::span<const std::byte> datagram;
+  std::span<const std::byte> extension;  ///< body of an extension frame (0x40-0x7f)
 };
 
 /// Parses and checks the header and trailer.
@@ -181,10 +233,11 @@ struct frame {
 parse_status parse_packet(std::span<const std::byte> packet, packet_header &hdr, std::span<const std::byte> &frames);
 
 /// Reads the sender and connection ids of a packet without verifying it
-/// (no CRC): enough to find its session, which then parses it fully.
-/// @return false if it is too short or not version 1.
+/// (no CRC): enough to find its session, which then parses it fully. The
+/// ids sit at the same place in every version (the invariants, 3.3).
+/// @return false if it is too short to hold them.
 inline bool peek_ids(std::span<const std::byte> packet, uint32_t &sender_id, uint64_t &connection_id) {
-  if (packet.size() < header_size + crc_size || std::to_integer<uint8_t>(packet[0]) != protocol_version) return false;
+  if (packet.size() < 16) return false;
   uint64_t v = 0;
   for (std::size_t i = 4; i < 8; ++i) v = (v << 8) | std::to_integer<uint64_t>(packet[i]);
   sender_id = static_cast<uint32_t>(v);
@@ -239,6 +292,13 @@ class packet_builder {
   bool append_group_ack(const group_ack_frame &g);
   /// STREAM frame; the data is copied in.
   bool append_stream(const stream_frame &s);
+  /// STREAM frame whose `len` data bytes the caller writes into the span
+  /// returned (s.data is ignored). @return an empty span if it does not fit.
+  std::span<std::byte> append_stream_header(const stream_frame &s, std::size_t len);
+  /// DATAGRAM frame of `len` bytes the caller writes; empty if no room.
+  std::span<std::byte> append_datagram_header(std::size_t len);
+  /// An extension frame (0x40-0x7f) with its body.
+  bool append_extension(uint8_t type, std::span<const std::byte> body);
   /// How many data bytes a STREAM frame with these fields could carry now.
   std::size_t stream_room(const stream_frame &s) const;
   bool append_datagram(std::span<const std::byte> data);
@@ -248,6 +308,9 @@ class packet_builder {
 
   std::size_t size() const { return pos_; }
   std::size_t room() const { return limit_ > pos_ ? limit_ - pos_ : 0; }
+  /// Repairable frames the caller recorded for this packet (its own count).
+  std::size_t frames() const { return frames_; }
+  void count_frame() { ++frames_; }
   bool empty() const { return pos_ == header_size; }
   /// Writes the CRC trailer. @return the packet's length.
   std::size_t finish();
@@ -257,9 +320,32 @@ class packet_builder {
   std::span<std::byte> out_;
   std::size_t pos_ = 0;
   std::size_t limit_ = 0;  ///< out_.size() less the trailer
+  std::size_t frames_ = 0;
 };
 
-/// Builds a version negotiation packet listing the versions we speak.
+/// Builds a version negotiation packet listing the versions we speak
+/// (3.3): version 0, our id as sender, the connection id echoed.
+/// @return its length, 0 if `out` is too small.
 std::size_t build_version_negotiation(std::span<std::byte> out, uint64_t connection_id, uint32_t sender_id);
+
+/// What a received version negotiation packet says.
+struct version_list {
+  std::span<const std::byte> versions;  ///< 4 bytes each
+  bool lists(uint32_t v) const;
+};
+/// Parses a version negotiation packet (version 0). @return ok, too_short,
+/// bad_version (not version 0), bad_crc or malformed_frame (the list is
+/// not whole 32-bit entries).
+parse_status parse_version_negotiation(std::span<const std::byte> packet, uint32_t &sender_id, uint64_t &connection_id,
+                                       version_list &out);
+
+/// Does this verified packet open a connection (5.1)? A DATA packet with
+/// the O flag and at least one ack-eliciting frame, every frame well formed.
+bool is_opening_packet(std::span<const std::byte> packet);
+
+/// Ack-eliciting: every frame but ACK, PADDING and CLOSE (4).
+inline bool is_ack_eliciting(frame_type t) {
+  return t != frame_type::ack && t != frame_type::padding && t != frame_type::close;
+}
 
 }  // namespace mtp::core

@@ -138,6 +138,7 @@ endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_fram
   if (!rt_.config.test.sink.enabled) return nullptr;
   auto s = std::make_unique<session>();
   core::connection_config c = base_config(cid, rt_.config.test.sink.window_bytes);
+  c.side = core::role::server;
   c.members = {sender};
   peer p;
   p.known = true;

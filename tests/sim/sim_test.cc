@@ -147,6 +147,7 @@ run_result run(const scenario &sc, uint64_t seed) {
       c.connection_id = 0xc0ffee00 + i;
       c.local_id = member_node(j);
       c.members = {sender_node(i)};
+      c.side = role::server;
       auto &ep = net.add(member_node(j), std::make_unique<connection>(c, 0), {sender_node(i)});
       servers.push_back(ep.conn.get());
       server_of[ep.conn.get()] = {j, i};
@@ -157,8 +158,30 @@ run_result run(const scenario &sc, uint64_t seed) {
   // Wire-level accounting for partial and unreliable messages: how often
   // each message went to each member.
   std::map<std::tuple<uint32_t, uint32_t, uint64_t, uint64_t>, uint32_t> sends;
-  if (sc.rel != reliability::reliable) {
-    net.set_tap([&](uint32_t from, uint32_t to, std::span<const std::byte> pkt, bool) {
+  const bool trace = std::getenv("MTP_SIM_TRACE") != nullptr;
+  if (sc.rel != reliability::reliable || trace) {
+    net.set_tap([&](uint32_t from, uint32_t to, std::span<const std::byte> pkt, bool dropped) {
+      if (trace) {
+        packet_header h;
+        std::span<const std::byte> frames;
+        if (parse_packet(pkt, h, frames) == parse_status::ok) {
+          std::printf("%.6f %u->%u pn %llu%s:", static_cast<double>(net.now()) / 1e9, from, to,
+                      static_cast<unsigned long long>(h.packet_number), dropped ? " DROPPED" : "");
+          frame_reader rd(frames);
+          frame f;
+          while (!rd.done() && rd.next(f) == parse_status::ok) {
+            if (f.type == frame_type::stream)
+              std::printf(" S%llu[%llu,+%zu)", (unsigned long long)f.stream.stream_id, (unsigned long long)f.stream.offset, f.stream.data.size());
+            else if (f.type == frame_type::forward)
+              std::printf(" F%llu[%llu,+%llu)", (unsigned long long)f.forward.stream_id, (unsigned long long)f.forward.offset, (unsigned long long)f.forward.length);
+            else if (f.type == frame_type::ack)
+              std::printf(" A%llu", (unsigned long long)f.ack.largest);
+            else
+              std::printf(" t%d", static_cast<int>(f.type));
+          }
+          std::printf("\n");
+        }
+      }
       if (from < 1000) return;
       packet_header h;
       std::span<const std::byte> frames;
@@ -296,24 +319,11 @@ run_result run(const scenario &sc, uint64_t seed) {
     fail(o.str());
   }
   res.finished_ns = net.now();
-  if (!res.failure.empty() && std::getenv("MTP_SIM_VERBOSE")) {
-    for (auto &ep : net.endpoints()) {
-      const auto &st = ep->conn->stats();
-      std::printf("node %u conn %llx:", ep->node, static_cast<unsigned long long>(ep->conn->id()));
-#define MTP_X(name) std::printf(" %s=%llu", #name, static_cast<unsigned long long>(st.name));
-      MTP_CONNECTION_COUNTERS(MTP_X)
-#undef MTP_X
-      std::printf(" buffered=%llu inflight=%llu\n", static_cast<unsigned long long>(ep->conn->send_buffered_bytes()),
-                  static_cast<unsigned long long>(ep->conn->packets_in_flight()));
-      ep->conn->dump(stdout);
-    }
-  }
   res.corrupted = net.corrupted();
   for (auto *c : senders) {
     res.retransmitted += c->stats().retransmitted_frames;
     res.skipped += c->stats().messages_skipped_by_slow_members;
   }
-  if (!res.failure.empty()) return res;
 
   // --- properties ---
   std::set<uint32_t> crashed_set(sc.crash.begin(), sc.crash.end());
@@ -323,7 +333,7 @@ run_result run(const scenario &sc, uint64_t seed) {
     if (senders[i]->send_buffered_bytes() != 0) fail("sender memory not back to zero");
   }
   for (connection *c : servers)
-    if (c->stats().flow_control_violations) fail("flow control exceeded");
+    if (c->stats().drops[static_cast<int>(drop_reason::flow_control)]) fail("flow control exceeded");
   for (uint32_t j = 0; j < sc.members; ++j) {
     if (crashed_set.count(j)) continue;
     for (uint32_t i = 0; i < sc.senders; ++i)
@@ -345,9 +355,13 @@ run_result run(const scenario &sc, uint64_t seed) {
           if (sc.rel == reliability::reliable && !got && !sc.allow_skips)
             fail("member " + std::to_string(j) + " misses reliable message " + std::to_string(seq) + " of stream " +
                  std::to_string(k));
-          if (o == 1 && !got && sc.threshold == 0)
+          if (o == 1 && !got && sc.threshold == 0) {
+            uint64_t start = 0;
+            for (uint64_t q = 0; q < seq; ++q) start += msg_size(sc, i, k, q);
             fail("acknowledged (Sent) message " + std::to_string(seq) + " of stream " + std::to_string(k) +
-                 " lost at live member " + std::to_string(j));
+                 " (offsets [" + std::to_string(start) + ", " + std::to_string(start + msg_size(sc, i, k, seq)) +
+                 ")) lost at live member " + std::to_string(j));
+          }
           if (o == 0) fail("message neither Sent nor Expired");
         }
       }
@@ -368,11 +382,26 @@ run_result run(const scenario &sc, uint64_t seed) {
     const uint32_t to = std::get<1>(key);
     if (crashed_set.count(to - 1)) continue;
     if (sc.rel == reliability::unreliable && n > 1) fail("an unreliable message was retransmitted");
-    if (sc.rel == reliability::partial && n > 1 + sc.max_retx) fail("a partial message exceeded its retransmission bound");
+    if (sc.rel == reliability::partial && n > 1 + sc.max_retx)
+      fail("a partial message exceeded its retransmission bound: stream " + std::to_string(std::get<2>(key)) +
+           " offset " + std::to_string(std::get<3>(key)) + " to node " + std::to_string(to) + " sent " +
+           std::to_string(n) + " times");
   }
   time_ns settle = std::max(net.last_impairment(), sc.crash_at_ns);
   if (res.finished_ns > settle && res.finished_ns - settle > sc.finish_bound_ns)
     fail("finished " + std::to_string((res.finished_ns - settle) / 1'000'000) + " ms after the last impairment");
+  if (!res.failure.empty() && std::getenv("MTP_SIM_VERBOSE")) {
+    for (auto &ep : net.endpoints()) {
+      const auto &st = ep->conn->stats();
+      std::printf("node %u conn %llx:", ep->node, static_cast<unsigned long long>(ep->conn->id()));
+#define MTP_X(name) std::printf(" %s=%llu", #name, static_cast<unsigned long long>(st.name));
+      MTP_CONNECTION_COUNTERS(MTP_X)
+#undef MTP_X
+      std::printf(" buffered=%llu inflight=%llu\n", static_cast<unsigned long long>(ep->conn->send_buffered_bytes()),
+                  static_cast<unsigned long long>(ep->conn->packets_in_flight()));
+      ep->conn->dump(stdout);
+    }
+  }
   return res;
 }
 

@@ -29,6 +29,7 @@ connection_config client_cfg(std::vector<uint32_t> members) {
 connection_config server_cfg(uint32_t id) {
   connection_config c = client_cfg({100});
   c.local_id = id;
+  c.side = role::server;
   return c;
 }
 

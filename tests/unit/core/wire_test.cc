@@ -201,7 +201,14 @@ TEST(wire, malformed_and_unknown_frames) {
   check({0x03, 0, 0, 9, 8}, parse_status::malformed_frame);        // more acked than members
   check({0x10}, parse_status::unknown_frame);                      // JOIN: reserved
   check({0x19}, parse_status::unknown_frame);                      // handshake: reserved
-  check({0x7f}, parse_status::unknown_frame);
+  check({0x20}, parse_status::unknown_frame);
+  check({0x80}, parse_status::unknown_frame);
+  check({0xff}, parse_status::unknown_frame);
+  // Extensions (0x40-0x7f): type, length, body; a receiver skips them.
+  check({0x7f}, parse_status::malformed_frame);                     // no length
+  check({0x40, 3, 1, 2}, parse_status::malformed_frame);            // body cut short
+  check({0x40, 2, 1, 2}, parse_status::ok);
+  check({0x7f, 0}, parse_status::ok);
 }
 
 TEST(wire, builder_refuses_what_does_not_fit) {
@@ -229,19 +236,31 @@ TEST(wire, peek_ids_reads_the_header_without_verifying) {
   ASSERT_TRUE(peek_ids({out.data(), len}, sender, cid));
   EXPECT_EQ(sender, 0x01020304u);
   EXPECT_EQ(cid, 0x1122334455667788ull);
-  EXPECT_FALSE(peek_ids({out.data(), 27}, sender, cid));
+  EXPECT_FALSE(peek_ids({out.data(), 15}, sender, cid));
+  // The ids sit at the same place in every version (the invariants, 3.3).
   out[0] = std::byte{2};
-  EXPECT_FALSE(peek_ids({out.data(), len}, sender, cid));
+  EXPECT_TRUE(peek_ids({out.data(), len}, sender, cid));
+  EXPECT_EQ(cid, 0x1122334455667788ull);
 }
 
 TEST(wire, version_negotiation) {
   std::vector<std::byte> out(64);
   const std::size_t len = build_version_negotiation(out, 7, 9);
-  ASSERT_EQ(len, header_size + 4 + crc_size);
+  ASSERT_EQ(len, 16 + 4 + crc_size);
+  EXPECT_EQ(std::to_integer<int>(out[0]), 0);  // version 0 in every version
+  uint32_t sender = 0;
+  uint64_t cid = 0;
+  version_list v;
+  ASSERT_EQ(parse_version_negotiation({out.data(), len}, sender, cid, v), parse_status::ok);
+  EXPECT_EQ(sender, 9u);
+  EXPECT_EQ(cid, 7u);
+  EXPECT_TRUE(v.lists(1));
+  EXPECT_FALSE(v.lists(2));
+  // A version 1 parser refuses it; a corrupted one fails its CRC.
   packet_header h;
-  std::span<const std::byte> payload;
-  ASSERT_EQ(parse_packet({out.data(), len}, h, payload), parse_status::ok);
-  EXPECT_EQ(h.type, packet_type::version_negotiation);
-  ASSERT_EQ(payload.size(), 4u);
-  EXPECT_EQ(std::to_integer<int>(payload[3]), 1);
+  std::span<const std::byte> frames;
+  EXPECT_EQ(parse_packet({out.data(), len}, h, frames), parse_status::bad_version);
+  out[17] ^= std::byte{1};
+  EXPECT_EQ(parse_version_negotiation({out.data(), len}, sender, cid, v), parse_status::bad_crc);
+  EXPECT_EQ(parse_version_negotiation({out.data(), 19}, sender, cid, v), parse_status::too_short);
 }
