@@ -39,7 +39,9 @@ bool connection::on_ack_frame(std::size_t mi, const ack_frame &a, time_ns now) {
         const frame_record &f = frames_.at(p.frame_first + i);
         if (f.kind == frame_record::credit || f.stream >= send_streams_.size() || !send_streams_[f.stream]) continue;
         stream_member &sm = send_streams_[f.stream]->per_member[mi];
-        recorded &= sm.acked.insert(f.offset, f.offset + f.len);
+        // Out of order, leave one range free for the ACK that fills the gap.
+        const std::size_t keep = f.offset <= sm.acked.contiguous_end(send_streams_[f.stream]->base) ? 0 : 1;
+        recorded &= sm.acked.insert(f.offset, f.offset + f.len, keep);
         if (f.fin) sm.fin_acked = true;
       }
       if (!recorded) continue;
@@ -89,6 +91,7 @@ bool connection::on_ack_frame(std::size_t mi, const ack_frame &a, time_ns now) {
 bool connection::on_packet_lost(std::size_t mi, sent_packet &p, uint64_t pn) {
   member_state &m = *members_[mi];
   p.lost |= member_bit(mi);
+  p.lost_ns = last_now_;
   m.bytes_in_flight -= std::min<uint64_t>(m.bytes_in_flight, p.bytes);
   ++stats_.packets_lost;
   if (p.frame_count == 0) return true;
@@ -136,13 +139,20 @@ void connection::retire_packets() {
     return;
   }
   uint64_t dead = 0;
-  for (std::size_t i = 0; i < members_.size(); ++i)
+  time_ns srtt = 0;
+  for (std::size_t i = 0; i < members_.size(); ++i) {
     if (!members_[i]->live) dead |= member_bit(i);
+    srtt = std::max(srtt, members_[i]->rtt.smoothed());
+  }
+  // A packet declared lost is kept two round trips more: an ACK that was
+  // only late (reordering) still counts the member as holding its data.
+  const time_ns grace = 2 * srtt;
   while (sent_head_pn_ < next_pn_) {
     sent_packet &p = sent_.at(sent_head_pn_);
     if (p.pn == sent_head_pn_) {
       const uint64_t open = p.members & ~dead;
       if (((p.acked | p.lost) & open) != open || (p.repair & ~dead)) break;
+      if ((p.lost & open & ~p.acked) && last_now_ < p.lost_ns + grace) break;
       frame_head_ = std::max(frame_head_, p.frame_first + p.frame_count);
       p.pn = UINT64_MAX;
     }
@@ -223,8 +233,11 @@ void connection::check_stability(send_stream &s, time_ns) {
     event e;
     e.stream_id = s.id;
     e.message_id = s.msg_stable;
-    if (r.expired || r.missed) {
-      if (done < live) break;  // still on its way to some
+    if (r.missed) {
+      // Given up for some members: Expired, once every live member holds
+      // it or was told to skip it. (An expired message that every member
+      // already held is simply Sent.)
+      if (done < live) break;
       e.type = event_type::expired;
       e.count = r.missed;
     } else {

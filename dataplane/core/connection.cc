@@ -61,6 +61,7 @@ connection::connection(const connection_config &cfg, time_ns now)
   frames_.bind(&acct_, uint64_t{cfg_.max_sent_packets} * 32);
   dgram_len_.bind(&acct_, cfg_.max_datagrams);
   dgram_bytes_.bind(&acct_, uint64_t{cfg_.max_datagrams} * cfg_.max_packet_bytes);
+  rx_arena_.init(&acct_, 1u << 18);
   send_streams_.resize(cfg_.max_streams);
 
   // Packet numbers start at a random value (3.2): an acknowledgement of
@@ -72,6 +73,8 @@ connection::connection(const connection_config &cfg, time_ns now)
   for (uint32_t id : cfg_.members) {
     auto m = std::make_unique<member_state>(cfg_.initial_rtt_ns, cfg_.max_ack_ranges, &acct_);
     m->id = id;
+    // Room to acknowledge, whatever the budget says later.
+    (void)m->received_pns.reserve(4, true);
     m->cc = make_congestion_control(cfg_.cc, cfg_.max_packet_bytes);
     m->lost.bind(&acct_, cfg_.max_sent_packets);
     m->conn_credit = cfg_.connection_window_bytes;
@@ -228,6 +231,18 @@ bool connection::push_event(const event &e) {
 bool connection::poll_event(event &out) {
   if (event_head_ == event_tail_) return false;
   out = events_.at(event_head_++);
+  if (!cfg_.zero_copy_delivery) {
+    // What the application has seen may be released at its next call.
+    if (out.type == event_type::received) {
+      const std::size_t mi = member_index(out.member);
+      if (mi < members_.size() && out.stream_id < members_[mi]->recv.size() && members_[mi]->recv[out.stream_id]) {
+        recv_stream &r = *members_[mi]->recv[out.stream_id];
+        if (r.unpolled) --r.unpolled;
+      }
+    } else if (out.type == event_type::datagram) {
+      arena_polled_ = std::max(arena_polled_, out.offset + out.data.size());
+    }
+  }
   return true;
 }
 
@@ -260,6 +275,10 @@ void connection::begin_call(time_ns now) {
     return;
   }
   for (std::size_t m = 0; m < members_.size(); ++m) release_delivered(m);
+  if (arena_polled_ > arena_released_) {
+    arena_released_ = arena_polled_;
+    rx_arena_.release_below(arena_released_);
+  }
   for (auto &s : send_streams_)
     if (s && s->msg_stable < s->msg_send) check_stability(*s, now);
 }
@@ -385,6 +404,15 @@ status connection::open_stream(uint64_t id, stream_mode mode, ordering ord) {
   if (ord != ordering::none && ord != ordering::fifo) return status::unsupported;
   if (send_streams_[id]) return status::invalid;
   const uint64_t cost = sizeof(send_stream) + members_.size() * sizeof(stream_member);
+  // A sender always keeps the machinery to move a small window of packets
+  // (tracked packets, their frames, each member's repair queue), so that
+  // data the application queued can never take the memory its own
+  // retransmission needs.
+  if (!sent_.ensure(min_tracked_packets, sent_head_pn_, next_pn_) ||
+      !frames_.ensure(4 * max_frames_per_packet, frame_head_, frame_tail_))
+    return status::would_block;
+  for (auto &m : members_)
+    if (!m->lost.ensure(min_tracked_packets, m->lost_head, m->lost_tail)) return status::would_block;
   if (!acct_.charge(cost)) return status::would_block;
   auto s = std::make_unique<send_stream>(&acct_, cost);
   s->id = id;
@@ -395,7 +423,10 @@ status connection::open_stream(uint64_t id, stream_mode mode, ordering ord) {
   s->retx.bind(&acct_, uint64_t{cfg_.max_messages} * members_.size());
   s->per_member.reserve(members_.size());
   // A message adds at most one disjoint range to each set.
-  for (std::size_t m = 0; m < members_.size(); ++m) s->per_member.emplace_back(cfg_.max_messages + 1, &acct_);
+  for (std::size_t m = 0; m < members_.size(); ++m) {
+    s->per_member.emplace_back(cfg_.max_messages + 1, &acct_);
+    if (!s->per_member.back().acked.reserve(8)) return status::would_block;
+  }
   send_streams_[id] = std::move(s);
   return status::ok;
 }
@@ -521,14 +552,26 @@ void connection::trim_memory() {
     events_.reset();
     (void)events_.ensure(2 * notify_reserve_, 0, 0);
   }
-  if (sent_head_pn_ == next_pn_ && sent_.capacity() > 64) sent_.reset();
-  if (frame_head_ == frame_tail_ && frames_.capacity() > 256) frames_.reset();
+  // A sender keeps its minimum machinery (open_stream); the rest goes.
+  bool sending = false;
+  for (auto &s : send_streams_) sending |= s != nullptr;
+  if (sent_head_pn_ == next_pn_ && sent_.capacity() > min_tracked_packets) {
+    sent_.reset();
+    if (sending) (void)sent_.ensure(min_tracked_packets, sent_head_pn_, next_pn_);
+  }
+  if (frame_head_ == frame_tail_ && frames_.capacity() > 4 * max_frames_per_packet) {
+    frames_.reset();
+    if (sending) (void)frames_.ensure(4 * max_frames_per_packet, frame_head_, frame_tail_);
+  }
   if (dgram_head_ == dgram_tail_ && dgram_len_.capacity() > 0) {
     dgram_len_.reset();
     dgram_bytes_.reset();
   }
   for (auto &m : members_) {
-    if (m->lost_head == m->lost_tail && m->lost.capacity() > 64 && sent_.capacity() == 0) m->lost.reset();
+    if (m->lost_head == m->lost_tail && m->lost.capacity() > min_tracked_packets && sent_.capacity() <= min_tracked_packets) {
+      m->lost.reset();
+      if (sending) (void)m->lost.ensure(min_tracked_packets, m->lost_head, m->lost_tail);
+    }
     for (auto &r : m->recv)
       if (r) r->buf.trim();
   }

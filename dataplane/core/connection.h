@@ -86,6 +86,13 @@ struct connection_config {
   message_options defaults;           ///< per-connection reliability, used by send() without options
   /// Where buffers and tables are charged; null: a private, unlimited one.
   session_memory *memory = nullptr;
+  /// Received events of whole in-order messages and datagrams point into
+  /// the packet handed to on_packet(): the caller polls every event before
+  /// its next call into the connection (the daemon does). Off: every data
+  /// span points into the connection's own buffers and stays valid until
+  /// the event was polled and the next call begins, however late the
+  /// application polls (a copy more per message).
+  bool zero_copy_delivery = true;
   /// Seeds the initial packet number and the packet numbers skipped to
   /// catch optimistic ACKs (3.2). Give every connection its own.
   uint64_t seed = 0;
@@ -128,7 +135,7 @@ struct event {
   uint64_t stream_id = 0;
   uint64_t message_id = 0;
   uint64_t offset = 0;
-  std::span<const std::byte> data;
+  std::span<const std::byte> data;  ///< received, datagram (see connection_config::zero_copy_delivery)
   bool end_of_message = false;
   uint32_t count = 0;
   uint64_t error_code = 0;
@@ -196,6 +203,8 @@ class connection {
   /// Repairable frames one packet may carry (a packet of tiny messages
   /// stops there).
   static constexpr std::size_t max_frames_per_packet = 64;
+  /// Packets a sender can always track, whatever the memory budget says.
+  static constexpr std::size_t min_tracked_packets = 64;
 
   /// @param now  creation time; the client side starts by probing members
   connection(const connection_config &cfg, time_ns now);
@@ -249,6 +258,8 @@ class connection {
   // -- observation -------------------------------------------------------
 
   bool poll_event(event &out);
+  /// Received data events not yet polled (without zero copy, their
+  /// buffer space is kept until they are).
   const connection_stats &stats() const { return stats_; }
   std::size_t member_count() const { return members_.size(); }
   uint32_t member_id(std::size_t index) const;
@@ -317,8 +328,7 @@ class connection {
   void pacer_on_sent(std::size_t bytes, time_ns now);
   uint64_t pacing_rate_bytes_per_s() const;
   bool new_data_pending(time_ns now, time_ns *wait_until) const;
-  bool tracking_room();
-  uint64_t take_packet_number();
+  bool tracking_room(bool new_data);
   sent_packet *record_packet(uint64_t pn, std::size_t bytes, uint64_t mask, bool ack_eliciting, time_ns now);
   bool member_may_carry(std::size_t m, uint64_t stream, uint64_t end, uint64_t *conn_growth) const;
   void note_sent_to(std::size_t m, uint64_t stream, uint64_t end);
@@ -345,6 +355,7 @@ class connection {
   // recv.cc
   void on_stream_frame(std::size_t m, const stream_frame &f, bool &absorbed);
   void on_forward_frame(std::size_t m, const forward_frame &f, bool &absorbed);
+  void on_datagram_frame(std::size_t m, std::span<const std::byte> data);
   bool on_close_frame(std::size_t m, const close_frame &f, time_ns now);
   recv_stream *recv_stream_for(std::size_t m, uint64_t id, bool &absorbed);
   void deliver(std::size_t m, recv_stream &r, uint64_t stream_id);
@@ -376,6 +387,10 @@ class connection {
   seq_ring<uint16_t> dgram_len_;
   seq_ring<std::byte> dgram_bytes_;
   uint64_t dgram_head_ = 0, dgram_tail_ = 0;
+  // Received datagrams without zero copy: an arena of chunks, [arena_
+  // released_, arena_tail_); a datagram never spans two chunks.
+  stream_buffer rx_arena_;
+  uint64_t arena_tail_ = 0, arena_polled_ = 0, arena_released_ = 0;
   uint64_t conn_bytes_sent_ = 0;  ///< sum over streams of sent_end: the group's connection-level offset
   bool flush_requested_ = false;
   bool ready_reported_ = false;

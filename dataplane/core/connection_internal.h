@@ -31,6 +31,7 @@ struct connection::sent_packet {
   uint64_t frame_first = 0;
   uint32_t frame_count = 0;
   uint64_t repair = 0;  ///< members whose repair of this packet is still queued
+  time_ns lost_ns = 0;  ///< when a loss was last declared: kept a while for a late ACK
   uint32_t bytes = 0;
   bool ack_eliciting = false;
 };
@@ -114,6 +115,7 @@ struct connection::recv_stream {
   uint64_t final_size = 0;
   bool fin_delivered = false;
   bool needs_scan = false;      ///< deliveries left for lack of event room
+  uint32_t unpolled = 0;        ///< Received events not yet polled: the space they show is kept
   bool credit_dirty = false;
   uint64_t highest_end = 0;     ///< highest offset + length seen
   memory_account *acct;

@@ -43,25 +43,32 @@ class range_set {
   range_set(const range_set &) = delete;
   range_set &operator=(const range_set &) = delete;
 
+  /// Makes sure insert(lo, hi) will succeed: no new range is needed (it
+  /// touches one), or there is one to spare beyond `keep_free`, growing
+  /// the storage if need be. Callers keep a slot free for out-of-order
+  /// inserts so the one that fills the lowest gap always fits.
+  /// @return false if it would not (the set is unchanged).
+  bool make_room(uint64_t lo, uint64_t hi, std::size_t keep_free = 0) {
+    if (lo >= hi || touches(lo, hi)) return true;
+    if (r_.size() + 1 + keep_free > cap_) return false;
+    return r_.size() < r_.capacity() || grow();
+  }
+
   /// Adds [lo, hi). @return false if it would need more than the maximum
-  /// number of disjoint ranges, or memory was refused (set unchanged).
-  bool insert(uint64_t lo, uint64_t hi) {
+  /// number of disjoint ranges (less `keep_free`), or memory was refused;
+  /// the set is then unchanged.
+  bool insert(uint64_t lo, uint64_t hi, std::size_t keep_free = 0) {
     if (lo >= hi) return true;
     // Fast path: extends the last range (in-order arrival).
     if (!r_.empty() && lo >= r_.back().lo && lo <= r_.back().hi) {
       r_.back().hi = std::max(r_.back().hi, hi);
       return true;
     }
+    if (!make_room(lo, hi, keep_free)) return false;
     auto first = std::lower_bound(r_.begin(), r_.end(), lo, [](const range &a, uint64_t v) { return a.hi < v; });
     auto last = first;
     while (last != r_.end() && last->lo <= hi) ++last;
     if (first == last) {
-      if (r_.size() >= cap_) return false;
-      if (r_.size() == r_.capacity()) {
-        const auto pos = first - r_.begin();
-        if (!grow()) return false;
-        first = r_.begin() + pos;
-      }
       r_.insert(first, range{lo, hi});
       return true;
     }
@@ -78,6 +85,12 @@ class range_set {
     return it != r_.end() && it->lo <= lo && it->hi >= hi;
   }
   bool contains(uint64_t v) const { return contains(v, v + 1); }
+
+  /// True if [lo, hi) touches or overlaps a range (an insert would merge).
+  bool touches(uint64_t lo, uint64_t hi) const {
+    auto it = std::lower_bound(r_.begin(), r_.end(), lo, [](const range &a, uint64_t v) { return a.hi < v; });
+    return it != r_.end() && it->lo <= hi;
+  }
 
   /// True if some value of [lo, hi) is in the set.
   bool overlaps(uint64_t lo, uint64_t hi) const {
@@ -105,9 +118,34 @@ class range_set {
     if (!r_.empty()) r_.erase(r_.begin());
   }
 
+  /// Room for `n` ranges now (charged), so inserts up to that many never
+  /// need memory later. @return false if refused.
+  /// With `force`, past the budget's limit (a minimum that cannot be refused).
+  bool reserve(std::size_t n, bool force = false) {
+    n = std::min(n, cap_);
+    if (n <= r_.capacity()) return true;
+    const uint64_t more = (n - r_.capacity()) * sizeof(range);
+    if (acct_ != nullptr) {
+      if (force)
+        acct_->charge_always(more);
+      else if (!acct_->charge(more))
+        return false;
+    }
+    r_.reserve(n);
+    charged_ += more;
+    return true;
+  }
+
   /// Gives back the storage of an empty set.
   void trim() {
     if (r_.empty() && r_.capacity() > 0) give_back();
+  }
+  /// Gives back storage beyond `keep` ranges when the set is empty.
+  void trim_to(std::size_t keep) {
+    if (r_.empty() && r_.capacity() > keep) {
+      give_back();
+      (void)reserve(keep);
+    }
   }
 
   bool empty() const { return r_.empty(); }

@@ -76,12 +76,15 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
   // One pass: frames take effect as they parse. Everything they do is
   // idempotent, so a packet that turns out malformed, or that cannot be
   // absorbed whole, is simply not acknowledged and its sender repairs it.
+  // A frame that cannot be absorbed does not stop the ones after it: one
+  // of them may be the FORWARD or the data that fills the gap the
+  // receiver is waiting on (and frees the room the others need).
   drop_reason why = absorbed_ok;
   bool eliciting = false;
   bool ping = false;
   frame_reader rd(frames);
   frame f;
-  while (why == absorbed_ok && !rd.done()) {
+  while (!rd.done()) {
     if (const parse_status st = rd.next(f); st != parse_status::ok) {
       drop(drop_reason_of(st));
       return;
@@ -107,14 +110,9 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
       case frame_type::forward:
         on_forward_frame(mi, f.forward, absorbed);
         break;
-      case frame_type::datagram: {
-        event e;
-        e.type = event_type::datagram;
-        e.member = m.id;
-        e.data = f.datagram;
-        if (!push_data_event(e)) ++stats_.datagrams_dropped;  // unreliable: shed, counted
+      case frame_type::datagram:
+        on_datagram_frame(mi, f.datagram);
         break;
-      }
       case frame_type::credit:
         if (f.credit.connection) {
           m.conn_credit = std::max(m.conn_credit, f.credit.max_offset);
@@ -134,7 +132,7 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
       default:
         break;  // heartbeat, padding, group_ack, extensions: nothing beyond the ACK
     }
-    if (!absorbed) why = last_drop_;
+    if (!absorbed && why == absorbed_ok) why = last_drop_;
     if (state_ >= state::draining) return;
   }
   if (why != absorbed_ok) {
@@ -162,6 +160,35 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
     m.largest_received_ns = now;
     m.has_received = true;
   }
+}
+
+// A datagram is delivered now or never (it is unreliable): without event
+// room or arena space it is shed and counted, and the packet is still
+// acknowledged.
+void connection::on_datagram_frame(std::size_t mi, std::span<const std::byte> data) {
+  event e;
+  e.type = event_type::datagram;
+  e.member = members_[mi]->id;
+  e.data = data;
+  if (!data_events_room(1)) {
+    ++stats_.datagrams_dropped;
+    return;
+  }
+  if (!cfg_.zero_copy_delivery && !data.empty()) {
+    // Into the arena, never across a chunk: skip to the next one if need be.
+    uint64_t at = arena_tail_;
+    const uint64_t chunk = rx_arena_.chunk();
+    if ((at & (chunk - 1)) + data.size() > chunk) at = (at + chunk - 1) & ~(chunk - 1);
+    if (at + data.size() - arena_released_ > rx_arena_.window() || !rx_arena_.reserve(at, at + data.size())) {
+      ++stats_.datagrams_dropped;
+      return;
+    }
+    rx_arena_.write(at, data);
+    e.data = rx_arena_.piece(at, at + data.size());
+    e.offset = at;
+    arena_tail_ = at + data.size();
+  }
+  push_data_event(e);
 }
 
 // A full table of received ranges forgets its lowest range; packet numbers
@@ -263,10 +290,12 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &ab
   // nothing pending before it goes straight to delivery. Zero copy: the
   // event points into the packet, which the caller keeps until its next
   // call (see on_packet); the buffer is not touched.
-  if (f.message && !r.unordered && off == f.msg_start && end == f.msg_start + f.msg_length &&
+  if (cfg_.zero_copy_delivery && f.message && !r.unordered && off == f.msg_start && end == f.msg_start + f.msg_length &&
       r.ext_head == r.extents.size() && off >= r.released && r.delivered.contiguous_end(r.released) == off &&
       data_events_room(1)) {
-    if (!r.received.insert(off, end) || !r.delivered.insert(off, end)) return refuse(drop_reason::not_absorbed);
+    if (!r.received.make_room(off, end) || !r.delivered.make_room(off, end)) return refuse(drop_reason::not_absorbed);
+    r.received.insert(off, end);
+    r.delivered.insert(off, end);
     m.conn_received_end += grow;
     r.highest_end = std::max(r.highest_end, end);
     event e;
@@ -285,7 +314,9 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &ab
     // part of it came first): it can never be delivered whole, so it is
     // skipped too.
     const uint64_t lo = r.released;
-    if (!r.received.insert(lo, end) || !r.delivered.insert(lo, end)) return refuse(drop_reason::not_absorbed);
+    if (!r.received.make_room(lo, end) || !r.delivered.make_room(lo, end)) return refuse(drop_reason::not_absorbed);
+    r.received.insert(lo, end);
+    r.delivered.insert(lo, end);
     m.conn_received_end += grow;
     r.highest_end = std::max(r.highest_end, end);
     deliver(mi, r, f.stream_id);
@@ -300,11 +331,19 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &ab
     }
     return;
   }
-  // Memory and table room before any change: a refusal leaves nothing half done.
+  // Memory and table room before any change: a refusal leaves nothing half
+  // done. Chunks are taken in offset order from the released point, so a
+  // gap is never left without the memory to fill it (out-of-order data
+  // cannot hold what in-order delivery needs).
   const uint64_t lo = std::max(off, r.released);
-  if (!r.buf.reserve(lo, end)) return refuse(drop_reason::not_absorbed);
+  if (!r.buf.reserve(r.released, end)) return refuse(drop_reason::not_absorbed);
+  // Out of order, a range or an extent must leave one slot free: the one
+  // the packet that fills the lowest gap will need.
+  const std::size_t keep_ranges = off <= r.received.contiguous_end(r.released) ? 0 : 1;
+  if (!r.received.make_room(off, end, keep_ranges)) return refuse(drop_reason::not_absorbed);
   if (new_extent) {
-    if (r.extents.size() - r.ext_head >= r.ext_max) return refuse(drop_reason::not_absorbed);
+    const std::size_t keep_ext = f.msg_start <= r.delivered.contiguous_end(r.released) ? 0 : 1;
+    if (r.extents.size() - r.ext_head + keep_ext >= r.ext_max) return refuse(drop_reason::not_absorbed);
     if (r.extents.size() == r.extents.capacity()) {
       // Reclaim the delivered prefix first; grow only if that is not enough.
       const auto pos = ext_pos - r.extents.begin() - static_cast<long>(r.ext_head);
@@ -321,7 +360,7 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &ab
       }
     }
   }
-  if (!r.received.insert(off, end)) return refuse(drop_reason::not_absorbed);
+  r.received.insert(off, end);
   if (new_extent) r.extents.insert(ext_pos, extent{f.msg_start, f.msg_start + f.msg_length, false});
   m.conn_received_end += grow;
   r.highest_end = std::max(r.highest_end, end);
@@ -354,7 +393,11 @@ void connection::on_forward_frame(std::size_t mi, const forward_frame &f, bool &
   if (end <= r.released) return;
   const uint64_t lo = std::max(f.offset, r.released);
   // Skipped bytes count as received and delivered; they take no buffer.
-  if (!r.received.insert(lo, end) || !r.delivered.insert(lo, end)) return refuse(drop_reason::not_absorbed);
+  if (!r.received.make_room(lo, end, lo <= r.received.contiguous_end(r.released) ? 0 : 1) ||
+      !r.delivered.make_room(lo, end, lo <= r.delivered.contiguous_end(r.released) ? 0 : 1))
+    return refuse(drop_reason::not_absorbed);
+  r.received.insert(lo, end);
+  r.delivered.insert(lo, end);
   if (!known) r.mode = stream_mode::message;
   m.conn_received_end += grow;
   r.highest_end = std::max(r.highest_end, end);
@@ -367,6 +410,7 @@ bool connection::emit_data(std::size_t mi, recv_stream &r, uint64_t stream_id, u
   const uint64_t chunk = r.buf.chunk();
   const std::size_t pieces = static_cast<std::size_t>((end - start + (start & (chunk - 1)) + chunk - 1) / chunk);
   if (!data_events_room(std::max<std::size_t>(pieces, 1))) return false;
+  if (!r.delivered.make_room(start, end, start <= r.delivered.contiguous_end(r.released) ? 0 : 1)) return false;
   event e;
   e.type = event_type::received;
   e.member = members_[mi]->id;
@@ -378,6 +422,7 @@ bool connection::emit_data(std::size_t mi, recv_stream &r, uint64_t stream_id, u
     off += piece.size();
     e.end_of_message = eom && off == end;
     push_data_event(e);
+    ++r.unpolled;
   }
   r.delivered.insert(start, end);
   if (eom && r.mode == stream_mode::message) ++stats_.messages_delivered;
@@ -407,6 +452,7 @@ void connection::deliver(std::size_t mi, recv_stream &r, uint64_t stream_id) {
           r.needs_scan = true;
           return;
         }
+        ++r.unpolled;
       }
       if (at_fin) r.fin_delivered = true;
       r.read_offset = avail;
@@ -421,7 +467,7 @@ void connection::deliver(std::size_t mi, recv_stream &r, uint64_t stream_id) {
     // Skipped by FORWARD, wholly or in part: a message is delivered whole
     // or not at all, so a partly skipped one is skipped.
     if (r.delivered.overlaps(x.start, x.end)) {
-      if (!r.delivered.insert(x.start, x.end)) {
+      if (!r.delivered.insert(x.start, x.end, x.start <= r.delivered.contiguous_end(r.released) ? 0 : 1)) {
         r.needs_scan = true;
         return;
       }
@@ -452,6 +498,8 @@ void connection::release_delivered(std::size_t mi) {
     if (!m.recv[id]) continue;
     recv_stream &r = *m.recv[id];
     if (r.needs_scan) deliver(mi, r, id);
+    // Without zero copy, space shown in events not yet polled is kept.
+    if (!cfg_.zero_copy_delivery && r.unpolled) continue;
     const uint64_t rel = r.delivered.contiguous_end(r.released);
     if (rel > r.released) {
       m.conn_released += rel - r.released;
@@ -476,7 +524,12 @@ void connection::release_delivered(std::size_t mi) {
 
 bool connection::append_ack(std::size_t mi, packet_builder &b, time_ns now) {
   member_state &m = *members_[mi];
-  if (m.received_pns.empty()) return false;
+  if (m.received_pns.empty()) {
+    m.ack_pending = 0;  // nothing to acknowledge (all forgotten)
+    m.ack_now = false;
+    m.ack_deadline = never;
+    return false;
+  }
   uint64_t ranges[2 * 32];
   std::size_t n = std::min<std::size_t>(m.received_pns.size(), 32);
   for (std::size_t i = 0; i < n; ++i) {

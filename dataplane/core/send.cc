@@ -152,31 +152,25 @@ bool connection::new_data_pending(time_ns now, time_ns *wait_until) const {
 
 // Room to track one more ack-eliciting packet (and one skipped number):
 // the sent table, and every live member's repair ring as large as it, so a
-// loss can always be queued (a tracked packet is in a ring at most once).
-// The frame ring keeps room for one packet's frames.
-bool connection::tracking_room() {
-  if (next_pn_ + 2 - sent_head_pn_ > sent_.capacity()) retire_packets();
-  const uint64_t need = next_pn_ + 2 - sent_head_pn_;
-  if (!sent_.ensure(need, sent_head_pn_, next_pn_)) return false;
+// loss can always be queued (a tracked packet is in a ring at most once),
+// and the frame ring for one packet's frames. New data also leaves room
+// for a repair, so whatever the memory budget, a repair can always be
+// built and the packets it repairs can then retire.
+bool connection::tracking_room(bool new_data) {
+  const uint64_t spare_pns = new_data ? 4 : 2;
+  const uint64_t spare_frames = (new_data ? 2 : 1) * max_frames_per_packet;
+  if (next_pn_ + spare_pns - sent_head_pn_ > sent_.capacity()) retire_packets();
+  const uint64_t need = next_pn_ + spare_pns - sent_head_pn_;
+  (void)sent_.ensure(need, sent_head_pn_, next_pn_);
+  if (sent_.capacity() < need) return false;
   for (auto &m : members_) {
     if (!m->live) continue;
-    if (!m->lost.ensure(std::min(need + m->lost_tail - m->lost_head, sent_.capacity()), m->lost_head, m->lost_tail))
-      return false;
+    (void)m->lost.ensure(std::min(need + m->lost_tail - m->lost_head, sent_.capacity()), m->lost_head, m->lost_tail);
     if (m->lost.capacity() < need) return false;
   }
-  return frames_.ensure(frame_tail_ - frame_head_ + max_frames_per_packet, frame_head_, frame_tail_);
-}
-
-// Packet numbers are skipped now and then, at random (3.2): a peer that
-// acknowledges one it never received is lying (an optimistic ACK).
-uint64_t connection::take_packet_number() {
-  if (--pn_until_skip_ == 0) {
-    skipped_pns_[skipped_count_++ % skipped_kept] = next_pn_;
-    ++next_pn_;
-    ++stats_.packet_numbers_skipped;
-    pn_until_skip_ = 1 + rng_.below(256);
-  }
-  return next_pn_;
+  const uint64_t frames_need = frame_tail_ - frame_head_ + spare_frames;
+  (void)frames_.ensure(frames_need, frame_head_, frame_tail_);
+  return frames_.capacity() >= frames_need;
 }
 
 connection::sent_packet *connection::record_packet(uint64_t pn, std::size_t bytes, uint64_t mask, bool ack_eliciting,
@@ -223,6 +217,9 @@ std::span<std::byte> connection::amplification_limit(uint64_t mask, std::span<st
   return out.first(room);
 }
 
+// After each packet sent, the next number, now and then one more: packet
+// numbers are skipped at random (3.2), and a peer that acknowledges one it
+// never received is lying (an optimistic ACK).
 void connection::on_sent(uint64_t mask, std::size_t bytes) {
   for (std::size_t i = 0; i < members_.size(); ++i)
     if (mask & member_bit(i)) {
@@ -230,6 +227,12 @@ void connection::on_sent(uint64_t mask, std::size_t bytes) {
       members_[i]->last_tx_ns = last_now_;
     }
   ++next_pn_;
+  if (--pn_until_skip_ == 0) {
+    skipped_pns_[skipped_count_++ % skipped_kept] = next_pn_;
+    ++next_pn_;
+    ++stats_.packet_numbers_skipped;
+    pn_until_skip_ = 1 + rng_.below(256);
+  }
   ++stats_.packets_sent;
   stats_.bytes_sent += bytes;
 }
@@ -383,15 +386,14 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
   member_state &m = *members_[mi];
   const bool window_room = m.bytes_in_flight + cfg_.max_packet_bytes <= m.cc->cwnd();
   const bool want_ack = m.ack_pending && (m.ack_now || now >= m.ack_deadline);
-  const bool want_repair = m.repairs_queued() && (window_room || m.probe_pending);
+  const bool want_repair = m.repairs_queued() && window_room;
   if (!want_ack && !m.credit_pending && !want_repair && !m.fwd_pending && !m.probe_pending && !m.heartbeat_pending)
     return {};
-  const bool ring_room = tracking_room();
+  const bool ring_room = tracking_room(false);
   if (!ring_room && !want_ack) return {};
   out = amplification_limit(member_bit(mi), out);
   if (out.empty()) return {};
 
-  (void)take_packet_number();
   const packet_header h = next_header(member_bit(mi));
   packet_builder b(out, h);
   const uint64_t frame_first = frame_tail_;
@@ -408,7 +410,10 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
   if (ring_room) {
     add_credits();
     eliciting |= add_forwards(mi, b);
-    if (window_room || m.probe_pending) {
+    // Repairs stay within the window; a probe without window room is a
+    // PING (below), whose ACK shows what was lost: bytes in flight never
+    // exceed the window by more than one packet.
+    if (window_room) {
       bool full = false;
       while (!full && m.repairs_queued()) {
         const uint64_t pn = m.lost.at(m.lost_head);
@@ -463,7 +468,6 @@ transmit connection::build_close_packet(std::size_t mi, std::span<std::byte> out
   m.close_owed = false;
   out = amplification_limit(member_bit(mi), out);
   if (out.empty()) return {};
-  (void)take_packet_number();
   packet_builder b(out, next_header(member_bit(mi)));
   // The reason is cut to what fits (an amplification-limited reply is short).
   const std::size_t room = b.room() > 12 ? b.room() - 12 : 0;
@@ -491,7 +495,7 @@ void connection::advance_over_expired(send_stream &s) {
 transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   time_ns wait = never;
   if (!new_data_pending(now, &wait)) return {};
-  if (!tracking_room()) return {};
+  if (!tracking_room(true)) return {};
   if (!group_may_send(cfg_.max_packet_bytes)) return {};
   if (!pacer_allows(cfg_.max_packet_bytes, now)) return {};
   uint64_t live_mask = 0;
@@ -500,7 +504,6 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   out = amplification_limit(live_mask, out);
   if (out.empty()) return {};
 
-  (void)take_packet_number();
   const packet_header h = next_header(live_mask);
   packet_builder b(out, h);
   const uint64_t frame_first = frame_tail_;
