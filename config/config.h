@@ -48,6 +48,9 @@ struct node_config {
   std::string name = "mtpd";  ///< [A-Za-z0-9_.-]{1,32}; names logs, socket, file prefix
   uint32_t id = 1;            ///< 1 .. 2^32-2, unique in a deployment
   uint16_t udp_port = 7400;   ///< the MTP UDP port
+  /// Largest MTP packet (UDP payload) this node sends (protocol.md 2);
+  /// also capped by every port's MTU and the mbuf data room.
+  uint16_t max_packet_bytes = 1400;
 };
 
 struct port_config {
@@ -101,10 +104,16 @@ struct idle_config {
 };
 
 struct limits_config {
-  uint32_t sessions = 4096;
-  uint32_t streams_per_session = 256;
+  uint32_t sessions = 4096;          ///< per worker
+  /// Streams per direction of a connection: a transport parameter both
+  /// ends must agree on (protocol.md 6.5), 16 by default.
+  uint32_t streams_per_session = 16;
   uint32_t members_per_group = 64;
   uint32_t app_buffers = 8192;
+  /// Memory each worker may spend on its sessions' buffers and tables
+  /// (docs/operations.md "Session memory"): the budget no traffic, however
+  /// hostile, can push a worker past.
+  uint32_t session_memory_mb = 256;
 };
 
 struct app_config {
@@ -213,8 +222,10 @@ struct config {
 /// Parses and validates YAML text. `source` names it in messages.
 result<config, problems> load_config_string(const std::string &text, const std::string &source);
 
-/// Reads and validates a file. A missing or unreadable file is one problem
-/// with no position: "cannot read config file 'x': <errno text>".
+/// Reads and validates a file. A missing, unreadable or non-regular file
+/// (a directory, a FIFO, a device) or one over max_config_file_bytes is one
+/// problem with no position, saying which.
+inline constexpr std::size_t max_config_file_bytes = 1u << 20;
 result<config, problems> load_config_file(const std::string &path);
 
 /// The embedded default: one node on a net_tap virtual port.

@@ -7,6 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "config.h"
@@ -35,6 +38,22 @@ std::string cpu_list(const cpu_set_t &set) {
 bool is_dir(const std::string &path) {
   struct stat st{};
   return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/// A /proc/meminfo field in MiB, or 0 if it cannot be read.
+uint64_t meminfo_mb(const char *field) {
+  FILE *f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  uint64_t kb = 0;
+  const std::size_t n = std::strlen(field);
+  while (std::fgets(line, sizeof line, f) != nullptr)
+    if (std::strncmp(line, field, n) == 0 && line[n] == ':') {
+      kb = std::strtoull(line + n + 1, nullptr, 10);
+      break;
+    }
+  std::fclose(f);
+  return kb / 1024;
 }
 
 std::string parent_of(const std::string &path) {
@@ -99,6 +118,18 @@ problems check_host(const config &c) {
       report("ports[" + std::to_string(i) + "].device",
              "memif socket directory '" + parent_of(sock) + "' does not exist");
   }
+
+  // Session memory is taken as traffic needs it, up to this budget per
+  // worker: the host must have it to give (docs/operations.md).
+  const uint64_t session_mb = uint64_t{c.limits.session_memory_mb} * c.lcores.workers.size();
+  const uint64_t heap_mb = session_mb + (c.memory.hugepages ? 0 : c.memory.size_mb);
+  if (const uint64_t avail = meminfo_mb("MemAvailable"); avail != 0 && heap_mb > avail)
+    report("limits.session_memory_mb",
+           std::to_string(c.lcores.workers.size()) + " worker(s) x " + std::to_string(c.limits.session_memory_mb) +
+               " MiB of session memory" + (c.memory.hugepages ? "" : " + " + std::to_string(c.memory.size_mb) +
+                                                                         " MiB of EAL memory without hugepages") +
+               " = " + std::to_string(heap_mb) + " MiB, but this host has " + std::to_string(avail) +
+               " MiB available (MemAvailable); lower limits.session_memory_mb");
   return out;
 }
 

@@ -3,6 +3,9 @@
 // Every problem is collected (not just the first) so one run of
 // --check-config lists all of them. Runs once at start-up, on one thread.
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -128,7 +131,7 @@ struct loader {
 
   void read_node(const YAML::Node &n) {
     const std::string p = "node";
-    if (!r.check_map(n, p, {"name", "id", "udp_port"})) return;
+    if (!r.check_map(n, p, {"name", "id", "udp_port", "max_packet_bytes"})) return;
     if (auto v = r.child(n, p, "name"))
       if (auto s = r.as_string(*v, p + ".name", "a name")) {
         if (is_name(*s, 32))
@@ -138,6 +141,7 @@ struct loader {
       }
     r.read_uint(n, p, "id", c.node.id, 1, 0xfffffffeu);
     r.read_uint(n, p, "udp_port", c.node.udp_port, 1, 65535);
+    r.read_uint(n, p, "max_packet_bytes", c.node.max_packet_bytes, 256, 9000);
   }
 
   void read_port(const YAML::Node &n, const std::string &p) {
@@ -316,11 +320,13 @@ struct loader {
 
   void read_limits(const YAML::Node &n) {
     const std::string p = "limits";
-    if (!r.check_map(n, p, {"sessions", "streams_per_session", "members_per_group", "app_buffers"})) return;
+    if (!r.check_map(n, p, {"sessions", "streams_per_session", "members_per_group", "app_buffers", "session_memory_mb"}))
+      return;
     r.read_uint(n, p, "sessions", c.limits.sessions, 1, 16u << 20);
-    r.read_uint(n, p, "streams_per_session", c.limits.streams_per_session, 1, 65535);
+    r.read_uint(n, p, "streams_per_session", c.limits.streams_per_session, 1, 256);
     r.read_uint(n, p, "members_per_group", c.limits.members_per_group, 1, 1024);
     r.read_uint(n, p, "app_buffers", c.limits.app_buffers, 64, 16u << 20);
+    r.read_uint(n, p, "session_memory_mb", c.limits.session_memory_mb, 1, 1u << 20);
   }
 
   void read_app(const YAML::Node &n) {
@@ -467,6 +473,11 @@ struct loader {
 
   // Checks across sections, after every field read cleanly on its own.
   void cross_check() {
+    // EAL's --in-memory keeps hugepage files off the filesystem; it has
+    // nothing to do without hugepages and EAL refuses the pair.
+    if (c.eal.in_memory && !c.memory.hugepages)
+      r.report(c.mark_of("eal.in_memory"), "eal.in_memory",
+               "in_memory needs hugepages; with memory.hugepages: false, leave in_memory out (or false)");
     std::map<std::string, std::size_t> names, devices, macs, addrs;
     for (std::size_t i = 0; i < c.ports.size(); ++i) {
       const auto &port = c.ports[i];
@@ -670,15 +681,37 @@ result<config, problems> load_config_string(const std::string &text, const std::
 }
 
 result<config, problems> load_config_file(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    const int err = errno;
-    return problems{problem{path, {}, "", std::string("cannot read config file: ") + std::strerror(err)}};
+  auto fail = [&](const std::string &why) { return problems{problem{path, {}, "", "cannot read config file: " + why}}; };
+  // Opened without blocking, so a FIFO cannot hang the daemon, and checked
+  // before a byte is read: a config is a regular file of at most 1 MiB
+  // (not a directory, a device such as /dev/zero, a pipe).
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return fail(std::strerror(errno));
+  struct fd_closer {
+    int fd;
+    ~fd_closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st{};
+  if (::fstat(fd, &st) != 0) return fail(std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) return fail("it is a directory, not a file");
+  if (!S_ISREG(st.st_mode))
+    return fail(std::string("it is not a regular file (") +
+                (S_ISFIFO(st.st_mode) ? "a FIFO" : S_ISCHR(st.st_mode) ? "a character device" :
+                 S_ISBLK(st.st_mode) ? "a block device" : S_ISSOCK(st.st_mode) ? "a socket" : "not a file") + ")");
+  if (static_cast<uint64_t>(st.st_size) > max_config_file_bytes)
+    return fail("it is " + std::to_string(st.st_size) + " bytes; a config is at most " +
+                std::to_string(max_config_file_bytes) + " bytes (1 MiB)");
+  std::string text(static_cast<std::size_t>(st.st_size), '\0');
+  std::size_t got = 0;
+  while (got < text.size()) {
+    const ssize_t n = ::read(fd, text.data() + got, text.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail(std::strerror(errno));
+    if (n == 0) break;  // shrank while we read: take what is there
+    got += static_cast<std::size_t>(n);
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return problems{problem{path, {}, "", "cannot read config file: read error"}};
-  return load_config_string(text.str(), path);
+  text.resize(got);
+  return load_config_string(text, path);
 }
 
 }  // namespace mtp::cfg

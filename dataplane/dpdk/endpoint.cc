@@ -6,6 +6,7 @@
 #include <rte_ethdev.h>
 #include <rte_hash_crc.h>
 #include <rte_lcore.h>
+#include <rte_random.h>
 
 #include <algorithm>
 #include <cstring>
@@ -24,11 +25,47 @@ core::checksums checksums_for(const port_runtime &port, uint8_t family) {
   return core::checksums::no_udp4;
 }
 
+const char *member_left_text(uint32_t reason) {
+  switch (static_cast<core::member_left_reason>(reason)) {
+    case core::member_left_reason::timeout:
+      return "timeout: nothing from it for member_timeout";
+    case core::member_left_reason::closed:
+      return "closed: it sent CLOSE";
+    case core::member_left_reason::protocol_violation:
+      return "protocol violation: it acknowledged packets never sent to it";
+    case core::member_left_reason::version_mismatch:
+      return "version mismatch: it does not speak version 1";
+  }
+  return "unknown reason";
+}
+
+const char *error_text(uint64_t code) {
+  switch (static_cast<core::error_code>(code)) {
+    case core::error_code::no_error:
+      return "no error";
+    case core::error_code::internal:
+      return "internal error";
+    case core::error_code::flow_control:
+      return "flow control";
+    case core::error_code::protocol_violation:
+      return "protocol violation";
+    case core::error_code::member_timeout:
+      return "member timeout: no live member left";
+    case core::error_code::threshold_lost:
+      return "threshold lost: fewer than t live members";
+    case core::error_code::version_mismatch:
+      return "version mismatch";
+    default:
+      return code >= static_cast<uint64_t>(core::error_code::application) ? "application error" : "unknown error";
+  }
+}
+
 }  // namespace
 
 endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
     : rt_(rt),
       w_(w),
+      memory_(uint64_t{rt.config.limits.session_memory_mb} << 20),
       wheel_(std::max<uint32_t>(rt.config.limits.sessions, 1)),
       start_ns_(now_ns),
       now_ns_(now_ns),
@@ -36,7 +73,11 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
       tx_progress_ns_(rt.ports.size(), now_ns) {
   for (auto &q : tx_) q.reserve(tx_backlog_max + tx_burst);
   sessions_.reserve(rt_.config.limits.sessions);
+  free_slots_.reserve(rt_.config.limits.sessions);
   dirty_.reserve(rt_.config.limits.sessions);
+  finished_.reserve(rt_.config.limits.sessions);
+  vn_tokens_ = vn_per_second / 10;
+  vn_last_ns_ = now_ns;
   const std::string name = "mtp_sessions_" + std::to_string(w_.queue);
   rte_hash_parameters hp{};
   hp.name = name.c_str();
@@ -52,12 +93,11 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
   }
   const auto &src = rt_.config.test.source;
   if (!src.enabled || rt_.session_owner(src.connection_id) != w_.queue) return;
-  auto s = std::make_unique<session>();
-  s->source = true;
-  core::connection_config c = base_config(src.connection_id, src.window_bytes);
-  c.threshold = src.threshold;
+  // The source's members, resolved by ARP / ND where the config gives no
+  // MAC; its connection starts once they are (or after 3 s with whom it
+  // has), so its first packets and its member timeouts do not run ahead
+  // of the addresses.
   for (uint32_t id : src.members) {
-    c.members.push_back(id);
     peer p;
     for (std::size_t ci = 0; ci < rt_.config.peers.size(); ++ci) {
       const auto &pc = rt_.config.peers[ci];
@@ -76,42 +116,71 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
       p.to.src_port = rt_.config.node.udp_port;
       p.to.dst_port = rt_.config.node.udp_port;
     }
-    s->members.push_back(p);
+    source_members_.push_back(p);
   }
-  s->conn = std::make_unique<core::connection>(c, now_ns);
-  for (uint32_t k = 0; k < src.streams; ++k)
-    s->conn->open_stream(k, core::stream_mode::message, src.unordered ? core::ordering::none : core::ordering::fifo);
-  source_ = add(std::move(s));
-  if (source_ == nullptr) return;
-  MTP_LOG(INFO, "source: connection %llx on worker lcore %u to %zu member(s), %llu bytes in %u B messages on %u stream(s)\n",
-          static_cast<unsigned long long>(src.connection_id), w_.lcore, src.members.size(),
-          static_cast<unsigned long long>(src.total_bytes), src.message_bytes, src.streams);
+  source_pending_ = true;
 }
 
 endpoint::~endpoint() {
   for (auto &q : tx_) rte_pktmbuf_free_bulk(q.data(), static_cast<unsigned>(q.size()));
+  // Connections give their memory back before the budget goes.
+  sessions_.clear();
   rte_hash_free(table_);
 }
 
-// The stream window is a transport parameter both ends must agree on until
-// a handshake carries it (protocol.md 6.5): the config gives it to both.
-core::connection_config endpoint::base_config(uint64_t cid, uint32_t window_bytes) const {
+// The transport parameters both ends must agree on until a handshake
+// carries them (protocol.md 6.5): the config gives them to both.
+core::connection_config endpoint::base_config(uint64_t cid, uint32_t window_bytes) {
   core::connection_config c;
   c.connection_id = cid;
   c.local_id = rt_.config.node.id;
   uint16_t mtu = 9600;
   for (const auto &p : rt_.ports) mtu = std::min(mtu, p.mtu);
-  // Room for IPv6 + UDP headers in the MTU, and in one mbuf: the engine
-  // writes each packet into a single mbuf behind room for the headers.
+  // Within the configured packet size, the MTU less IPv6 + UDP headers, and
+  // one mbuf: the engine writes each packet into a single mbuf behind room
+  // for the headers.
   const uint32_t mbuf_room = rt_.config.memory.mbuf_data_room - RTE_PKTMBUF_HEADROOM - core::udp_headers_size(6);
-  c.max_packet_bytes = static_cast<uint16_t>(std::min<uint32_t>(mtu - 48, mbuf_room));
-  c.max_streams = 16;
+  c.max_packet_bytes =
+      static_cast<uint16_t>(std::min<uint32_t>({rt_.config.node.max_packet_bytes, mtu - 48u, mbuf_room}));
+  c.max_streams = static_cast<uint16_t>(rt_.config.limits.streams_per_session);
   c.stream_buffer_bytes = window_bytes;
   c.connection_window_bytes = uint64_t{window_bytes} * 16;
   c.max_messages = 1u << 14;
   c.max_sent_packets = 1u << 13;
   c.max_events = 1u << 13;
+  c.memory = &memory_;
+  c.seed = rte_rand();
+  // Events are drained right after each call (drain_events), so spans may
+  // point into the mbuf being processed.
+  c.zero_copy_delivery = true;
   return c;
+}
+
+void endpoint::start_source(core::time_ns now_ns) {
+  const auto &src = rt_.config.test.source;
+  source_pending_ = false;
+  auto s = std::make_unique<session>();
+  s->source = true;
+  core::connection_config c = base_config(src.connection_id, src.window_bytes);
+  c.side = core::role::client;
+  c.threshold = src.threshold;
+  c.members.assign(src.members.begin(), src.members.end());
+  s->members = source_members_;
+  s->conn = std::make_unique<core::connection>(c, now_ns);
+  for (uint32_t k = 0; k < src.streams; ++k)
+    if (s->conn->open_stream(k, core::stream_mode::message, src.unordered ? core::ordering::none
+                                                                           : core::ordering::fifo) != core::status::ok)
+      MTP_LOG(ERR, "source: cannot open stream %u (streams_per_session is %u)\n", k,
+              rt_.config.limits.streams_per_session);
+  source_ = add(std::move(s));
+  if (source_ == nullptr) {
+    MTP_LOG(ERR, "source: no room for its session on worker lcore %u\n", w_.lcore);
+    return;
+  }
+  start_ns_ = now_ns;
+  MTP_LOG(INFO, "source: connection %llx on worker lcore %u to %zu member(s), %llu bytes in %u B messages on %u stream(s)\n",
+          static_cast<unsigned long long>(src.connection_id), w_.lcore, src.members.size(),
+          static_cast<unsigned long long>(src.total_bytes), src.message_bytes, src.streams);
 }
 
 endpoint::session *endpoint::find(uint64_t cid) {
@@ -121,21 +190,75 @@ endpoint::session *endpoint::find(uint64_t cid) {
 }
 
 endpoint::session *endpoint::add(std::unique_ptr<session> s) {
-  if (table_ == nullptr || sessions_.size() >= rt_.config.limits.sessions) return nullptr;
-  s->index = static_cast<uint32_t>(sessions_.size());
-  const uint64_t cid = s->conn->id();
-  if (rte_hash_add_key_data(table_, &cid, reinterpret_cast<void *>(uintptr_t{s->index})) != 0) return nullptr;
-  sessions_.push_back(std::move(s));
+  if (table_ == nullptr || live_ >= rt_.config.limits.sessions) return nullptr;
+  uint32_t index;
+  if (!free_slots_.empty()) {
+    index = free_slots_.back();
+    free_slots_.pop_back();
+  } else {
+    index = static_cast<uint32_t>(sessions_.size());
+    sessions_.emplace_back();
+  }
+  s->index = index;
+  s->cid = s->conn->id();
+  s->generation = next_generation_++;
+  if (rte_hash_add_key_data(table_, &s->cid, reinterpret_cast<void *>(uintptr_t{index})) != 0) {
+    free_slots_.push_back(index);
+    return nullptr;
+  }
+  sessions_[index] = std::move(s);
+  ++live_;
   w_.counters.sessions_opened.inc();
-  session &added = *sessions_.back();
+  w_.counters.sessions_live.set(live_);
+  session &added = *sessions_[index];
   wheel_.arm(added.index, added.conn->next_expiry());
   mark_dirty(added);
   return &added;
 }
 
+// Forgets a session: its counters are added up, its memory goes back to
+// the worker's budget, its connection id may open a new connection.
+void endpoint::remove(session &s) {
+  account(s);
+  const uint32_t index = s.index;
+  if (s.blocked) blocked_.erase(std::find(blocked_.begin(), blocked_.end(), index));
+  wheel_.cancel(index);
+  rte_hash_del_key(table_, &s.cid);
+  if (&s == source_) source_ = nullptr;
+  s.dirty = false;
+  sessions_[index].reset();
+  free_slots_.push_back(index);
+  --live_;
+  w_.counters.sessions_removed.inc();
+  w_.counters.sessions_live.set(live_);
+  w_.counters.session_memory_bytes.set(memory_.budget.used());
+}
+
+// A full table makes room by evicting the oldest session whose peer never
+// proved its address: strangers cannot lock legitimate clients out.
+bool endpoint::make_room(core::time_ns) {
+  while (live_ >= rt_.config.limits.sessions && !unvalidated_.empty()) {
+    const auto [index, generation] = unvalidated_.front();
+    unvalidated_.pop_front();
+    session *s = index < sessions_.size() ? sessions_[index].get() : nullptr;
+    if (s == nullptr || s->generation != generation || s->conn->member_validated(0)) continue;
+    MTP_LOG(DEBUG, "session %llx evicted: its peer never proved its address, and the table is full\n",
+            static_cast<unsigned long long>(s->cid));
+    w_.counters.sessions_evicted.inc();
+    remove(*s);
+  }
+  return live_ < rt_.config.limits.sessions;
+}
+
 endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid,
                                     uint32_t sender, core::time_ns now_ns) {
   if (!rt_.config.test.sink.enabled) return nullptr;
+  // A connection with no data costs a few KiB; refuse while the budget
+  // cannot give even that, or the table is full of validated sessions.
+  if (memory_.budget.used() + (64u << 10) > memory_.budget.limit() || !make_room(now_ns)) {
+    w_.counters.sessions_refused.inc();
+    return nullptr;
+  }
   auto s = std::make_unique<session>();
   core::connection_config c = base_config(cid, rt_.config.test.sink.window_bytes);
   c.side = core::role::server;
@@ -143,7 +266,8 @@ endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_fram
   peer p;
   p.known = true;
   p.port = port_index;
-  // Answer where it came from.
+  // Answer where it came from, from the address it was sent to: the
+  // member's address is bound from here on.
   p.to.dst_mac = v.ends.src_mac;
   std::memcpy(p.to.src_mac.data(), rt_.ports[port_index].mac.addr_bytes, 6);
   p.to.src_ip = v.ends.dst_ip;
@@ -153,36 +277,101 @@ endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_fram
   s->members.push_back(p);
   s->conn = std::make_unique<core::connection>(c, now_ns);
   s->next_offset.assign(c.max_streams, 0);
-  if (rt_.config.test.sink.echo) {
+  if (rt_.config.test.sink.echo)
     for (uint16_t k = 0; k < c.max_streams; ++k) s->conn->open_stream(k, core::stream_mode::message, core::ordering::fifo);
-    s->echo_buf.reserve(65536);
-  }
   session *added = add(std::move(s));
-  if (added != nullptr)
-    MTP_LOG(INFO, "sink: accepted connection %llx from member %u on worker lcore %u\n",
-            static_cast<unsigned long long>(cid), sender, w_.lcore);
+  if (added == nullptr) {
+    w_.counters.sessions_refused.inc();
+    return nullptr;
+  }
+  unvalidated_.emplace_back(added->index, added->generation);
+  MTP_LOG(INFO, "sink: accepted connection %llx from member %u (%s) on worker lcore %u\n",
+          static_cast<unsigned long long>(cid), sender, core::format_ip(v.ends.src_ip).c_str(), w_.lcore);
   return added;
+}
+
+// Packets of a session come from its members' bound addresses (the
+// configured ones, or where the opening packet came from); anything else
+// is a third party (protocol.md 3.6). A sender id that is no member is the
+// engine's to count.
+bool endpoint::from_member(const session &s, const core::udp_frame_view &v, uint32_t sender) const {
+  const std::size_t mi = s.conn->member_index(sender);
+  if (mi >= s.members.size()) return true;
+  const peer &p = s.members[mi];
+  return v.ends.src_ip == p.to.dst_ip && v.ends.src_port == p.to.dst_port;
+}
+
+// A packet of another version gets a version negotiation packet (3.3):
+// never in answer to one, never larger than what came in, and at most
+// vn_per_second per worker.
+void endpoint::answer_version(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid,
+                              core::time_ns now_ns) {
+  w_.counters.mtp_other_version.inc();
+  vn_tokens_ = std::min(vn_per_second / 10, vn_tokens_ + static_cast<double>(now_ns - vn_last_ns_) * vn_per_second / 1e9);
+  vn_last_ns_ = now_ns;
+  std::byte vn[64];
+  const std::size_t len = core::build_version_negotiation(vn, cid, rt_.config.node.id);
+  if (len == 0 || len > 3 * v.payload.size() || vn_tokens_ < 1) {
+    w_.counters.vn_rate_limited.inc();
+    return;
+  }
+  vn_tokens_ -= 1;
+  core::udp_endpoints to;
+  to.dst_mac = v.ends.src_mac;
+  std::memcpy(to.src_mac.data(), rt_.ports[port_index].mac.addr_bytes, 6);
+  to.src_ip = v.ends.dst_ip;
+  to.dst_ip = v.ends.src_ip;
+  to.src_port = v.ends.dst_port;
+  to.dst_port = v.ends.src_port;
+  rte_mbuf *m = rte_pktmbuf_alloc(rt_.pool);
+  if (m == nullptr) {
+    w_.counters.tx_nombuf.inc();
+    return;
+  }
+  const std::size_t frame_len = core::udp_headers_size(to.dst_ip.family) + len;
+  auto *out = reinterpret_cast<std::byte *>(rte_pktmbuf_append(m, static_cast<uint16_t>(frame_len)));
+  if (out == nullptr || core::build_udp_frame({out, frame_len}, to, {vn, len}) == 0) {
+    rte_pktmbuf_free(m);
+    return;
+  }
+  w_.counters.vn_sent.inc();
+  queue_tx(port_index, m, false);
 }
 
 void endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, core::time_ns now_ns) {
   now_ns_ = now_ns;
-  // The ids find the session; the engine then verifies and parses it all.
-  // A new session is only accepted for a packet that verifies.
+  // The ids find the session (they sit at the same place in every
+  // version); the engine then verifies and parses it all.
   uint32_t sender = 0;
   uint64_t cid = 0;
   if (!core::peek_ids(v.payload, sender, cid)) {
     w_.counters.mtp_no_session.inc();
     return;
   }
+  const uint8_t version = std::to_integer<uint8_t>(v.payload[0]);
+  if (version != core::protocol_version && version != core::version_negotiation_version) {
+    answer_version(port_index, v, cid, now_ns);
+    return;
+  }
   session *s = find(cid);
-  if (s == nullptr) {
-    core::packet_header h;
-    std::span<const std::byte> frames;
-    if (core::parse_packet(v.payload, h, frames) == core::parse_status::ok)
-      s = accept(port_index, v, cid, sender, now_ns);
+  const bool opening = version == core::protocol_version && core::is_opening_packet(v.payload);
+  if (s != nullptr && opening && s->conn->is_closed() && !s->source) {
+    // A new connection with the id of one that closed (a rerun): the old
+    // one holds nothing more to deliver.
+    w_.counters.sessions_replaced.inc();
+    remove(*s);
+    s = nullptr;
   }
   if (s == nullptr) {
-    w_.counters.mtp_no_session.inc();
+    // Only a client's opening packet creates a session (protocol.md 5.1):
+    // never an ACK-only, mid-connection or version negotiation packet.
+    if (opening) s = accept(port_index, v, cid, sender, now_ns);
+    if (s == nullptr) {
+      w_.counters.mtp_no_session.inc();
+      return;
+    }
+  } else if (!from_member(*s, v, sender)) {
+    w_.counters.mtp_wrong_address.inc();
     return;
   }
   w_.counters.mtp_packets_in.inc();
@@ -259,18 +448,22 @@ void endpoint::drain_events(session &s, core::time_ns now_ns) {
       case core::event_type::member_left:
         w_.counters.members_left.inc();
         MTP_LOG(WARNING, "connection %llx: member %u left (%s)\n", static_cast<unsigned long long>(s.conn->id()),
-                e.member, e.reason == 1 ? "timeout" : "closed");
+                e.member, member_left_text(e.reason));
         break;
       case core::event_type::closed:
         if (!s.source) {
           w_.counters.sink_closed.inc();
           MTP_LOG(INFO, "sink: connection %llx closed by its sender (code %llu)\n",
                   static_cast<unsigned long long>(s.conn->id()), static_cast<unsigned long long>(e.error_code));
+        } else {
+          MTP_LOG(INFO, "source: connection %llx closed (code %llu)\n", static_cast<unsigned long long>(s.conn->id()),
+                  static_cast<unsigned long long>(e.error_code));
         }
         break;
       case core::event_type::connection_error:
-        MTP_LOG(ERR, "connection %llx failed: error %llu\n", static_cast<unsigned long long>(s.conn->id()),
-                static_cast<unsigned long long>(e.error_code));
+        w_.counters.connections_failed.inc();
+        MTP_LOG(ERR, "connection %llx failed: %s (error %llu)\n", static_cast<unsigned long long>(s.conn->id()),
+                error_text(e.error_code), static_cast<unsigned long long>(e.error_code));
         break;
       default:
         break;
@@ -425,7 +618,7 @@ bool endpoint::resolve_members(core::time_ns now_ns) {
   if (unresolved_ == 0) return true;
   const bool ask = now_ns >= next_request_ns_;
   unresolved_ = 0;
-  for (peer &p : source_->members) {
+  for (peer &p : source_ != nullptr ? source_->members : source_members_) {
     if (p.known) continue;
     if (rt_.peer_mac(p.config_index, p.to.dst_mac)) {
       p.known = true;
@@ -530,10 +723,25 @@ void endpoint::service(session &s, core::time_ns now_ns) {
   // Events of timers first: a sink's echo of them leaves in this transmit.
   drain_events(s, now_ns);
   transmit(s, now_ns);
-  const uint64_t retx = s.conn->stats().retransmitted_frames;
-  w_.counters.mtp_retransmitted.add(retx - s.retx_seen);
-  s.retx_seen = retx;
-  wheel_.arm(s.index, s.conn->next_expiry());
+  account(s);
+  if (s.conn->finished())
+    finished_.push_back(s.index);
+  else
+    wheel_.arm(s.index, s.conn->next_expiry());
+}
+
+// The engine's counters of a session, added to the worker's as they move.
+void endpoint::account(session &s) {
+  const core::connection_stats &st = s.conn->stats();
+  w_.counters.mtp_retransmitted.add(st.retransmitted_frames - s.seen.retransmitted_frames);
+  w_.counters.closes_sent.add(st.closes_sent - s.seen.closes_sent);
+  w_.counters.closes_received.add(st.closes_received - s.seen.closes_received);
+  for (std::size_t d = 0; d < core::drop_reason_count; ++d)
+    w_.counters.mtp_drops[d].add(st.drops[d] - s.seen.drops[d]);
+  s.seen = st;
+  w_.counters.session_memory_bytes.set(memory_.budget.used());
+  w_.counters.session_memory_peak.set(memory_.budget.peak());
+  w_.counters.session_memory_refusals.set(memory_.budget.refusals());
 }
 
 unsigned endpoint::poll(core::time_ns now_ns) {
@@ -559,33 +767,46 @@ unsigned endpoint::poll(core::time_ns now_ns) {
     }
     blocked_.resize(kept);
   }
-  if (source_ != nullptr) {
+  if (source_pending_ || source_ != nullptr) {
     // The source starts once its members are resolved, or after 3 s with
     // whom it has (the others' packets are dropped until they answer).
     const bool resolved = resolve_members(now_ns);
     if (!resolved && !resolve_warned_ && now_ns - start_ns_ > 3'000'000'000) {
       resolve_warned_ = true;
-      MTP_LOG(WARNING, "source: %zu member(s) still unresolved after 3 s (no ARP / ND answer); sending anyway\n",
+      MTP_LOG(WARNING, "source: %zu member(s) still unresolved after 3 s (no ARP / ND answer); starting anyway\n",
               unresolved_);
     }
+    if (source_pending_ && (resolved || resolve_warned_)) start_source(now_ns);
     // Only new data makes the source work here; ACKs and timers mark it
     // themselves.
-    if ((resolved || resolve_warned_) && feed_source(*source_, now_ns)) mark_dirty(*source_);
-    if (source_done_) source_ = nullptr;
+    if (source_ != nullptr && !source_done_ && feed_source(*source_, now_ns)) mark_dirty(*source_);
   }
-  // Only sessions a frame, a timer or the source touched.
-  for (std::size_t i = 0; i < dirty_.size(); ++i) service(*sessions_[dirty_[i]], now_ns);
+  // Only sessions a frame, a timer or the source touched (a slot may have
+  // been emptied since it was marked).
+  for (std::size_t i = 0; i < dirty_.size(); ++i)
+    if (session *s = sessions_[dirty_[i]].get(); s != nullptr && s->dirty) service(*s, now_ns);
   dirty_.clear();
   flush_tx();
+  // Closed and drained: forgotten (protocol.md 5.1).
+  for (uint32_t index : finished_)
+    if (session *s = sessions_[index].get(); s != nullptr && s->conn->finished()) remove(*s);
+  finished_.clear();
+  while (!unvalidated_.empty()) {
+    const auto [index, generation] = unvalidated_.front();
+    const session *s = index < sessions_.size() ? sessions_[index].get() : nullptr;
+    if (s != nullptr && s->generation == generation && !s->conn->member_validated(0)) break;
+    unvalidated_.pop_front();
+  }
   return static_cast<unsigned>(w_.counters.mtp_packets_out.get() - before);
 }
 
 void endpoint::shutdown(core::time_ns now_ns) {
   now_ns_ = now_ns;
   for (auto &s : sessions_) {
-    if (s->conn->is_closed()) continue;
+    if (!s || s->conn->is_closed()) continue;
     s->conn->abort(core::error_code::no_error, "daemon stopping", now_ns);
     transmit(*s, now_ns);
+    account(*s);
   }
   flush_tx();
 }

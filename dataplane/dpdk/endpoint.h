@@ -8,17 +8,23 @@
 // worker owns (runtime::session_owner; the worker loop hands other frames
 // over). Sessions are found through an rte_hash; their timers sit in a
 // timing wheel; a session is only touched when a frame, a timer or its
-// application gives it work. The engine writes each packet straight into
-// an mbuf behind room for its headers; further members of a group get
-// their own headers chained to a clone of that payload (no copy) where the
-// port sends chained mbufs. Checksums go to the port where it computes
-// them. Owned by one worker; no locks.
+// application gives it work. A session is created only by a connection's
+// opening packet (protocol.md 5.1), answers only its members' bound
+// addresses, costs memory from the worker's session budget as its traffic
+// needs it, and is removed once it has closed and drained (its connection
+// id may then open a new connection); when the table is full, the oldest
+// session whose peer never proved its address makes room. The engine
+// writes each packet straight into an mbuf behind room for its headers;
+// further members of a group get their own headers chained to a clone of
+// that payload (no copy) where the port sends chained mbufs. Checksums go
+// to the port where it computes them. Owned by one worker; no locks.
 #pragma once
 
 #include <rte_hash.h>
 #include <rte_mbuf.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <span>
 #include <vector>
@@ -59,11 +65,13 @@ class endpoint {
   endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns);
   ~endpoint();
 
-  /// An accepted MTP datagram received on port `port_index`. The payload
-  /// stays valid until the caller frees the mbuf, after this returns.
+  /// An MTP datagram received on port `port_index` (to this node: the
+  /// worker checked its destination). The payload stays valid until the
+  /// caller frees the mbuf, after this returns.
   void on_frame(std::size_t port_index, const core::udp_frame_view &v, core::time_ns now_ns);
 
-  /// Runs timers, feeds the source, sends what the sessions have to send.
+  /// Runs timers, feeds the source, sends what the sessions have to send,
+  /// removes the sessions that finished.
   /// @return work done (packets sent), for the idle strategy.
   unsigned poll(core::time_ns now_ns);
 
@@ -73,29 +81,37 @@ class endpoint {
  private:
   struct peer {
     bool known = false;      ///< its MAC is known: frames can be sent
-    core::udp_endpoints to;  ///< headers for frames to it
+    core::udp_endpoints to;  ///< headers for frames to it; dst_ip/dst_port are its bound address
     std::size_t port = 0;
     std::size_t config_index = 0;  ///< in config.peers (source members only)
   };
   struct session {
     std::unique_ptr<core::connection> conn;
     std::vector<peer> members;
+    uint64_t cid = 0;
     uint32_t index = 0;  ///< in sessions_, and its timer's id
+    uint64_t generation = 0;  ///< bumped each time the slot is reused
     bool source = false;
     bool dirty = false;                 ///< on the dirty_ list
     bool blocked = false;               ///< on the blocked_ list
     std::vector<uint64_t> next_offset;  ///< sink: per stream, next expected byte
     std::vector<std::byte> echo_buf;    ///< sink with echo: the message being gathered
-    uint64_t retx_seen = 0;             ///< engine retransmissions already counted
+    core::connection_stats seen;        ///< the engine counters already added to the worker's
   };
 
   session *find(uint64_t connection_id);
   session *add(std::unique_ptr<session> s);
+  void remove(session &s);
+  bool make_room(core::time_ns now_ns);
   session *accept(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid, uint32_t sender,
                   core::time_ns now_ns);
-  core::connection_config base_config(uint64_t cid, uint32_t window_bytes) const;
+  bool from_member(const session &s, const core::udp_frame_view &v, uint32_t sender) const;
+  void answer_version(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid, core::time_ns now_ns);
+  core::connection_config base_config(uint64_t cid, uint32_t window_bytes);
+  void start_source(core::time_ns now_ns);
   void mark_dirty(session &s);
   void service(session &s, core::time_ns now_ns);
+  void account(session &s);
   void drain_events(session &s, core::time_ns now_ns);
   /// Queues what the source may send now. @return it queued or closed.
   bool feed_source(session &s, core::time_ns now_ns);
@@ -109,12 +125,22 @@ class endpoint {
 
   const runtime &rt_;
   worker_context &w_;
-  rte_hash *table_ = nullptr;  ///< connection id -> session index
-  std::vector<std::unique_ptr<session>> sessions_;
+  core::session_memory memory_;  ///< every session's buffers and tables
+  rte_hash *table_ = nullptr;    ///< connection id -> session index
+  std::vector<std::unique_ptr<session>> sessions_;  ///< slots; null when free
+  std::vector<uint32_t> free_slots_;
+  uint64_t next_generation_ = 1;
+  std::size_t live_ = 0;
+  /// Sessions created by a peer that has not proved its address yet, in
+  /// creation order (slot, generation): the first evicted when full.
+  std::deque<std::pair<uint32_t, uint64_t>> unvalidated_;
   core::timer_wheel wheel_;
   std::vector<uint32_t> dirty_;  ///< sessions with work since the last poll
   std::vector<uint32_t> blocked_;  ///< sessions waiting for a full TX ring
+  std::vector<uint32_t> finished_;  ///< sessions to remove at the end of this poll
   session *source_ = nullptr;    ///< the test source's session, while it feeds
+  bool source_pending_ = false;  ///< the source waits for its members' addresses
+  std::vector<peer> source_members_;
   test_pattern pattern_;
   core::time_ns start_ns_ = 0;
   uint64_t source_next_ = 0;  ///< next byte offset the source queues (over all streams)
@@ -127,6 +153,11 @@ class endpoint {
   core::time_ns next_request_ns_ = 0;
   core::time_ns request_interval_ns_ = 0;
   bool resolve_warned_ = false;
+  // Version negotiation replies: a token bucket, so a flood of packets of
+  // other versions cannot make this worker a reflector.
+  double vn_tokens_ = 0;
+  core::time_ns vn_last_ns_ = 0;
+  static constexpr double vn_per_second = 1000;
   // TX buffers per port, drained at the end of each poll; what a full ring
   // does not take waits (backpressure), beyond tx_backlog_max it drops.
   static constexpr uint16_t tx_burst = 32;

@@ -20,6 +20,7 @@
 
 #include "config.h"
 #include "udp_frame.h"
+#include "wire.h"
 
 namespace mtp::dp {
 
@@ -29,6 +30,8 @@ class counter {
  public:
   void add(uint64_t n) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
   void inc() { add(1); }
+  /// For gauges (a level, not a count).
+  void set(uint64_t v) { v_.store(v, std::memory_order_relaxed); }
   uint64_t get() const { return v_.load(std::memory_order_relaxed); }
 
  private:
@@ -49,13 +52,29 @@ class counter {
   X(sleeps, "adaptive idle sleeps")                                            \
   X(mtp_packets_in, "MTP packets handed to the engine")                        \
   X(mtp_packets_out, "MTP packet copies sent (one per member)")                \
-  X(mtp_no_session, "MTP packets for no session and not accepted")             \
+  X(mtp_no_session, "MTP packets for no session that do not open one")         \
+  X(mtp_wrong_address, "MTP packets from an address other than the member's")  \
+  X(mtp_wrong_destination, "MTP packets to a MAC or IP that is not this port's") \
+  X(mtp_other_version, "MTP packets of another version (answered by VN)")      \
+  X(vn_sent, "version negotiation packets sent")                               \
+  X(vn_rate_limited, "version negotiation replies not sent (rate limit)")     \
   X(handoff_out, "MTP frames passed to the worker owning their session")      \
   X(handoff_in, "MTP frames taken from other workers for sessions owned here") \
   X(handoff_dropped, "MTP frames dropped because the owner's ring was full")   \
   X(mtp_unknown_peer, "packet copies for a member with no known address")      \
   X(sessions_opened, "MTP sessions created")                                   \
+  X(sessions_removed, "MTP sessions closed, drained and removed")              \
+  X(sessions_evicted, "unvalidated sessions evicted for a new one (table full)") \
+  X(sessions_replaced, "closed sessions replaced by a new opening packet")     \
+  X(sessions_refused, "opening packets refused: table or memory full")         \
+  X(sessions_live, "MTP sessions held now (a gauge)")                          \
+  X(session_memory_bytes, "bytes of session memory in use now (a gauge)")      \
+  X(session_memory_peak, "most bytes of session memory ever in use (a gauge)") \
+  X(session_memory_refusals, "times the session memory budget said no")       \
   X(members_left, "MemberLeft events")                                         \
+  X(closes_sent, "CLOSE frames sent")                                          \
+  X(closes_received, "CLOSE frames received (a peer closed or left)")          \
+  X(connections_failed, "ConnectionError events (timeout, threshold lost, violation)") \
   X(source_bytes_queued, "test source: bytes queued on its connection")        \
   X(source_bytes_stable, "test source: bytes acknowledged (Sent)")             \
   X(source_complete_us, "test source: microseconds to all stable (0: not yet)") \
@@ -115,6 +134,9 @@ struct alignas(64) worker_counters {
 #undef MTP_X
   /// Received frames by what parse_udp_frame() made of them.
   std::array<counter, core::frame_verdict_count> rx_verdict;
+  /// MTP packets the engine dropped, by reason (core::drop_reason,
+  /// protocol.md 3.5), summed over this worker's sessions.
+  std::array<counter, core::drop_reason_count> mtp_drops;
   rtt_histogram rtt;
 
   /// One ping-pong round trip (MTP or raw UDP) measured.

@@ -264,6 +264,18 @@ void handle_neighbour(const runtime &rt, worker_context &w, const port_runtime &
   }
 }
 
+/// Is this frame addressed to this port: its MAC (the device's, or the one
+/// the config gives it where the device cannot take it: memif) and one of
+/// its addresses?
+bool to_this_port(const port_runtime &p, const core::udp_endpoints &ends) {
+  if (std::memcmp(ends.dst_mac.data(), p.mac.addr_bytes, 6) != 0 &&
+      !(p.config->mac && std::memcmp(ends.dst_mac.data(), p.config->mac->data(), 6) == 0))
+    return false;
+  for (const auto &a : p.config->addresses)
+    if (a.address == ends.dst_ip) return true;
+  return false;
+}
+
 void classify(const runtime &rt, worker_context &w, worker_state &ws, std::size_t port_index, rte_mbuf *m,
               core::time_ns now_ns) {
   const port_runtime &p = rt.ports[port_index];
@@ -282,6 +294,12 @@ void classify(const runtime &rt, worker_context &w, worker_state &ws, std::size_
   if (verdict != core::frame_verdict::accepted && verdict != core::frame_verdict::other_udp_port) return;
   if (rt.config.test.generator.pingpong && take_reflection(rt, w, ws, port_index, view, now_ns)) return;
   if (verdict != core::frame_verdict::accepted) return;
+  if (!to_this_port(p, view.ends)) {
+    // Another node's frame (a flooding bridge, a promiscuous port): not
+    // ours to take, nor to answer as if we were it.
+    w.counters.mtp_wrong_destination.inc();
+    return;
+  }
   if (!ws.ep) {
     w.counters.mtp_no_session.inc();
     return;

@@ -39,6 +39,7 @@ def summary(out):
 
 def run_pair(server_args, client_args):
     """Starts the receiving side, then the sending side to completion."""
+    os.makedirs(os.path.dirname(SOCK), exist_ok=True)  # memif makes the socket, not its directory
     srv_cfg = config("perfs", 2, "server", 0)
     cli_cfg = config("perfc", 1, "client", 1, peer=2)
     server = subprocess.Popen([PERF, "--config", srv_cfg] + server_args, stdout=subprocess.PIPE,

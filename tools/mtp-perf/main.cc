@@ -237,9 +237,13 @@ int main(int argc, char **argv) {
   hooks.name = "mtp-perf";
   hooks.tick = [&](const mtp::dp::runtime &rt, uint64_t ms) {
     if (!started) {
+      // Counters start at zero with the daemon; the workers may already
+      // have moved data by the first tick, so the totals count from zero
+      // (the rate's clock starts here, a tick after the workers).
       started = true;
       start_ms = last_ms = ms;
-      first = last = take(rt);
+      first = snapshot{};
+      last = take(rt);
     }
     const bool complete = sends && !round_trips && sum(rt, &mtp::dp::worker_counters::source_complete_us) > 0;
     const bool timeout = o.seconds > 0 && static_cast<double>(ms - start_ms) >= o.seconds * 1000;

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/stat.h>
+
 #include "config.h"
 
 using namespace mtp::cfg;
@@ -388,4 +390,67 @@ TEST(host_check, memif_socket_directory) {
 TEST(host_check, good_config_has_no_problems) {
   const config c = load_ok(std::string(minimal) + "lcores: {control: 0, workers: [1], cpus: {0: 0, 1: 0}}\n");
   EXPECT_TRUE(check_host(c).empty());
+}
+
+// Config input that is not a config file: a clear refusal before a byte is
+// parsed, never an unbounded read or a hang.
+TEST(config_errors, file_that_is_not_a_regular_file) {
+  auto message = [](const std::string &path) {
+    auto r = load_config_file(path);
+    EXPECT_FALSE(r.ok()) << path;
+    return r.ok() ? std::string() : r.err()[0].to_string();
+  };
+  const std::string dir = ::testing::TempDir() + "/mtp-config-dir";
+  std::filesystem::create_directories(dir);
+  EXPECT_NE(message(dir).find("cannot read config file: it is a directory, not a file"), std::string::npos)
+      << message(dir);
+  EXPECT_NE(message("/dev/zero").find("it is not a regular file (a character device)"), std::string::npos)
+      << message("/dev/zero");
+  EXPECT_NE(message("/dev/urandom").find("not a regular file"), std::string::npos);
+  // A FIFO with no writer: opening it must not block.
+  const std::string fifo = ::testing::TempDir() + "/mtp-config-fifo";
+  std::filesystem::remove(fifo);
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_NE(message(fifo).find("it is not a regular file (a FIFO)"), std::string::npos) << message(fifo);
+  std::filesystem::remove(fifo);
+  EXPECT_NE(message("/nonexistent/mtp.yaml").find("No such file or directory"), std::string::npos);
+}
+
+TEST(config_errors, file_over_one_mebibyte) {
+  const std::string path = ::testing::TempDir() + "/mtp-config-big.yaml";
+  {
+    std::ofstream out(path);
+    out << minimal;
+    out << std::string(max_config_file_bytes, '#');
+  }
+  auto r = load_config_file(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.err()[0].to_string().find("a config is at most 1048576 bytes (1 MiB)"), std::string::npos)
+      << r.err()[0].to_string();
+  // Exactly at the limit is fine (comments pad it).
+  std::filesystem::resize_file(path, max_config_file_bytes);
+  EXPECT_TRUE(load_config_file(path).ok());
+  std::filesystem::remove(path);
+}
+
+TEST(config_errors, in_memory_without_hugepages) {
+  EXPECT_EQ(one_problem(std::string(minimal) + "memory:\n  hugepages: false\neal:\n  in_memory: true\n"),
+            "t.yaml:7:14: eal.in_memory: in_memory needs hugepages; with memory.hugepages: false, leave in_memory "
+            "out (or false)");
+}
+
+TEST(config_loader, packet_size_streams_and_session_memory) {
+  const config d = load_ok(minimal);
+  EXPECT_EQ(d.node.max_packet_bytes, 1400);  // protocol.md 2
+  EXPECT_EQ(d.limits.streams_per_session, 16u);  // protocol.md 4.5
+  EXPECT_EQ(d.limits.session_memory_mb, 256u);
+  const config c = load_ok(std::string(minimal) +
+                           "node:\n  max_packet_bytes: 1200\nlimits:\n  streams_per_session: 4\n  session_memory_mb: 64\n");
+  EXPECT_EQ(c.node.max_packet_bytes, 1200);
+  EXPECT_EQ(c.limits.streams_per_session, 4u);
+  EXPECT_EQ(c.limits.session_memory_mb, 64u);
+  EXPECT_NE(one_problem(std::string(minimal) + "node:\n  max_packet_bytes: 100\n").find("expected an integer from 256 to 9000"),
+            std::string::npos);
+  EXPECT_NE(one_problem(std::string(minimal) + "limits:\n  streams_per_session: 300\n").find("from 1 to 256"),
+            std::string::npos);
 }
