@@ -6,8 +6,9 @@
 set -euo pipefail
 
 packages=(
-  # build
-  build-essential pkg-config meson ninja-build clang-14 libclang-rt-14-dev
+  # build; clang provides /usr/bin/clang++ (clang-14 has only clang++-14),
+  # which run-tests.sh uses for the fuzz build; libclang-rt-14-dev: libFuzzer
+  build-essential pkg-config meson ninja-build clang clang-14 libclang-rt-14-dev
   # libraries (pkg-config unless noted)
   libdpdk-dev dpdk dpdk-dev libyaml-cpp-dev libgtest-dev libgmock-dev
   libbenchmark-dev libbpf-dev libxdp-dev libssl-dev
