@@ -68,6 +68,7 @@ bool connection::on_ack_frame(std::size_t mi, const ack_frame &a, time_ns now) {
     }
   }
   if (!newly) return true;
+  send_blocked_ = false;  // packets retire: room to send may have come back
   // It acknowledged a packet of ours: it receives what we send (3.6).
   m.validated = true;
   if (!m.has_acked || a.largest > m.largest_acked) m.largest_acked = a.largest;

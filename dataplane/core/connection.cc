@@ -577,6 +577,7 @@ void connection::trim_memory() {
   }
   for (auto &s : send_streams_) {
     if (!s) continue;
+    if (s->base == s->write_end) s->buf.clear();  // all released: the last chunk too
     s->buf.trim();
     if (s->msg_head == s->msg_tail && s->msgs.capacity() > 64) {
       s->msgs.reset();
@@ -606,6 +607,7 @@ time_ns connection::next_expiry() const {
   // back by congestion windows or flow control waits for ACKs or credit,
   // which arrive as packets, so it sets no timer.
   time_ns wait = never;
+  if (send_blocked_) return t;  // an ACK or a packet unblocks it, not time
   if (!new_data_pending(last_now_, &wait)) return std::min(t, wait);
   if (cfg_.pacing && group_may_send(cfg_.max_packet_bytes) && pacer_tokens_ < cfg_.max_packet_bytes) {
     const uint64_t rate = std::max<uint64_t>(pacing_rate_bytes_per_s(), 1);

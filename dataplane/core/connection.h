@@ -393,6 +393,7 @@ class connection {
   uint64_t arena_tail_ = 0, arena_polled_ = 0, arena_released_ = 0;
   uint64_t conn_bytes_sent_ = 0;  ///< sum over streams of sent_end: the group's connection-level offset
   bool flush_requested_ = false;
+  bool send_blocked_ = false;  ///< new data waits for tracking room or validation: no timer wakes it
   bool ready_reported_ = false;
   bool close_pending_ = false;  ///< graceful close: CLOSE once all is stable
   bool abort_ = false;

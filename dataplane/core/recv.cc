@@ -140,6 +140,7 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
     return;
   }
   note_received(m, pn);
+  send_blocked_ = false;  // what blocked sending may have moved: look again
   m.last_rx_ns = now;
   ++stats_.packets_received;
   if (!m.accepted) {

@@ -495,14 +495,18 @@ void connection::advance_over_expired(send_stream &s) {
 transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   time_ns wait = never;
   if (!new_data_pending(now, &wait)) return {};
+  // Blocked on tracking room (memory) or on the amplification limit, it
+  // waits for an ACK or a packet, not for a timer (next_expiry).
+  send_blocked_ = true;
   if (!tracking_room(true)) return {};
   if (!group_may_send(cfg_.max_packet_bytes)) return {};
-  if (!pacer_allows(cfg_.max_packet_bytes, now)) return {};
   uint64_t live_mask = 0;
   for (std::size_t i = 0; i < members_.size(); ++i)
     if (members_[i]->live) live_mask |= member_bit(i);
   out = amplification_limit(live_mask, out);
   if (out.empty()) return {};
+  send_blocked_ = false;
+  if (!pacer_allows(cfg_.max_packet_bytes, now)) return {};
 
   const packet_header h = next_header(live_mask);
   packet_builder b(out, h);

@@ -68,6 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (f.datagram.size() != w.data_len) __builtin_trap();
         break;
       default:
+        if (is_extension_frame(static_cast<uint8_t>(f.type)) && f.extension.size() != w.fields[0]) __builtin_trap();
         break;
     }
   }

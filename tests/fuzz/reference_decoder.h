@@ -128,6 +128,11 @@ inline verdict decode(const uint8_t *p, std::size_t n, std::vector<frame> &out) 
         if (!need(3) || f.fields[2] > max || f.fields[1] > max - f.fields[2]) return verdict::malformed;
         break;
       default:
+        // Extensions (protocol.md 4.12): a length and a body to skip.
+        if (f.type >= 0x40 && f.type <= 0x7f) {
+          if (!need(1) || !c.skip(f.fields[0])) return verdict::malformed;
+          break;
+        }
         return verdict::unknown;
     }
     out.push_back(std::move(f));

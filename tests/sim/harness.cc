@@ -138,6 +138,9 @@ class run_state {
 
   const scenario &sc_;
   uint64_t seed_;
+  // The nodes' session memory outlives the connections charged to it.
+  std::vector<std::unique_ptr<session_memory>> memories_;
+  std::map<uint32_t, session_memory *> memory_of_;
   network net_;
   rng work_;
   wire_oracle oracle_;
@@ -147,8 +150,6 @@ class run_state {
   receiver_app client_rx_;
   std::map<uint32_t, receiver_app> member_rx_;        ///< per member node
   std::map<connection *, uint32_t> member_of_;         ///< server connection -> member index
-  std::vector<std::unique_ptr<session_memory>> memories_;
-  std::map<uint32_t, session_memory *> memory_of_;
   std::set<uint32_t> dead_;                            ///< member indices crashed (or restarted)
   bool client_crashed_ = false;
   uint64_t progress_ = 0;
@@ -270,6 +271,7 @@ void run_state::build() {
     net_.set_acceptor(node, [this, j](uint32_t n, uint32_t from, std::span<const std::byte>, time_ns now) {
       connection_config s = base_config(n, role::server);
       s.members = {from};
+      if (sc_.member_max_messages) s.max_messages = sc_.member_max_messages;
       auto conn = std::make_unique<connection>(s, now);
       member_of_[conn.get()] = j;
       if (sc_.reverse) {
@@ -775,6 +777,8 @@ run_result run_state::run() {
   res_.corrupted = net_.corrupted();
   res_.retransmitted = client_.conn->stats().retransmitted_frames;
   res_.skipped = client_.conn->stats().messages_skipped_by_slow_members;
+  for (const auto &sizes : client_.sizes)
+    for (uint32_t n : sizes) res_.bytes += n;
   if (!res_.failure.empty() && std::getenv("MTP_SIM_VERBOSE")) dump();
   return res_;
 }

@@ -62,6 +62,7 @@ struct scenario {
   core::time_ns partition_at_ns = 0, partition_ns = 0;
   // The engines.
   uint32_t max_messages = 4096, max_ack_ranges = 256, max_events = 8192;
+  uint32_t member_max_messages = 0;       ///< the members' own limit, if smaller (receive tables)
   uint32_t stream_buffer = 1u << 18;
   uint64_t connection_window = 0;         ///< 0: 4 x stream_buffer
   uint64_t memory_limit = 0;              ///< per node's session_memory; 0: none
@@ -97,6 +98,7 @@ struct run_result {
   uint64_t corrupted = 0;
   uint64_t retransmitted = 0;
   uint64_t steps = 0;
+  uint64_t bytes = 0;               ///< the client's workload, all streams
 };
 
 /// Runs one scenario for one seed and checks every property.
