@@ -164,6 +164,7 @@ struct source_config {
   bool unordered = false;       ///< ordering none instead of fifo
   uint32_t window_bytes = 4u << 20;  ///< stream buffer and receive window (both ends must agree)
   bool pingpong = false;        ///< one message at a time, timed until its echo returns
+  uint64_t rate_bytes_per_s = 0;  ///< queue at most this fast (0: as fast as the connection takes)
 };
 
 /// Test-only application: accepts connections, verifies and counts data.

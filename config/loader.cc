@@ -409,7 +409,8 @@ struct loader {
   void read_source(const YAML::Node &n) {
     const std::string p = "test.source";
     if (!r.check_map(n, p, {"enabled", "connection_id", "members", "threshold", "total_bytes", "message_bytes",
-                            "streams", "reliability", "max_retransmissions", "ordering", "window_bytes", "pingpong"}))
+                            "streams", "reliability", "max_retransmissions", "ordering", "window_bytes", "pingpong",
+                            "rate_bytes_per_s"}))
       return;
     auto &s = c.test.source;
     r.read_bool(n, p, "enabled", s.enabled);
@@ -421,6 +422,7 @@ struct loader {
     r.read_uint(n, p, "max_retransmissions", s.max_retransmissions, 0, 255);
     r.read_uint(n, p, "window_bytes", s.window_bytes, 4096, 1u << 30);
     r.read_bool(n, p, "pingpong", s.pingpong);
+    r.read_uint(n, p, "rate_bytes_per_s", s.rate_bytes_per_s, 0, uint64_t{1} << 40);
     if (auto v = r.child(n, p, "reliability"))
       if (auto i = r.as_choice(*v, p + ".reliability", {"reliable", "partial", "unreliable"}))
         s.reliability = static_cast<uint32_t>(*i);

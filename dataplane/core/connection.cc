@@ -309,7 +309,7 @@ void connection::report_send_errors() {
   }
 }
 
-void connection::member_failed(std::size_t mi, member_left_reason reason, time_ns now) {
+void connection::member_failed(std::size_t mi, member_left_reason reason, time_ns now, uint64_t code) {
   member_state &m = *members_[mi];
   if (!m.live) return;
   m.live = false;
@@ -327,6 +327,7 @@ void connection::member_failed(std::size_t mi, member_left_reason reason, time_n
   e.type = event_type::member_left;
   e.member = m.id;
   e.reason = static_cast<uint32_t>(reason);
+  e.error_code = code;
   push_event(e);
   if (state_ >= state::draining) return;
   // Its outstanding data no longer holds anything back.
@@ -370,6 +371,7 @@ void connection::enter_draining(time_ns now) {
   time_ns pto = 0;
   for (const auto &m : members_) pto = std::max(pto, m->rtt.pto(cfg_.ack_delay_ns));
   drain_until_ = now + std::max(3 * pto, 2 * cfg_.heartbeat_interval_ns);
+  next_close_copy_ns_ = now + pto;
   // What is left will never be sent or delivered: give the memory back.
   for (auto &s : send_streams_) {
     if (!s) continue;
@@ -588,9 +590,16 @@ void connection::trim_memory() {
 
 // ---- timers ----
 
+time_ns connection::close_copy_interval() const {
+  time_ns pto = 0;
+  for (const auto &m : members_) pto = std::max(pto, m->rtt.pto(cfg_.ack_delay_ns));
+  return pto;
+}
+
 time_ns connection::next_expiry() const {
   if (state_ == state::finished) return never;
-  if (state_ == state::draining) return drain_until_;
+  if (state_ == state::draining)
+    return sent_close_ && close_copies_ < max_close_copies ? std::min(drain_until_, next_close_copy_ns_) : drain_until_;
   time_ns t = never;
   for (const auto &mp : members_) {
     const member_state &m = *mp;
@@ -624,6 +633,16 @@ void connection::on_expiry(time_ns now) {
     if (now >= drain_until_) {
       state_ = state::finished;
       trim_memory();
+      return;
+    }
+    if (sent_close_ && now >= next_close_copy_ns_ && close_copies_ < max_close_copies) {
+      // CLOSE is not acknowledged: a few more copies, one per probe
+      // timeout, to the members still live, beside the answers to what
+      // they send (5.1).
+      ++close_copies_;
+      for (std::size_t i = 0; i < members_.size(); ++i)
+        if (members_[i]->live) owe_close(i, members_[i]->close_code == error_code::no_error ? close_code_ : members_[i]->close_code);
+      next_close_copy_ns_ = now + close_copy_interval();
     }
     return;
   }

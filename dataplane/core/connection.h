@@ -116,7 +116,7 @@ enum class event_type : uint8_t {
   sent,              ///< message message_id is stable: count members acknowledged it
   expired,           ///< message message_id was given up: count members miss it
   send_error,        ///< message message_id cannot be sent (connection failed)
-  member_left,       ///< member left: reason (member_left_reason)
+  member_left,       ///< member left: reason (member_left_reason); error_code its CLOSE's code
   closed,            ///< the connection closed: error_code (0 = normal)
   connection_error,  ///< the connection failed: error_code
 };
@@ -302,7 +302,8 @@ class connection {
   bool push_data_event(const event &e);
   bool data_events_room(std::size_t n);
   void begin_call(time_ns now);
-  void member_failed(std::size_t m, member_left_reason reason, time_ns now);
+  void member_failed(std::size_t m, member_left_reason reason, time_ns now, uint64_t code = 0);
+  time_ns close_copy_interval() const;
   void fail_connection(error_code code, bool tell_members, time_ns now);
   void enter_draining(time_ns now);
   uint32_t needed_members() const;
@@ -404,6 +405,9 @@ class connection {
   error_code close_code_ = error_code::no_error;
   std::string close_reason_;
   time_ns drain_until_ = never;
+  static constexpr uint32_t max_close_copies = 8;
+  time_ns next_close_copy_ns_ = never;  ///< draining: the next unprompted copy of our CLOSE
+  uint32_t close_copies_ = 0;
   std::size_t next_member_rr_ = 0;
   std::size_t next_stream_rr_ = 0;
   time_ns last_now_ = 0;

@@ -221,7 +221,7 @@ bool connection::on_close_frame(std::size_t mi, const close_frame &f, time_ns no
     return true;
   }
   // A member left the group (5.2).
-  member_failed(mi, member_left_reason::closed, now);
+  member_failed(mi, member_left_reason::closed, now, f.error_code);
   return true;
 }
 

@@ -478,7 +478,12 @@ bool endpoint::feed_source(session &s, core::time_ns now_ns) {
   opt.rel = static_cast<core::reliability>(src.reliability);
   opt.max_retransmissions = src.max_retransmissions;
   opt.low_latency = src.pingpong;
-  while (source_next_ < src.total_bytes && !(src.pingpong && ping_outstanding_)) {
+  // A rate, if set, caps what has been queued since the start.
+  const uint64_t allowed = src.rate_bytes_per_s == 0
+                               ? src.total_bytes
+                               : static_cast<uint64_t>(static_cast<double>(src.rate_bytes_per_s) *
+                                                       static_cast<double>(now_ns - start_ns_) / 1e9) + src.message_bytes;
+  while (source_next_ < std::min(src.total_bytes, allowed) && !(src.pingpong && ping_outstanding_)) {
     // Round-robin over streams, one message at a time.
     const uint64_t msg_index = source_next_ / src.message_bytes;
     const uint64_t stream = msg_index % src.streams;
