@@ -57,7 +57,11 @@ struct rig {
     for (uint32_t i = 0; i < members; ++i) ids.push_back(i + 1);
     client = std::make_unique<connection>(cfg(100, ids), now);
     client->open_stream(0, stream_mode::message, ordering::fifo);
-    for (uint32_t id : ids) servers.push_back(std::make_unique<connection>(cfg(id, {100}), now));
+    for (uint32_t id : ids) {
+      connection_config sc = cfg(id, {100});
+      sc.side = role::server;
+      servers.push_back(std::make_unique<connection>(sc, now));
+    }
     pump(true);
   }
 
@@ -158,6 +162,51 @@ BENCHMARK_CAPTURE(exchange, 1to1_64B_sender, 1, 64, true)->Unit(benchmark::kMill
 BENCHMARK_CAPTURE(exchange, 1to8_64B_sender, 8, 64, true)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(exchange, 1to1_1400B_sender, 1, 1400, true)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(exchange, 1to8_1400B_sender, 8, 1400, true)->Unit(benchmark::kMillisecond);
+
+// What a stranger's opening packet costs a worker (protocol.md 5.1,
+// operations.md "Session memory"): create a server connection with mtpd's
+// table limits, take the opener, answer it, and destroy it; ns per session
+// and the memory it held at its peak.
+void session_open(benchmark::State &state) {
+  session_memory memory(uint64_t{1} << 30);
+  connection_config c;
+  c.connection_id = 9;
+  c.local_id = 2;
+  c.side = role::server;
+  c.members = {100};
+  c.stream_buffer_bytes = 4u << 20;  // mtpd's sink default
+  c.connection_window_bytes = uint64_t{64} << 20;
+  c.max_messages = 1u << 14;
+  c.max_sent_packets = 1u << 13;
+  c.max_events = 1u << 13;
+  c.memory = &memory;
+  std::vector<std::byte> opener(64), buf(1500);
+  packet_header h;
+  h.sender_id = 100;
+  h.connection_id = 9;
+  h.packet_number = 12345;
+  h.flags = flag_crc | flag_opening;
+  packet_builder b(opener, h);
+  b.append_ping();
+  opener.resize(b.finish());
+  time_ns now = 1'000'000;
+  uint64_t answers = 0, peak = 0;
+  for (auto _ : state) {
+    connection conn(c, now);
+    conn.on_packet(opener, now);
+    event e;
+    while (conn.poll_event(e)) {
+    }
+    for (transmit t; (t = conn.poll_transmit(buf, now)).bytes;) ++answers;
+    peak = std::max(peak, memory.budget.used());
+    now += 1000;
+  }
+  if (answers == 0) state.SkipWithError("the opener was not answered");
+  state.counters["ns_per_session"] =
+      benchmark::Counter(static_cast<double>(state.iterations()), benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["bytes_per_session"] = static_cast<double>(peak);
+}
+BENCHMARK(session_open);
 
 // CRC32C of a packet: the hardware path against the byte-table reference,
 // at the size of a full 1500 B-MTU MTP packet and of a small one.
