@@ -636,13 +636,13 @@ void connection::on_expiry(time_ns now) {
       return;
     }
     if (sent_close_ && now >= next_close_copy_ns_ && close_copies_ < max_close_copies) {
-      // CLOSE is not acknowledged: a few more copies, one per probe
-      // timeout, to the members still live, beside the answers to what
-      // they send (5.1).
+      // CLOSE is not acknowledged: a few more copies, backing off from a
+      // probe timeout, to the members still live, beside the answers to
+      // what they send (5.1).
       ++close_copies_;
       for (std::size_t i = 0; i < members_.size(); ++i)
         if (members_[i]->live) owe_close(i, members_[i]->close_code == error_code::no_error ? close_code_ : members_[i]->close_code);
-      next_close_copy_ns_ = now + close_copy_interval();
+      next_close_copy_ns_ = now + (close_copy_interval() << close_copies_);  // PTO, 2 PTO, 4 PTO
     }
     return;
   }

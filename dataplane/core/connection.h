@@ -405,7 +405,7 @@ class connection {
   error_code close_code_ = error_code::no_error;
   std::string close_reason_;
   time_ns drain_until_ = never;
-  static constexpr uint32_t max_close_copies = 8;
+  static constexpr uint32_t max_close_copies = 3;
   time_ns next_close_copy_ns_ = never;  ///< draining: the next unprompted copy of our CLOSE
   uint32_t close_copies_ = 0;
   std::size_t next_member_rr_ = 0;

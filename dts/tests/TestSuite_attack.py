@@ -189,6 +189,8 @@ class TestAttack:
 
             assert src.counter("source_complete_us") == 0, "the transfer ended before the attacks did"
             rss_after = rss_kib(sink)
+            report["sink_rss_kib"] = [rss_before, rss_after]
+            report["sink_session_memory_peak"] = sink.counter("session_memory_peak")
             assert rss_after - rss_before < 32 * 1024, f"sink RSS grew from {rss_before} to {rss_after} KiB"
 
             deadline = time.monotonic() + 120
