@@ -211,7 +211,8 @@ void connection::dump(FILE *out) const {
 // reserve, which is sized for every one a connection can raise.
 
 bool connection::data_events_room(std::size_t n) {
-  return events_.ensure(event_tail_ - event_head_ + n + notify_reserve_, event_head_, event_tail_);
+  const uint64_t need = event_tail_ - event_head_ + n + notify_reserve_;
+  return need <= events_.capacity() || events_.ensure(need, event_head_, event_tail_);
 }
 
 bool connection::push_data_event(const event &e) {

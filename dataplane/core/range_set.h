@@ -49,7 +49,9 @@ class range_set {
   /// inserts so the one that fills the lowest gap always fits.
   /// @return false if it would not (the set is unchanged).
   bool make_room(uint64_t lo, uint64_t hi, std::size_t keep_free = 0) {
-    if (lo >= hi || touches(lo, hi)) return true;
+    if (lo >= hi) return true;
+    if (!r_.empty() && lo >= r_.back().lo && lo <= r_.back().hi) return true;  // extends the last range
+    if (touches(lo, hi)) return true;
     if (r_.size() + 1 + keep_free > cap_) return false;
     return r_.size() < r_.capacity() || grow();
   }
