@@ -62,7 +62,9 @@ struct connection_config {
   uint32_t threshold = 0;             ///< t of n; 0 means all
   uint16_t max_packet_bytes = 1400;   ///< UDP payload size
   uint16_t max_streams = 16;          ///< per direction (a transport parameter, 6.5)
-  uint32_t stream_buffer_bytes = 1u << 20;  ///< send buffer and receive window per stream (power of two)
+  /// Send buffer and receive window per stream (power of two); the
+  /// initial stream credit, a transport parameter (protocol.md 6.5).
+  uint32_t stream_buffer_bytes = 1u << 22;
   uint64_t connection_window_bytes = 1ull << 26;  ///< receive window over all streams of a peer
   uint32_t max_messages = 1u << 15;   ///< message records per stream (power of two)
   uint32_t max_sent_packets = 1u << 14;  ///< packets tracked until acknowledged (power of two)

@@ -58,7 +58,8 @@ std::string_view drop_reason_name(drop_reason r) {
 }
 
 parse_status parse_packet(std::span<const std::byte> packet, packet_header &hdr, std::span<const std::byte> &frames) {
-  if (packet.size() < 4) return parse_status::too_short;
+  // The version first (protocol.md 3.5): the rest depends on it.
+  if (packet.empty()) return parse_status::too_short;
   hdr.version = std::to_integer<uint8_t>(packet[0]);
   if (hdr.version != protocol_version) return parse_status::bad_version;
   if (packet.size() < header_size + crc_size) return parse_status::too_short;

@@ -71,3 +71,26 @@ class TestConfig:
             assert r.returncode == 0 and r.stdout == f.read()
         r = mtpd("--frobnicate")
         assert r.returncode == 2 and "unknown option '--frobnicate'" in r.stderr
+
+    def test_config_that_is_not_a_file(self, tmp_path):
+        """Steps: --config on /dev/zero, /dev/urandom, a directory, a FIFO with no
+        writer, and a 2 MiB file; --check-config on in_memory without hugepages.
+        Verify: each exits 2 within the timeout (no unbounded read, no hang) with
+        the reason named, before EAL starts."""
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        big = tmp_path / "big.yaml"
+        big.write_text("ports:\n  - {name: p0, device: net_null0}\n" + "#" * (2 << 20))
+        for path, why in (("/dev/zero", "it is not a regular file (a character device)"),
+                          ("/dev/urandom", "it is not a regular file (a character device)"),
+                          (str(tmp_path), "it is a directory, not a file"),
+                          (str(fifo), "it is not a regular file (a FIFO)"),
+                          (str(big), "a config is at most 1048576 bytes (1 MiB)")):
+            r = mtpd("--config", path)
+            assert r.returncode == 2, path
+            assert f"{path}:1:1: cannot read config file: " in r.stderr and why in r.stderr, r.stderr
+            assert "EAL" not in r.stderr
+        f = tmp_path / "inmem.yaml"
+        f.write_text("ports:\n  - {name: p0, device: net_null0}\nmemory: {hugepages: false}\neal: {in_memory: true}\n")
+        r = mtpd("--check-config", str(f))
+        assert r.returncode == 2 and "eal.in_memory: in_memory needs hugepages" in r.stderr
