@@ -23,10 +23,10 @@ constexpr std::string_view drop_names[] = {
 };
 
 // drop_reason_of() relies on the parse failures leading the drop list in
-// the same order.
-#define MTP_X(name, text) static_assert(static_cast<int>(drop_reason::name) + 1 == static_cast<int>(parse_status::name));
-MTP_X(too_short, "") MTP_X(bad_version, "") MTP_X(bad_type, "") MTP_X(bad_crc, "") MTP_X(no_crc, "")
-MTP_X(bad_packet_number, "") MTP_X(bad_sender_id, "") MTP_X(malformed_frame, "") MTP_X(unknown_frame, "")
+// the same order, which one list gives both.
+#define MTP_X(name, text) \
+  static_assert(static_cast<int>(drop_reason::name) + 1 == static_cast<int>(parse_status::name));
+MTP_PARSE_FAILURES(MTP_X)
 #undef MTP_X
 
 constexpr uint8_t stream_flag_fin = 0x01;

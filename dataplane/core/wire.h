@@ -79,8 +79,8 @@ inline constexpr uint8_t extension_frame_first = 0x40, extension_frame_last = 0x
 inline bool is_extension_frame(uint8_t t) { return t >= extension_frame_first && t <= extension_frame_last; }
 
 /// Why a packet was not accepted; one list gives enum and counter names.
-#define MTP_PARSE_STATUSES(X)                                                  \
-  X(ok, "parsed")                                                              \
+/// The failures are also the first drop reasons (MTP_DROP_REASONS).
+#define MTP_PARSE_FAILURES(X)                                                  \
   X(too_short, "shorter than the header and trailer")                          \
   X(bad_version, "version is not 1 (answered by version negotiation)")         \
   X(bad_type, "unknown packet type")                                           \
@@ -90,6 +90,7 @@ inline bool is_extension_frame(uint8_t t) { return t >= extension_frame_first &&
   X(bad_sender_id, "sender id 0 or 2^32-1 (reserved)")                         \
   X(malformed_frame, "a frame runs past the packet or breaks its own rules")   \
   X(unknown_frame, "a reserved or unknown frame type")
+#define MTP_PARSE_STATUSES(X) X(ok, "parsed") MTP_PARSE_FAILURES(X)
 
 enum class parse_status : uint8_t {
 #define MTP_X(name, text) name,
@@ -101,18 +102,10 @@ inline constexpr std::size_t parse_status_count = static_cast<std::size_t>(parse
 std::string_view parse_status_name(parse_status s);
 
 /// Why a connection dropped a received packet, one counter each; the names
-/// are protocol.md's (section 3.5). The first ones are parse_status values
-/// in the same order. Every drop bumps exactly one.
+/// are protocol.md's (section 3.5). The parse failures come first, in the
+/// order of parse_status. Every drop bumps exactly one.
 #define MTP_DROP_REASONS(X)                                                    \
-  X(too_short, "shorter than the header and trailer")                          \
-  X(bad_version, "version is not 1")                                           \
-  X(bad_type, "unknown packet type")                                           \
-  X(bad_crc, "CRC32C does not match (corrupted)")                              \
-  X(no_crc, "unencrypted packet without the CRC flag")                         \
-  X(bad_packet_number, "packet number at or above 2^62")                       \
-  X(bad_sender_id, "sender id 0 or 2^32-1 (reserved)")                         \
-  X(malformed_frame, "a frame runs past the packet or breaks its own rules")   \
-  X(unknown_frame, "a reserved or unknown frame type")                         \
+  MTP_PARSE_FAILURES(X)                                                        \
   X(unknown_sender, "sender or connection id not of this connection, or a member that left") \
   X(pn_out_of_window, "packet number too far ahead of the largest received")  \
   X(duplicate, "packet number already received, or below those remembered")  \

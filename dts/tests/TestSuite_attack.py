@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from framework.daemon import Daemon
+from framework.bridge import bridged_taps
 from framework.testbed import ROOT, TESTBED, run
 
 MIB = 1 << 20
@@ -35,43 +35,25 @@ def ip(i):
 
 @pytest.fixture
 def bed():
-    """A namespace with a bridge for the two daemons' taps, and the
-    attacker's namespace joined to the bridge by a veth pair."""
-    run("ip", "netns", "add", NS)
+    """The source and the sink on taps joined by a flooding bridge (a hub:
+    the attacker is on the path), and the attacker's namespace joined to
+    the bridge by a veth pair."""
     run("ip", "netns", "add", ATTACKER_NS)
-    daemons = []
     try:
-        # Ageing time 0: the bridge learns nothing and floods every frame, a
-        # hub, so the attacker is on the path and can read what it needs.
-        run("ip", "-n", NS, "link", "add", "br0", "type", "bridge", "ageing_time", "0")
-        run("ip", "-n", NS, "link", "set", "br0", "up")
-        run("ip", "-n", NS, "link", "add", "atkbr", "type", "veth", "peer", "name", "eth0", "netns", ATTACKER_NS)
-        run("ip", "-n", NS, "link", "set", "atkbr", "master", "br0", "up")
-        run("ip", "-n", ATTACKER_NS, "addr", "add", f"{ip(66)}/24", "dev", "eth0")
-        run("ip", "-n", ATTACKER_NS, "link", "set", "eth0", "up")
+        with bridged_taps("atk", flood=True) as start_tap:
+            run("ip", "-n", NS, "link", "add", "atkbr", "type", "veth", "peer", "name", "eth0", "netns", ATTACKER_NS)
+            run("ip", "-n", NS, "link", "set", "atkbr", "master", "br0", "up")
+            run("ip", "-n", ATTACKER_NS, "addr", "add", f"{ip(66)}/24", "dev", "eth0")
+            run("ip", "-n", ATTACKER_NS, "link", "set", "eth0", "up")
 
-        def start(name, i, limits=None, **kw):
-            iface = f"dtsatk{i}"
-            extra = {"memory": {"size_mb": 512, "mbufs": 16383}}
-            if limits:
-                extra["limits"] = limits
-            d = Daemon(name, netns=NS, node_id=i,
-                       ports=[{"name": "t0", "device": f"net_tap{i},iface={iface}", "mac": mac(i),
-                               "addresses": [f"{ip(i)}/24"]}],
-                       extra=extra, **kw).start()
-            daemons.append(d)
-            # The tap's kernel side gets another MAC so the bridge forwards
-            # frames for the daemon's instead of keeping them.
-            run("ip", "-n", NS, "link", "set", iface, "address", f"02:00:00:00:ee:{i:02x}")
-            run("ip", "-n", NS, "link", "set", iface, "master", "br0", "up")
-            return d
+            def start(name, i, limits=None, **kw):
+                extra = {"limits": limits} if limits else {}
+                return start_tap(name, i, {"addresses": [f"{ip(i)}/24"]}, {"size_mb": 512, "mbufs": 16383},
+                                 extra=extra, **kw)
 
-        yield start
+            yield start
     finally:
-        for d in daemons:
-            d.kill()
         run("ip", "netns", "del", ATTACKER_NS, check=False)
-        run("ip", "netns", "del", NS, check=False)
 
 
 def attack(kind, **spec):

@@ -2,15 +2,15 @@
 """Reliable MTP transfers between real daemons over net_memif: the built-in
 test source sends a byte pattern to a group, each sink checks every byte
 and the order, and the source waits until every byte is acknowledged."""
-import contextlib
 import re
 import signal
 import time
 
 import pytest
 
+from framework.bridge import bridged_taps
 from framework.daemon import Daemon
-from framework.testbed import TESTBED, Topology, run
+from framework.testbed import Topology
 
 MIB = 1 << 20
 SOCKETS = "/run/mtpd-dts"
@@ -39,38 +39,6 @@ def source(name, links, total_bytes, message_bytes=1024):
                        "message_bytes": message_bytes}}
     return Daemon(name, node_id=1, ports=ports, peers=peers, test=test,
                   extra={"memory": {"size_mb": 512, "mbufs": 32767}})
-
-
-@contextlib.contextmanager
-def bridged_taps(name):
-    """A namespace with a kernel bridge; yields start(name, i, port_extra,
-    memory, **daemon_kw), which starts a daemon on net_tap device dts<name><i>
-    (10.9x.0.<i> given by the caller) and puts the tap on the bridge. Stops
-    nothing itself: every daemon is killed and the namespace removed at exit."""
-    ns = TESTBED["namespace_prefix"] + name
-    run("ip", "netns", "add", ns)
-    daemons = []
-    try:
-        run("ip", "-n", ns, "link", "add", "br0", "type", "bridge")
-        run("ip", "-n", ns, "link", "set", "br0", "up")
-
-        def start(dname, i, port, memory, **kw):
-            iface = f"dts{name[:6]}{i}"
-            port = dict({"name": "t0", "device": f"net_tap{i},iface={iface}", "mac": f"02:00:00:00:0d:{i:02x}"}, **port)
-            d = Daemon(dname, netns=ns, node_id=i, ports=[port], extra={"memory": memory}, **kw).start()
-            daemons.append(d)
-            # The kernel side of a tap starts with the daemon's MAC; a
-            # bridge would take that as its own address and keep frames
-            # for it instead of forwarding them, so it gets another one.
-            run("ip", "-n", ns, "link", "set", iface, "address", f"02:00:00:00:ee:{i:02x}")
-            run("ip", "-n", ns, "link", "set", iface, "master", "br0", "up")
-            return d
-
-        yield start
-    finally:
-        for d in daemons:
-            d.kill()
-        run("ip", "netns", "del", ns)
 
 
 def wait_complete(src, timeout):
