@@ -300,6 +300,13 @@ void run_state::build() {
         for (uint32_t j : sc_.crash) net_.restart(member_node(j));
       });
   }
+  if (sc_.leave_member >= 0)
+    net_.at(sc_.leave_at_ns, [this] {
+      // The member's application closes its side: it leaves the group.
+      for (auto &e : net_.endpoints())
+        if (!e->removed && e->node == member_node(static_cast<uint32_t>(sc_.leave_member)))
+          e->conn->close(error_code::application, "leaving", net_.now());
+    });
   if (sc_.client_crash)
     net_.at(sc_.client_crash_at_ns, [this] {
       net_.crash(client_node);
@@ -803,8 +810,20 @@ void run_state::check_end() {
                            client_.left_code[n] == static_cast<uint64_t>(error_code::protocol_violation)))))
         fail("member node " + std::to_string(n) + " reported MemberLeft (reason " +
              std::to_string(client_.left_reason[n]) + ") unexpectedly");
-    for (uint32_t n : expected)
-      if (!client_.left.count(n)) fail("member node " + std::to_string(n) + " was not reported as MemberLeft");
+    for (uint32_t n : expected) {
+      if (!client_.left.count(n)) {
+        fail("member node " + std::to_string(n) + " was not reported as MemberLeft");
+        continue;
+      }
+      // A member that closed says so (5.2); one that went silent timed out.
+      const bool left_by_closing = sc_.leave_member >= 0 && n == member_node(static_cast<uint32_t>(sc_.leave_member));
+      const uint32_t want = static_cast<uint32_t>(left_by_closing ? member_left_reason::closed : member_left_reason::timeout);
+      if (client_.left_reason[n] != want)
+        fail("member node " + std::to_string(n) + " reported MemberLeft with reason " +
+             std::to_string(client_.left_reason[n]) + ", expected " + std::to_string(want));
+      if (left_by_closing && client_.left_code[n] != static_cast<uint64_t>(error_code::application))
+        fail("member node " + std::to_string(n) + " left with CLOSE code " + std::to_string(client_.left_code[n]));
+    }
     if (client_.connection_error != sc_.expect_error && !(sc_.spoof && client_.connection_error))
       fail("ConnectionError at the client: " + std::to_string(client_.connection_error) + ", expected " +
            std::to_string(sc_.expect_error));

@@ -58,6 +58,8 @@ struct scenario {
   core::time_ns restart_after_ns = 0;     ///< crashed members come back (empty) this much later
   bool client_crash = false;
   core::time_ns client_crash_at_ns = 0;
+  int leave_member = -1;                  ///< this member leaves (its application closes) at leave_at_ns
+  core::time_ns leave_at_ns = 0;
   int partition_member = -1;
   core::time_ns partition_at_ns = 0, partition_ns = 0;
   // The engines.
@@ -78,7 +80,8 @@ struct scenario {
   bool spoof = false;                     ///< forges packets that claim a member's address
   bool third_party = false;               ///< forges packets from a node outside the group
   // What must happen.
-  std::set<uint32_t> expect_left;         ///< member indices reported MemberLeft, no others
+  std::set<uint32_t> expect_left;         ///< member indices reported MemberLeft, no others; the
+                                          ///< reason must be `closed` for leave_member, `timeout` else
   uint64_t expect_error = 0;              ///< ConnectionError code at the client (0: none)
   bool allow_skips = false;               ///< members may be told to skip reliable data (threshold)
   core::time_ns finish_bound_ns = 15'000'000'000ull;

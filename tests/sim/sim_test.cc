@@ -176,6 +176,16 @@ std::vector<entry> scenarios() {
   }
   {
     scenario s;
+    s.name = "a_member_leaves";
+    s.members = 3;
+    s.link = lossy(0.05);
+    s.leave_member = 1;
+    s.leave_at_ns = 60'000'000;
+    s.expect_left = {1};
+    add(s);
+  }
+  {
+    scenario s;
     s.name = "client_crashes";
     s.members = 3;
     s.link = lossy(0.05);

@@ -408,3 +408,70 @@ TEST(connection, acks_every_n_packets_and_at_once_when_asked) {
   // carries a PING.
   EXPECT_EQ(acked_after, (std::vector<std::size_t>{8, 9, 10}));
 }
+
+// protocol.md 6.3: a packet is lost when one sent at least three later was
+// acknowledged (or after the time threshold), not at the first gap.
+TEST(connection, loss_needs_three_later_packets_acknowledged) {
+  time_ns now = 1'000'000;
+  connection client(client_cfg({1}), now), server(server_cfg(1), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, {&server}, now);
+  std::vector<std::byte> msg(1200);
+  for (int i = 0; i < 6; ++i) ASSERT_EQ(client.send(0, msg, {}, now), status::ok);
+  client.flush();
+  std::vector<std::vector<std::byte>> packets;
+  std::vector<std::byte> buf(1500);
+  for (transmit t; (t = client.poll_transmit(buf, now)).bytes;) packets.emplace_back(buf.begin(), buf.begin() + t.bytes);
+  ASSERT_GE(packets.size(), 6u);
+  // The member gets everything but the first packet, and acknowledges as
+  // it goes: after the 2nd and 3rd (one and two later) nothing is lost yet.
+  const uint64_t lost_before = client.stats().packets_lost;
+  for (std::size_t i = 1; i < packets.size(); ++i) {
+    server.on_packet(packets[i], now);
+    drain(server);
+    server.on_expiry(now + 2'000'000);  // its ACK timer
+    for (transmit t; (t = server.poll_transmit(buf, now)).bytes;) client.on_packet({buf.data(), t.bytes}, now);
+    drain(client);
+    if (i < 3) {
+      EXPECT_EQ(client.stats().packets_lost, lost_before) << "lost after only " << i << " later packets";
+    }
+  }
+  EXPECT_EQ(client.stats().packets_lost, lost_before + 1) << "three later packets acknowledged: the first is lost";
+}
+
+// Work the event queue had no room for is not forgotten: the next call
+// into the connection, whatever it is, delivers the data and reports the
+// Sent events left undone.
+TEST(connection, deliveries_and_sent_reports_resume_after_a_full_event_queue) {
+  time_ns now = 1'000'000;
+  auto ccfg = client_cfg({1});
+  ccfg.max_events = 16;
+  auto scfg = server_cfg(1);
+  scfg.max_events = 16;
+  connection client(ccfg, now), server(scfg, now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, {&server}, now);
+  std::vector<std::byte> msg(40);
+  for (int i = 0; i < 60; ++i) ASSERT_EQ(client.send(0, msg, {}, now), status::ok);
+  client.flush();
+  std::vector<std::byte> buf(1500);
+  std::size_t received = 0, sent = 0;
+  // The member takes the packets without polling in between: its queue
+  // fills; each later call (here on_expiry, which has nothing to do) must
+  // go on delivering.
+  for (transmit t; (t = client.poll_transmit(buf, now)).bytes;) server.on_packet({buf.data(), t.bytes}, now);
+  for (int round = 0; round < 20 && received < 60; ++round) {
+    for (const auto &e : drain(server)) received += e.e.type == event_type::received;
+    server.on_expiry(now);
+  }
+  EXPECT_EQ(received, 60u);
+  // The client gets one ACK for all 60 and reports Sent as room allows.
+  now += 2'000'000;
+  server.on_expiry(now);
+  for (transmit t; (t = server.poll_transmit(buf, now)).bytes;) client.on_packet({buf.data(), t.bytes}, now);
+  for (int round = 0; round < 20 && sent < 60; ++round) {
+    for (const auto &e : drain(client)) sent += e.e.type == event_type::sent;
+    (void)client.poll_transmit(buf, now);  // any call resumes the reports
+  }
+  EXPECT_EQ(sent, 60u);
+}
