@@ -280,6 +280,7 @@ void connection::check_stability(send_stream &s, time_ns) {
   for (auto &pm : s.per_member) {
     pm.acked.erase_below(s.base);
     pm.skip.erase_below(s.base);
+    pm.resend.erase_below(s.base);
   }
 }
 

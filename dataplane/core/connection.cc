@@ -148,11 +148,14 @@ std::size_t connection::max_datagram_bytes() const {
 }
 
 void connection::dump(FILE *out) const {
-  std::fprintf(out, "connection %llx state %d pn [%llu, %llu) frames [%llu, %llu) now %llu memory %llu\n",
+  std::fprintf(out,
+               "connection %llx state %d pn [%llu, %llu) of %llu frames [%llu, %llu) of %llu send_blocked %d now %llu "
+               "memory %llu\n",
                static_cast<unsigned long long>(cfg_.connection_id), static_cast<int>(state_),
                static_cast<unsigned long long>(sent_head_pn_), static_cast<unsigned long long>(next_pn_),
-               static_cast<unsigned long long>(frame_head_), static_cast<unsigned long long>(frame_tail_),
-               static_cast<unsigned long long>(last_now_), static_cast<unsigned long long>(acct_.used()));
+               static_cast<unsigned long long>(sent_.capacity()), static_cast<unsigned long long>(frame_head_),
+               static_cast<unsigned long long>(frame_tail_), static_cast<unsigned long long>(frames_.capacity()),
+               send_blocked_, static_cast<unsigned long long>(last_now_), static_cast<unsigned long long>(acct_.used()));
   if (sent_head_pn_ < next_pn_ && sent_.capacity() > 0) {
     const sent_packet &p = sent_.at(sent_head_pn_);
     std::fprintf(out, "  head packet pn %llu members %llx acked %llx lost %llx repair %llx frames %u sent %llu\n",

@@ -335,7 +335,15 @@ class connection {
   sent_packet *record_packet(uint64_t pn, std::size_t bytes, uint64_t mask, bool ack_eliciting, time_ns now);
   bool member_may_carry(std::size_t m, uint64_t stream, uint64_t end, uint64_t *conn_growth) const;
   void note_sent_to(std::size_t m, uint64_t stream, uint64_t end);
-  bool repair_frame(std::size_t m, const frame_record &f, packet_builder &b, time_ns now);
+  /// What became of one frame's repair: settled (built, or nothing to
+  /// send), no room left in the packet, or beyond the member's credit.
+  enum class repair_result : uint8_t { done, full, no_credit };
+  repair_result repair_frame(std::size_t m, const frame_record &f, packet_builder &b, time_ns now,
+                             uint64_t *done_end = nullptr);
+  bool repair_from_ranges(std::size_t m, packet_builder &b, time_ns now, bool &eliciting);
+  bool unpin_head();
+  bool repairs_to_ranges(std::size_t m, const sent_packet &p, uint32_t first_frame = 0);
+  uint64_t message_at(const send_stream &s, uint64_t offset) const;
   void resend_credits(std::size_t m);
   bool retx_counted(uint64_t stream, uint64_t seq) const;
   void note_retx_counted(uint64_t stream, uint64_t seq);

@@ -59,10 +59,14 @@ struct connection::stream_member {
   range_set acked;     ///< bytes it acknowledged (by STREAM or FORWARD)
   range_set skip;      ///< bytes given up for it: it is owed a FORWARD, never data
   range_set fwd_owed;  ///< the part of `skip` whose FORWARD is to be (re)sent
+  /// Bytes owed as repair, held by range once the packets that carried
+  /// them left the sent table (see connection::unpin_head).
+  range_set resend;
   uint64_t sent_to = 0;
   bool fin_acked = false;  ///< byte stream: it acknowledged the FIN
+  bool fin_resend = false;  ///< its FIN is owed as repair (with `resend`)
   stream_member(std::size_t ranges, memory_account *acct)
-      : acked(ranges, acct), skip(ranges, acct), fwd_owed(ranges, acct) {}
+      : acked(ranges, acct), skip(ranges, acct), fwd_owed(ranges, acct), resend(ranges, acct) {}
   /// Holds or was told to skip [lo, hi): the sender needs the bytes no more.
   bool settled(uint64_t lo, uint64_t hi) const { return acked.contains(lo, hi) || skip.contains(lo, hi); }
 };
@@ -155,6 +159,7 @@ struct connection::member_state {
   seq_ring<uint64_t> lost;
   uint64_t lost_head = 0, lost_tail = 0;
   uint32_t lost_cursor = 0;    ///< next frame of the packet at lost_head
+  bool resend_pending = false; ///< some stream's `resend` ranges are owed to it
   bool fwd_pending = false;    ///< some stream may owe it a FORWARD
   bool probe_pending = false;
   bool heartbeat_pending = false;
@@ -182,7 +187,8 @@ struct connection::member_state {
 
   member_state(time_ns initial_rtt, std::size_t ack_ranges, memory_account *acct)
       : rtt(initial_rtt), received_pns(ack_ranges, acct) {}
-  bool repairs_queued() const { return lost_tail > lost_head; }
+  bool lost_queued() const { return lost_tail > lost_head; }
+  bool repairs_queued() const { return lost_queued() || resend_pending; }
 };
 
 }  // namespace mtp::core

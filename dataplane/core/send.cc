@@ -160,8 +160,16 @@ bool connection::tracking_room(bool new_data) {
   const uint64_t spare_pns = new_data ? 4 : 2;
   const uint64_t spare_frames = (new_data ? 2 : 1) * max_frames_per_packet;
   if (next_pn_ + spare_pns - sent_head_pn_ > sent_.capacity()) retire_packets();
-  const uint64_t need = next_pn_ + spare_pns - sent_head_pn_;
+  uint64_t need = next_pn_ + spare_pns - sent_head_pn_;
   (void)sent_.ensure(need, sent_head_pn_, next_pn_);
+  // Still short: the oldest packets may be held only by the repairs owed
+  // from them (to a member without credit, or behind a long repair
+  // queue). A repair needs a slot of its own, so waiting for it could
+  // wait forever: those repairs are kept by range instead.
+  while (sent_.capacity() < need && unpin_head()) {
+    retire_packets();
+    need = next_pn_ + spare_pns - sent_head_pn_;
+  }
   if (sent_.capacity() < need) return false;
   for (auto &m : members_) {
     if (!m->live) continue;
@@ -248,41 +256,46 @@ void connection::resend_credits(std::size_t mi) {
     if (r) r->credit_dirty = true;
 }
 
-bool connection::repair_frame(std::size_t mi, const frame_record &f, packet_builder &b, time_ns now) {
+// @param done_end  repairs from ranges (repair_from_ranges): the frame
+//   may be cut to the packet's room and the member's credit; set to the
+//   end of what is settled now (built, or needing nothing)
+connection::repair_result connection::repair_frame(std::size_t mi, const frame_record &f, packet_builder &b, time_ns now,
+                              uint64_t *done_end) {
+  const uint64_t hi = f.offset + f.len;
+  if (done_end != nullptr) *done_end = hi;
   if (f.kind == frame_record::credit) {
     resend_credits(mi);
-    return true;
+    return repair_result::done;
   }
-  if (f.stream >= send_streams_.size() || !send_streams_[f.stream]) return true;
+  if (f.stream >= send_streams_.size() || !send_streams_[f.stream]) return repair_result::done;
   send_stream &s = *send_streams_[f.stream];
   stream_member &sm = s.per_member[mi];
-  const uint64_t hi = f.offset + f.len;
   if (f.kind == frame_record::forward) {
     // A lost FORWARD is owed again, unless the member acknowledged it since.
-    if (sm.acked.contains(f.offset, hi)) return true;
-    if (!sm.fwd_owed.insert(f.offset, hi)) return false;  // wait: retried from the repair queue
+    if (sm.acked.contains(f.offset, hi)) return repair_result::done;
+    if (!sm.fwd_owed.insert(f.offset, hi)) return repair_result::full;  // wait: retried from the repair queue
     members_[mi]->fwd_pending = true;
-    return true;
+    return repair_result::done;
   }
   const uint64_t lo = std::max(f.offset, s.base);
   // A FIN is repaired until acknowledged, with whatever data is left.
   const bool fin_owed = f.fin && !sm.fin_acked;
-  if (!fin_owed && (lo >= hi || sm.acked.contains(lo, hi) || sm.skip.overlaps(lo, hi))) return true;
+  if (!fin_owed && (lo >= hi || sm.acked.contains(lo, hi) || sm.skip.overlaps(lo, hi))) return repair_result::done;
   stream_frame sf;
   sf.stream_id = f.stream;
   if (s.mode == stream_mode::message) {
     message_record *r = find_message(s, f.msg_seq);
-    if (r == nullptr || r->expired) return true;
+    if (r == nullptr || r->expired) return repair_result::done;
     if (r->rel == reliability::unreliable) {
       // Never repaired: the member is told to skip the whole message.
       give_up(s, mi, *r);
-      return true;
+      return repair_result::done;
     }
     if (r->rel == reliability::partial && !retx_counted(f.stream, f.msg_seq)) {
       const uint8_t count = s.retx.at(f.msg_seq * members_.size() + mi);
       if (count >= r->max_retx || (r->deadline_ns != never && now >= r->deadline_ns)) {
         expire_message(s, f.msg_seq, now);
-        return true;
+        return repair_result::done;
       }
     }
     sf.message = true;
@@ -292,12 +305,25 @@ bool connection::repair_frame(std::size_t mi, const frame_record &f, packet_buil
   }
   sf.offset = std::min(lo, hi);
   sf.fin = f.fin && hi == s.write_end;
-  const std::size_t len = static_cast<std::size_t>(hi - sf.offset);
+  std::size_t len = static_cast<std::size_t>(hi - sf.offset);
+  if (done_end != nullptr && len > 0) {
+    // From ranges, what fits: the member's credit, then the packet.
+    const member_state &m = *members_[mi];
+    const uint64_t conn_room = m.conn_credit > m.conn_sent_to ? m.conn_credit - m.conn_sent_to : 0;
+    const uint64_t max_end = std::min(m.stream_credit[f.stream], std::max(sm.sent_to, sm.sent_to + conn_room));
+    if (max_end <= sf.offset) return repair_result::no_credit;
+    len = static_cast<std::size_t>(std::min<uint64_t>(len, max_end - sf.offset));
+    const std::size_t room = b.stream_room(sf);
+    if (room == 0) return repair_result::full;
+    len = std::min(len, room);
+    if (sf.offset + len < hi) sf.fin = false;
+  }
+  const uint64_t end = sf.offset + len;
   // Never past the member's credit: wait for its CREDIT (or a skip).
-  if (!member_may_carry(mi, f.stream, hi, nullptr)) return false;
-  if (b.stream_room(sf) < len || b.frames() >= max_frames_per_packet) return false;
+  if (!member_may_carry(mi, f.stream, end, nullptr)) return repair_result::no_credit;
+  if (b.stream_room(sf) < len || b.frames() >= max_frames_per_packet) return repair_result::full;
   const std::span<std::byte> dst = b.append_stream_header(sf, len);
-  if (dst.size() != len || b.size() == 0) return false;
+  if (dst.size() != len || b.size() == 0) return repair_result::full;
   s.buf.read(sf.offset, dst);
   if (s.mode == stream_mode::message) {
     message_record *r = find_message(s, f.msg_seq);
@@ -309,12 +335,14 @@ bool connection::repair_frame(std::size_t mi, const frame_record &f, packet_buil
   frame_record nf = f;
   nf.offset = sf.offset;
   nf.len = static_cast<uint32_t>(len);
+  nf.fin = sf.fin;
   frames_.at(frame_tail_++) = nf;
   b.count_frame();
-  note_sent_to(mi, f.stream, hi);
+  note_sent_to(mi, f.stream, end);
+  if (done_end != nullptr) *done_end = end;
   ++stats_.retransmitted_frames;
   stats_.stream_bytes_retransmitted += len;
-  return true;
+  return repair_result::done;
 }
 
 // Partial messages: one retransmission per message per repair packet,
@@ -415,13 +443,20 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
     // exceed the window by more than one packet.
     if (window_room) {
       bool full = false;
-      while (!full && m.repairs_queued()) {
+      while (!full && m.lost_queued()) {
         const uint64_t pn = m.lost.at(m.lost_head);
         sent_packet &p = sent_.at(pn);
-        if (p.pn == pn) {
+        if (p.pn == pn && (p.repair & member_bit(mi))) {
           for (; m.lost_cursor < p.frame_count; ++m.lost_cursor) {
             const std::size_t before = b.size();
-            if (!repair_frame(mi, frames_.at(p.frame_first + m.lost_cursor), b, now)) {
+            const repair_result r = repair_frame(mi, frames_.at(p.frame_first + m.lost_cursor), b, now);
+            if (r == repair_result::no_credit && repairs_to_ranges(mi, p, m.lost_cursor)) {
+              // It waits for credit by range, not at the head of the
+              // queue: repairs behind it (of holes the member needs
+              // before it can grant more) go on.
+              break;
+            }
+            if (r != repair_result::done) {
               full = true;
               break;
             }
@@ -433,6 +468,7 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
         ++m.lost_head;
         m.lost_cursor = 0;
       }
+      if (!full && m.resend_pending) (void)repair_from_ranges(mi, b, now, eliciting);
       eliciting |= add_forwards(mi, b);  // repairs may have turned into FORWARDs
       add_credits();                     // or into credits to resend
     }
@@ -689,6 +725,141 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   if (!new_data_pending(now, &dummy) || dummy == never) flush_requested_ = false;
   on_sent(mask, len);
   return {len, mask};
+}
+
+// ---- repairs held by range ----
+//
+// A repair is normally built from the lost packet's own frames, which
+// keeps the packet in the sent table until it is. When the table is full
+// and its oldest packet waits only for such repairs, they move to the
+// member's per-stream `resend` ranges and the packet retires
+// (unpin_head); repair_from_ranges then builds them like any repair.
+
+uint64_t connection::message_at(const send_stream &s, uint64_t offset) const {
+  uint64_t lo = s.msg_head, hi = s.msg_tail;
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo) / 2;
+    if (s.msgs.at(mid).end <= offset)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+bool connection::repairs_to_ranges(std::size_t mi, const sent_packet &p, uint32_t first_frame) {
+  member_state &m = *members_[mi];
+  for (uint32_t i = first_frame; i < p.frame_count; ++i) {
+    const frame_record &f = frames_.at(p.frame_first + i);
+    if (f.kind == frame_record::credit) {
+      resend_credits(mi);
+      continue;
+    }
+    if (f.stream >= send_streams_.size() || !send_streams_[f.stream]) continue;
+    send_stream &s = *send_streams_[f.stream];
+    stream_member &sm = s.per_member[mi];
+    const uint64_t lo = std::max(f.offset, s.base), hi = f.offset + f.len;
+    if (f.kind == frame_record::forward) {
+      if (sm.acked.contains(f.offset, hi)) continue;
+      if (!sm.fwd_owed.insert(f.offset, hi)) return false;
+      m.fwd_pending = true;
+      continue;
+    }
+    if (lo < hi && !sm.settled(lo, hi)) {
+      if (!sm.resend.insert(lo, hi)) return false;
+      m.resend_pending = true;
+    }
+    if (f.fin && !sm.fin_acked) {
+      sm.fin_resend = true;
+      m.resend_pending = true;
+    }
+  }
+  return true;
+}
+
+bool connection::unpin_head() {
+  if (sent_.capacity() == 0 || sent_head_pn_ >= next_pn_) return false;
+  sent_packet &p = sent_.at(sent_head_pn_);
+  if (p.pn != sent_head_pn_) return false;
+  uint64_t dead = 0;
+  for (std::size_t i = 0; i < members_.size(); ++i)
+    if (!members_[i]->live) dead |= member_bit(i);
+  const uint64_t open = p.members & ~dead;
+  // Still in flight to someone: its ACK, its loss or a probe moves it.
+  if (((p.acked | p.lost) & open) != open) return false;
+  const uint64_t repair_before = p.repair;
+  const time_ns lost_ns_before = p.lost_ns;
+  for (std::size_t i = 0; i < members_.size(); ++i) {
+    const uint64_t b = member_bit(i);
+    if (!(p.repair & b) || (dead & b)) continue;
+    if (!repairs_to_ranges(i, p)) break;  // ranges full: it stays
+    p.repair &= ~b;
+  }
+  // Nor is it kept for a late ACK: what it carried is owed by range now.
+  if (!(p.repair & ~dead)) p.lost_ns = 0;
+  return p.repair != repair_before || p.lost_ns != lost_ns_before;
+}
+
+// @return false if it stopped for room or credit (more is owed)
+bool connection::repair_from_ranges(std::size_t mi, packet_builder &b, time_ns now, bool &eliciting) {
+  member_state &m = *members_[mi];
+  bool owed = false;
+  for (auto &sp : send_streams_) {
+    if (!sp) continue;
+    send_stream &s = *sp;
+    stream_member &sm = s.per_member[mi];
+    while (!sm.resend.empty()) {
+      const range_set::range r = sm.resend.front();
+      const uint64_t lo = std::max(r.lo, s.base);
+      if (lo >= r.hi) {
+        sm.resend.erase_below(r.hi);
+        continue;
+      }
+      frame_record f;
+      f.kind = frame_record::stream_data;
+      f.stream = static_cast<uint16_t>(s.id);
+      f.offset = lo;
+      uint64_t hi = std::min(r.hi, lo + (uint64_t{1} << 30));
+      if (s.mode == stream_mode::message) {
+        // One message per frame.
+        f.msg_seq = message_at(s, lo);
+        const message_record *rec = find_message(s, f.msg_seq);
+        if (rec == nullptr || rec->start > lo) {  // released, or no message there
+          sm.resend.erase_below(rec == nullptr ? r.hi : std::min(r.hi, rec->start));
+          continue;
+        }
+        hi = std::min(hi, rec->end);
+      }
+      f.len = static_cast<uint32_t>(hi - lo);
+      f.fin = sm.fin_resend && s.fin_sent && hi == s.write_end;
+      const std::size_t before = b.size();
+      uint64_t done = lo;
+      const repair_result res = repair_frame(mi, f, b, now, &done);
+      if (res == repair_result::full) return false;
+      if (res == repair_result::no_credit) break;  // this stream waits; the others may not
+      eliciting |= b.size() != before;
+      sm.resend.erase_below(done);
+      if (f.fin && done == hi) sm.fin_resend = false;
+      if (done < hi) {
+        if (b.stream_room(stream_frame{}) == 0) return false;  // the packet is full
+        break;  // cut at the credit
+      }
+    }
+    if (sm.fin_resend && sm.resend.empty()) {
+      frame_record f;
+      f.kind = frame_record::stream_data;
+      f.stream = static_cast<uint16_t>(s.id);
+      f.offset = s.write_end;
+      f.fin = true;
+      const std::size_t before = b.size();
+      if (s.fin_sent && repair_frame(mi, f, b, now) != repair_result::done) return false;
+      eliciting |= b.size() != before;
+      sm.fin_resend = false;
+    }
+    if (!sm.resend.empty() || sm.fin_resend) owed = true;
+  }
+  m.resend_pending = owed;
+  return !owed;
 }
 
 }  // namespace mtp::core

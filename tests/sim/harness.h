@@ -74,6 +74,7 @@ struct scenario {
   bool pacing = true;
   // The applications.
   core::time_ns lazy_app_ns = 0;          ///< events drained only this often
+  int lazy_member = -1;                   ///< with lazy_app_ns: only this member is lazy (-1: every node)
   close_kind close = close_kind::none;    ///< after everything is queued
   // The adversary.
   bool replay = false;                    ///< replays old packets of every flow, late

@@ -323,6 +323,15 @@ std::vector<entry> scenarios() {
     s.link.corrupt = 0;
     s.need_connection_credit = true;
     add(s, {}, false);
+    // The same in a threshold group with one slow reader: the others go
+    // on, and the slow one is still never sent beyond its connection
+    // credit (each member's credit is checked, not only the t-th largest).
+    s.name = "connection_window_binds_for_one_member_of_a_threshold_group";
+    s.members = 3;
+    s.threshold = 2;
+    s.lazy_member = 2;
+    s.allow_skips = true;
+    add(s, {}, false);
   }
   {
     scenario s;
