@@ -5,7 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <bit>
 #include <cstring>
+#include <functional>
+#include <memory>
 #include <map>
 #include <string>
 #include <vector>
@@ -474,4 +477,197 @@ TEST(connection, deliveries_and_sent_reports_resume_after_a_full_event_queue) {
     (void)client.poll_transmit(buf, now);  // any call resumes the reports
   }
   EXPECT_EQ(sent, 60u);
+}
+
+// protocol.md 6.1: a datagram is never held back for coalescing; stream
+// data waiting for company leaves with it at once.
+TEST(connection, a_datagram_goes_at_once_and_takes_waiting_data_along) {
+  time_ns now = 0;
+  auto cfg = client_cfg({1});
+  cfg.coalesce_delay_ns = 50'000;
+  connection client(cfg, now);
+  connection s1(server_cfg(1), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, {&s1}, now);
+  std::vector<std::byte> buf(1500), msg(64), d(20);
+  ASSERT_EQ(client.send(0, msg, {}, now), status::ok);
+  EXPECT_EQ(client.poll_transmit(buf, now).bytes, 0u) << "a lone small message waits";
+  ASSERT_EQ(client.send_datagram(d, now), status::ok);
+  const transmit t = client.poll_transmit(buf, now);
+  ASSERT_GT(t.bytes, 0u) << "the datagram waited";
+  s1.on_packet({buf.data(), t.bytes}, now);
+  int datagrams = 0, messages = 0;
+  for (const auto &c : drain(s1)) {
+    datagrams += c.e.type == event_type::datagram;
+    messages += c.e.type == event_type::received;
+  }
+  EXPECT_EQ(datagrams, 1);
+  EXPECT_EQ(messages, 1);
+}
+
+namespace {
+// Whether a packet carries a PING or STREAM frame (a probe or a repair).
+bool carries_probe_or_data(std::span<const std::byte> p) {
+  packet_header h;
+  std::span<const std::byte> frames;
+  if (parse_packet(p, h, frames) != parse_status::ok) return false;
+  frame_reader rd(frames);
+  for (frame f; !rd.done() && rd.next(f) == parse_status::ok;)
+    if (f.type == frame_type::ping || f.type == frame_type::stream) return true;
+  return false;
+}
+}  // namespace
+
+// protocol.md 6.3: a tail loss (the last packet lost, nothing after it to
+// reveal it) is probed one probe timeout later, long before the next
+// heartbeat would find it.
+TEST(connection, a_tail_loss_is_probed_after_one_probe_timeout) {
+  time_ns now = 1'000'000;
+  auto cfg = client_cfg({1});
+  cfg.heartbeat_interval_ns = 200'000'000;
+  connection client(cfg, now), server(server_cfg(1), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, {&server}, now);
+  // Settle the handshake's ACKs.
+  for (int i = 0; i < 5; ++i) {
+    now += 5'000'000;
+    client.on_expiry(now);
+    server.on_expiry(now);
+    exchange(client, {&server}, now);
+  }
+  drain(client);
+  drain(server);
+  std::vector<std::byte> buf(1500), msg(300);
+  message_options fast;
+  fast.low_latency = true;
+  ASSERT_EQ(client.send(0, msg, fast, now), status::ok);
+  const time_ns sent_at = now;
+  ASSERT_GT(client.poll_transmit(buf, now).bytes, 0u);  // lost
+  time_ns probed_at = never;
+  for (int step = 0; step < 100 && probed_at == never; ++step) {
+    now = client.next_expiry();
+    ASSERT_NE(now, never);
+    client.on_expiry(now);
+    for (transmit t; (t = client.poll_transmit(buf, now)).bytes;)
+      if ((t.member_mask & 1) && carries_probe_or_data({buf.data(), t.bytes})) probed_at = now;
+  }
+  ASSERT_NE(probed_at, never);
+  EXPECT_LT(probed_at - sent_at, 50'000'000) << "probed only after " << (probed_at - sent_at) / 1000 << " us";
+}
+
+namespace {
+// One step of a group run: timers, every packet both ways, and the events
+// of the members that read (`reads`); the others never poll, so their
+// event queues fill and they stop granting credit.
+void group_step(connection &client, std::vector<connection *> servers, const std::vector<bool> &reads, time_ns now,
+                const std::function<void(const transmit &, std::span<const std::byte>)> &on_client_packet = {}) {
+  std::vector<std::byte> buf(1500);
+  client.on_expiry(now);
+  for (connection *s : servers) s->on_expiry(now);
+  for (int r = 0; r < 20; ++r) {
+    bool any = false;
+    for (transmit t; (t = client.poll_transmit(buf, now)).bytes;) {
+      any = true;
+      if (on_client_packet) on_client_packet(t, {buf.data(), t.bytes});
+      for (std::size_t m = 0; m < servers.size(); ++m)
+        if (t.member_mask & (1ull << m)) {
+          servers[m]->on_packet({buf.data(), t.bytes}, now);
+          if (reads[m]) collect(*servers[m]);
+        }
+    }
+    for (connection *s : servers)
+      for (transmit t; (t = s->poll_transmit(buf, now)).bytes;) {
+        any = true;
+        client.on_packet({buf.data(), t.bytes}, now);
+        collect(client);
+      }
+    if (!any) break;
+  }
+}
+
+std::size_t messages_received(connection &s) {
+  std::size_t n = 0;
+  for (const auto &c : drain(s)) n += c.e.type == event_type::received;
+  return n;
+}
+}  // namespace
+
+// protocol.md 6.5: new data in a threshold group waits for the t-th
+// largest credit. With t = 2 of 4 and two members that stop reading, the
+// two readers set the pace and get everything.
+TEST(connection, a_threshold_group_sends_within_the_t_th_largest_credit) {
+  time_ns now = 1'000'000;
+  auto cfg = client_cfg({1, 2, 3, 4});
+  cfg.threshold = 2;
+  connection client(cfg, now);
+  std::vector<std::unique_ptr<connection>> owned;
+  std::vector<connection *> servers;
+  for (uint32_t id = 1; id <= 4; ++id) {
+    auto scfg = server_cfg(id);
+    scfg.max_events = 16;
+    owned.push_back(std::make_unique<connection>(scfg, now));
+    servers.push_back(owned.back().get());
+  }
+  const std::vector<bool> reads = {true, true, false, false};
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, servers, now);
+  // Three stream windows of 4 KiB messages.
+  const std::size_t total = 3 * (1u << 16) / 4096;
+  std::vector<std::byte> msg(4096);
+  std::size_t queued = 0, got1 = 0, got2 = 0;
+  for (int step = 0; step < 2000 && (got1 < total || got2 < total); ++step) {
+    while (queued < total && client.send(0, msg, {}, now) == status::ok) ++queued;
+    client.flush();
+    group_step(client, servers, reads, now);
+    got1 += messages_received(*servers[0]);
+    got2 += messages_received(*servers[1]);
+    drain(client);
+    now += 1'000'000;
+  }
+  EXPECT_EQ(got1, total);
+  EXPECT_EQ(got2, total);
+  EXPECT_TRUE(client.member_live(2));
+  EXPECT_TRUE(client.member_live(3));
+}
+
+// protocol.md 6.6: a threshold group packet needs t members with window
+// room. With t = 2 of 3 and two members that receive nothing, new data
+// stops when their windows are full; it never goes to one member alone.
+TEST(connection, threshold_group_data_waits_for_t_members_with_window_room) {
+  time_ns now = 1'000'000;
+  auto cfg = client_cfg({1, 2, 3});
+  cfg.threshold = 2;
+  cfg.stream_buffer_bytes = 1u << 20;
+  connection client(cfg, now);
+  auto scfg = server_cfg(1);
+  scfg.stream_buffer_bytes = 1u << 20;
+  connection s1(scfg, now), s2(server_cfg(2), now), s3(server_cfg(3), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, {&s1, &s2, &s3}, now);
+  // Members 2 and 3 are cut off from here on: only member 1 hears the client.
+  std::vector<std::byte> msg(1000);
+  uint64_t highest_sent = 0, new_data_packets = 0;
+  for (int step = 0; step < 50; ++step) {
+    while (client.send(0, msg, {}, now) == status::ok) {
+    }
+    client.flush();
+    group_step(client, {&s1}, {true}, now, [&](const transmit &t, std::span<const std::byte> p) {
+      packet_header h;
+      std::span<const std::byte> frames;
+      ASSERT_EQ(parse_packet(p, h, frames), parse_status::ok);
+      frame_reader rd(frames);
+      uint64_t end = 0;
+      for (frame f; !rd.done() && rd.next(f) == parse_status::ok;)
+        if (f.type == frame_type::stream) end = std::max<uint64_t>(end, f.stream.offset + f.stream.data.size());
+      if (end <= highest_sent) return;  // a repair, or no data
+      highest_sent = end;
+      ++new_data_packets;
+      EXPECT_GE(std::popcount(t.member_mask), 2) << "new data up to " << end << " to members " << t.member_mask;
+    });
+    drain(s1);
+    drain(client);
+    now += 1'000'000;
+  }
+  EXPECT_GT(new_data_packets, 5u);
+  EXPECT_LT(highest_sent, 64u * 1024) << "new data went on with one member's window";
 }

@@ -526,3 +526,196 @@ TEST(hardening, close_drains_answers_stragglers_then_finishes) {
   EXPECT_EQ(drops(client, drop_reason::after_close), after_close + 1);
   EXPECT_LE(client.memory_bytes(), 16u * 1024) << "a finished connection holds nothing more";
 }
+
+// protocol.md 6.5: each credit is its own limit. A FORWARD one byte past
+// the stream window is dropped even though the connection window (16
+// times larger) would take it; one that ends exactly at the window is taken.
+TEST(hardening, a_forward_just_past_the_stream_credit_is_dropped) {
+  time_ns now = 1'000'000;
+  auto cfg = server_cfg(1);
+  ASSERT_GT(cfg.connection_window_bytes, uint64_t{cfg.stream_buffer_bytes} + 1);
+  connection server(cfg, now);
+  server.on_packet(opener(10), now);
+  server.on_packet(packet(client_id, 11, [&](packet_builder &b) {
+                     b.append_forward({1, 0, uint64_t{cfg.stream_buffer_bytes} + 1});
+                   }), now);
+  EXPECT_EQ(drops(server, drop_reason::flow_control), 1u);
+  server.on_packet(packet(client_id, 12, [&](packet_builder &b) {
+                     b.append_forward({1, 0, cfg.stream_buffer_bytes});
+                   }), now);
+  EXPECT_EQ(drops(server, drop_reason::flow_control), 1u) << "a FORWARD up to the credit is allowed";
+  EXPECT_EQ(server.stats().packets_received, 2u) << "the opener and the FORWARD up to the credit";
+}
+
+// protocol.md 6.5: STREAM data within each stream's credit but beyond the
+// connection credit (the sum of the highest offsets over all streams) is
+// dropped; up to it exactly is taken.
+TEST(hardening, stream_data_beyond_the_connection_credit_is_dropped) {
+  time_ns now = 1'000'000;
+  auto cfg = server_cfg(1);
+  cfg.stream_buffer_bytes = 64 * 1024;
+  cfg.connection_window_bytes = 64 * 1024;
+  connection server(cfg, now);
+  server.on_packet(opener(10), now);
+  std::vector<std::byte> data(64, std::byte{3});
+  auto stream_at = [&](uint64_t pn, uint64_t id, uint64_t end) {
+    return packet(client_id, pn, [&](packet_builder &b) {
+      stream_frame s;
+      s.stream_id = id;
+      s.offset = end - data.size();
+      s.data = data;
+      b.append_stream(s);
+    });
+  };
+  server.on_packet(stream_at(11, 0, 48 * 1024), now);  // 3/4 of the connection credit
+  EXPECT_EQ(drops(server, drop_reason::flow_control), 0u);
+  server.on_packet(stream_at(12, 1, 16 * 1024 + 1), now);  // within stream 1's, one past the connection's
+  EXPECT_EQ(drops(server, drop_reason::flow_control), 1u);
+  server.on_packet(stream_at(13, 1, 48 * 1024), now);  // 3/4 of stream 1's
+  EXPECT_EQ(drops(server, drop_reason::flow_control), 2u);
+  server.on_packet(stream_at(14, 1, 16 * 1024), now);  // exactly the connection credit
+  EXPECT_EQ(drops(server, drop_reason::flow_control), 2u);
+  EXPECT_EQ(server.stats().packets_received, 3u);
+}
+
+// protocol.md 3.2, 4.3: a member that acknowledges a packet sent to
+// another member only (here a probe to member 2 alone) acknowledged what
+// it never received: it is expelled, the group goes on.
+TEST(hardening, an_ack_of_a_packet_sent_only_to_another_member_is_caught) {
+  time_ns now = 1'000'000;
+  connection client(client_cfg({1, 2}), now);
+  connection s1(server_cfg(1), now), s2(server_cfg(2), now);
+  uint64_t s1_pn = 0;
+  auto round = [&](bool reach_s2) {
+    for (auto &[p, mask] : transmit_all(client, now)) {
+      if (mask & 1) s1.on_packet(p, now);
+      if ((mask & 2) && reach_s2) s2.on_packet(p, now);
+    }
+    for (auto &[p, mask] : transmit_all(s1, now)) {
+      s1_pn = std::max(s1_pn, pn_of(p));
+      client.on_packet(p, now);
+    }
+    if (reach_s2)
+      for (auto &[p, mask] : transmit_all(s2, now)) client.on_packet(p, now);
+    events(s1);
+    events(s2);
+    events(client);
+  };
+  round(true);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  std::vector<std::byte> msg(200);
+  message_options o;
+  o.low_latency = true;
+  ASSERT_EQ(client.send(0, msg, o, now), status::ok);
+  round(false);  // member 2 misses the message: member 1 acknowledges it, member 2 does not
+  // Member 2's probe timeout: a packet to it alone.
+  uint64_t lone_pn = 0;
+  for (int step = 0; step < 1000 && lone_pn == 0; ++step) {
+    now = client.next_expiry();
+    ASSERT_NE(now, never);
+    client.on_expiry(now);
+    for (auto &[p, mask] : transmit_all(client, now))
+      if (mask == 2) lone_pn = pn_of(p);
+  }
+  ASSERT_NE(lone_pn, 0u);
+  const uint64_t r[2] = {lone_pn, lone_pn};
+  client.on_packet(packet(1, s1_pn + 1, [&](packet_builder &b) { b.append_ack(r, 0); }), now);
+  EXPECT_EQ(drops(client, drop_reason::protocol_violation), 1u);
+  bool left = false;
+  for (const event &e : events(client))
+    if (e.type == event_type::member_left) {
+      EXPECT_EQ(e.member, 1u);
+      EXPECT_EQ(e.reason, static_cast<uint32_t>(member_left_reason::protocol_violation));
+      left = true;
+    }
+  EXPECT_TRUE(left);
+  EXPECT_FALSE(client.member_live(0));
+  EXPECT_TRUE(client.member_live(1));
+}
+
+// protocol.md 3.5 (tables): out-of-order data and out-of-order ACKs each
+// leave one range slot free, so with a table full of isolated ranges the
+// packet that fills the lowest gap is still taken by the receiver and its
+// ACK still recorded by the sender: the stream moves on. Run with the
+// receiver's table as small as the sender's (the receiver's fills), and
+// with a large one (it acknowledges more isolated ranges than the
+// sender's table holds).
+namespace {
+void lowest_gap_run(uint32_t server_max_messages) {
+  SCOPED_TRACE(server_max_messages);
+  time_ns now = 1'000'000;
+  auto ccfg = client_cfg({1});
+  ccfg.max_messages = 16;  // 17 ranges per table
+  auto scfg = server_cfg(1);
+  scfg.max_messages = server_max_messages;
+  connection client(ccfg, now), server(scfg, now);
+  exchange(client, server, now);
+  events(client);
+  events(server);
+  ASSERT_EQ(client.open_stream(0, stream_mode::bytes, ordering::fifo), status::ok);
+  // First a transfer that grows the congestion window past 40 packets.
+  std::vector<std::byte> bytes(48 * 1200, std::byte{5});
+  for (int i = 0; i < 4; ++i) ASSERT_EQ(client.send(0, bytes, now), status::ok);
+  for (int step = 0; step < 200 && client.send_buffered_bytes(); ++step) {
+    now += 2'000'000;
+    client.on_expiry(now);
+    server.on_expiry(now);
+    exchange(client, server, now);
+    events(client);
+    events(server);
+  }
+  ASSERT_EQ(client.send_buffered_bytes(), 0u);
+  ASSERT_GE(client.member_cwnd(0), 48u * 1400);
+  const uint64_t base = 4 * bytes.size();
+  ASSERT_EQ(client.send(0, bytes, now), status::ok);
+  client.flush();
+  const auto sent = transmit_all(client, now);
+  ASSERT_GE(sent.size(), 40u);
+  auto ack_back = [&] {
+    now += 2'000'000;  // past the member's ACK delay
+    server.on_expiry(now);
+    for (auto &[p, mask] : transmit_all(server, now)) client.on_packet(p, now);
+    events(client);
+  };
+  // Every other packet from the third on: 19 isolated ranges, more than
+  // the tables hold. The client declares the packets between them lost
+  // and queues repairs, which are not sent yet.
+  for (std::size_t i = 2; i < 40; i += 2) server.on_packet(sent[i].first, now);
+  if (server_max_messages == 16) {
+    EXPECT_GT(drops(server, drop_reason::not_absorbed), 0u) << "the receiver's range table filled";
+  } else {
+    EXPECT_EQ(drops(server, drop_reason::not_absorbed), 0u);
+  }
+  ack_back();
+  // The first packet: in order for both ends.
+  server.on_packet(sent[0].first, now);
+  std::size_t got = 0;
+  for (const event &e : events(server))
+    if (e.type == event_type::received) {
+      EXPECT_EQ(e.offset, base);
+      got += e.data.size();
+    }
+  EXPECT_GT(got, 0u) << "the receiver took the packet at its read offset";
+  ack_back();
+  // The sender recorded that ACK: its repairs leave the first packet's
+  // bytes out (and do resend others).
+  std::size_t repaired = 0;
+  for (auto &[p, mask] : transmit_all(client, now)) {
+    packet_header h;
+    std::span<const std::byte> frames;
+    ASSERT_EQ(parse_packet(p, h, frames), parse_status::ok);
+    frame_reader rd(frames);
+    for (frame f; !rd.done() && rd.next(f) == parse_status::ok;) {
+      if (f.type != frame_type::stream) continue;
+      ++repaired;
+      EXPECT_GE(f.stream.offset, base + got) << "resent bytes the member acknowledged";
+    }
+  }
+  EXPECT_GT(repaired, 0u);
+}
+}  // namespace
+
+TEST(hardening, full_range_tables_still_take_the_packet_at_the_lowest_gap) {
+  lowest_gap_run(16);
+  lowest_gap_run(1u << 15);
+}
