@@ -142,6 +142,17 @@ uint64_t connection::packets_in_flight() const {
   return n;
 }
 
+bool connection::owes_members() const {
+  for (std::size_t mi = 0; mi < members_.size(); ++mi) {
+    const member_state &m = *members_[mi];
+    if (!m.live) continue;
+    if (m.repairs_queued()) return true;
+    for (const auto &sp : send_streams_)
+      if (sp && !sp->per_member[mi].fwd_owed.empty()) return true;
+  }
+  return false;
+}
+
 std::size_t connection::max_datagram_bytes() const {
   // Header, CRC, the frame type and a length varint of up to 2 bytes.
   return cfg_.max_packet_bytes - header_size - crc_size - 1 - 2;

@@ -274,6 +274,9 @@ class connection {
   uint64_t send_buffered_bytes() const;
   /// Packets awaiting acknowledgement.
   uint64_t packets_in_flight() const;
+  /// Repairs or FORWARDs owed to a live member and not yet sent (waiting
+  /// for its credit or window): the transfer is not over while they are.
+  bool owes_members() const;
   /// Closed: nothing more will be sent or delivered (it may still drain).
   bool is_closed() const { return state_ >= state::draining; }
   /// Closed and drained (protocol.md 5.1): the owner may forget it, and

@@ -722,7 +722,7 @@ bool run_state::done() {
     for (const auto &s : a.streams)
       for (const auto &m : s)
         if (m.outcome == 0) return false;
-    return a.conn->send_buffered_bytes() == 0 && a.conn->packets_in_flight() == 0;
+    return a.conn->send_buffered_bytes() == 0 && a.conn->packets_in_flight() == 0 && !a.conn->owes_members();
   };
   // Forgers may kill the connection (they cannot be told apart without
   // keys); it must then end cleanly, with nothing false on the way.
