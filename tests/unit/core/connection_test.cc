@@ -587,7 +587,7 @@ void group_step(connection &client, std::vector<connection *> servers, const std
 
 std::size_t messages_received(connection &s) {
   std::size_t n = 0;
-  for (const auto &c : drain(s)) n += c.e.type == event_type::received;
+  for (const auto &c : drain(s)) n += c.e.type == event_type::received && c.e.end_of_message;
   return n;
 }
 }  // namespace
@@ -670,4 +670,48 @@ TEST(connection, threshold_group_data_waits_for_t_members_with_window_room) {
   }
   EXPECT_GT(new_data_packets, 5u);
   EXPECT_LT(highest_sent, 64u * 1024) << "new data went on with one member's window";
+}
+
+// protocol.md 6.5: new data is sized to the credit the members granted,
+// per stream and over the connection. On a lossless path whose credit
+// binds, every byte therefore goes once: none is sent beyond credit to be
+// dropped or held back and repaired later.
+TEST(connection, credit_bound_data_goes_once_on_a_lossless_path) {
+  for (const bool connection_binds : {false, true}) {
+    SCOPED_TRACE(connection_binds ? "the connection window binds" : "the stream window binds");
+    time_ns now = 1'000'000;
+    // Both ends configured alike (the initial credits, 6.5).
+    auto cfg = client_cfg({1});
+    auto scfg = server_cfg(1);
+    if (connection_binds) cfg.connection_window_bytes = scfg.connection_window_bytes = 1u << 15;  // half a stream's
+    connection client(cfg, now);
+    connection server(scfg, now);
+    const std::size_t streams = connection_binds ? 4 : 1;
+    for (std::size_t s = 0; s < streams; ++s)
+      ASSERT_EQ(client.open_stream(s, stream_mode::message, ordering::fifo), status::ok);
+    connect(client, {&server}, now);
+    // Three stream windows of messages whose size divides neither the
+    // window nor the packet, so the credit's edge falls inside a packet.
+    const std::size_t per_stream = 3 * (1u << 16) / 3000;
+    std::vector<std::byte> msg(3000);
+    std::vector<std::size_t> queued(streams, 0);
+    std::size_t got = 0;
+    for (int step = 0; step < 2000 && got < streams * per_stream; ++step) {
+      for (std::size_t s = 0; s < streams; ++s)
+        while (queued[s] < per_stream && client.send(s, msg, {}, now) == status::ok) ++queued[s];
+      client.flush();
+      // The member reads every fourth millisecond only: the sender meets
+      // the edge of its credit, not of its congestion window.
+      const bool reads = step % 4 == 0;
+      group_step(client, {&server}, {reads}, now);
+      if (reads) got += messages_received(server);
+      drain(client);
+      now += 1'000'000;
+    }
+    EXPECT_EQ(got, streams * per_stream);
+    EXPECT_EQ(client.stats().stream_bytes_retransmitted, 0u);
+    EXPECT_EQ(client.stats().retransmitted_frames, 0u);
+    EXPECT_EQ(client.stats().packets_lost, 0u);
+    EXPECT_EQ(server.stats().drops[static_cast<std::size_t>(drop_reason::flow_control)], 0u);
+  }
 }
