@@ -148,6 +148,20 @@ void exchange(connection &client, connection &server, time_ns now) {
   }
 }
 
+// Timers, packets and events in 2 ms steps until every byte the client
+// queued is stable (at most 200 steps); returns the time reached.
+time_ns run_until_stable(connection &client, connection &server, time_ns now) {
+  for (int step = 0; step < 200 && client.send_buffered_bytes(); ++step) {
+    now += 2'000'000;
+    client.on_expiry(now);
+    server.on_expiry(now);
+    exchange(client, server, now);
+    events(client);
+    events(server);
+  }
+  return now;
+}
+
 }  // namespace
 
 // protocol.md 3.6, operations.md "Session memory": a session accepted for
@@ -192,14 +206,7 @@ TEST(hardening, memory_grows_with_data_and_returns_when_released) {
   std::vector<std::byte> msg(60000, std::byte{7});
   for (int i = 0; i < 16; ++i) ASSERT_EQ(client.send(0, msg, now), status::ok);
   EXPECT_GT(cmem.budget.used(), idle + 16 * 60000u) << "the queued data is held";
-  for (int step = 0; step < 200 && client.send_buffered_bytes(); ++step) {
-    now += 2'000'000;
-    client.on_expiry(now);
-    server.on_expiry(now);
-    exchange(client, server, now);
-    events(client);
-    events(server);
-  }
+  now = run_until_stable(client, server, now);
   EXPECT_EQ(client.send_buffered_bytes(), 0u);
   // Tables that grew for the burst shrink at the next timer once idle.
   now += 200'000'000;
@@ -656,14 +663,7 @@ void lowest_gap_run(uint32_t server_max_messages) {
   // First a transfer that grows the congestion window past 40 packets.
   std::vector<std::byte> bytes(48 * 1200, std::byte{5});
   for (int i = 0; i < 4; ++i) ASSERT_EQ(client.send(0, bytes, now), status::ok);
-  for (int step = 0; step < 200 && client.send_buffered_bytes(); ++step) {
-    now += 2'000'000;
-    client.on_expiry(now);
-    server.on_expiry(now);
-    exchange(client, server, now);
-    events(client);
-    events(server);
-  }
+  now = run_until_stable(client, server, now);
   ASSERT_EQ(client.send_buffered_bytes(), 0u);
   ASSERT_GE(client.member_cwnd(0), 48u * 1400);
   const uint64_t base = 4 * bytes.size();
