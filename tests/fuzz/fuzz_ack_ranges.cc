@@ -40,6 +40,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   // Re-encode: ranges that are disjoint and non-adjacent round-trip exactly.
   std::vector<std::byte> out(65536);
   packet_header h;
+  h.sender_id = 1;  // 0 is reserved (protocol.md 3): parse_packet refuses it
   packet_builder b(out, h);
   if (b.append_ack(flat, f.ack.ack_delay_us)) {
     const std::size_t len = b.finish();
