@@ -11,7 +11,9 @@
 
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 
+#include "log.h"
 #include "mtp_version.h"
 
 namespace mtp::ctl {
@@ -86,27 +88,27 @@ result<void> app_listener::open(const cfg::config &c) {
     close();
     return e.context(ctx);
   }
-  greeting_ = "MTPD " + std::to_string(protocol_version) + " " MTP_VERSION " node=" + c.node.name +
-              " id=" + std::to_string(c.node.id) + "\n";
+  server_.set_greeting("MTPD " + std::to_string(protocol_version) + " " MTP_VERSION " node=" + c.node.name +
+                       " id=" + std::to_string(c.node.id) + "\n");
+  // Who may attach: whoever the socket's mode and group let in (app.mode,
+  // app.group). Regions: the defaults of shm::region_plan, per application.
+  server_.set_policy(shm::attach_policy{});
+  server_.on_event = [](const shm::attached_app &a, const char *what, const std::string &why) {
+    MTP_LOG(INFO, "application %llu (pid %d, uid %u): %s%s%s\n", static_cast<unsigned long long>(a.id),
+            static_cast<int>(a.pid), static_cast<unsigned>(a.uid), what, why.empty() ? "" : ": ", why.c_str());
+  };
   return {};
 }
 
 unsigned app_listener::poll() {
-  unsigned n = 0;
-  while (fd_ >= 0) {
-    const int conn = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (conn < 0) break;
-    // A peer that does not read is not waited for: the line fits any socket
-    // buffer, and a failed send only affects that peer.
-    [[maybe_unused]] ssize_t sent = send(conn, greeting_.data(), greeting_.size(), MSG_NOSIGNAL);
-    ::close(conn);
-    ++greeted_;
-    ++n;
-  }
-  return n;
+  if (fd_ < 0) return 0;
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return server_.poll(fd_, static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec));
 }
 
 void app_listener::close() {
+  server_.close_all();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   if (!path_.empty()) unlink(path_.c_str());

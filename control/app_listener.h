@@ -1,15 +1,18 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The application socket (a unix stream socket at app.socket) that libmtp
-// attaches through. For now it greets and closes: each connection gets one
-// line, "MTPD <protocol> <version> node=<name> id=<id>\n", so tools and
-// tests can find a running daemon and check its identity. Created before
-// EAL starts (a second daemon on the same path fails early and clearly) and
+// attaches through (shm-api/include/mtp/shm_attach.h): each connection is
+// greeted with one line, "MTPD <protocol> <version> node=<name> id=<id>\n"
+// (tools and tests read it to find a running daemon and check its
+// identity, then close), and an application then asks for its shared
+// region and stays attached while the connection lives. Created before EAL
+// starts (a second daemon on the same path fails early and clearly) and
 // removed at shutdown. Control lcore only.
 #pragma once
 
 #include <string>
 
 #include "config.h"
+#include "mtp/shm_attach.h"
 #include "result.h"
 
 namespace mtp::ctl {
@@ -25,21 +28,22 @@ class app_listener {
   /// daemon listens, replaces a stale socket, binds, sets mode and group.
   result<void> open(const cfg::config &c);
 
-  /// Accepts and greets pending connections without blocking.
-  /// @return connections served.
+  /// Accepts, greets, serves attach requests and notices detaches,
+  /// without blocking. Call it every control loop. @return work done.
   unsigned poll();
 
-  /// Closes and unlinks the socket. Safe to call twice.
+  /// Detaches every application, closes and unlinks the socket. Safe to
+  /// call twice.
   void close();
 
   int fd() const { return fd_; }
-  uint64_t greeted() const { return greeted_; }
+  const shm::attach_counters &counters() const { return server_.counters(); }
+  uint32_t attached() const { return server_.attached_count(); }
 
  private:
   int fd_ = -1;
   std::string path_;
-  std::string greeting_;
-  uint64_t greeted_ = 0;
+  shm::attach_server server_;
 };
 
 }  // namespace mtp::ctl

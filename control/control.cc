@@ -30,7 +30,8 @@ void control_run(dp::runtime &rt, app_listener &app, const std::atomic<bool> &st
 
   while (!stop_requested.load(std::memory_order_relaxed)) {
     pollfd pfd{app.fd(), POLLIN, 0};
-    if (::poll(&pfd, 1, poll_timeout_ms) > 0) app.poll();
+    (void)::poll(&pfd, 1, poll_timeout_ms);
+    app.poll();  // also when nothing connects: attached applications may leave, silent ones time out
 
     const uint64_t now = now_ms();
     if (tick && tick(rt, now - start_ms)) break;

@@ -1,0 +1,87 @@
+# SPDX-License-Identifier: BSD-3-Clause
+"""Applications attaching to a running mtpd over its app socket."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from framework import app_client
+from framework.daemon import Daemon
+
+
+def null_daemon(name):
+    return Daemon(name, ports=[{"name": "n0", "device": "net_null0"}])
+
+
+def wait_log(d, text, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in d.read_log():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"mtpd {d.name}: no log line with {text!r} in {timeout} s:\n{d.log[-2000:]}")
+
+
+class TestApp:
+    def test_an_application_attaches_and_its_death_is_noticed(self):
+        """Steps: start mtpd; a Python process attaches with two channels
+        (the exchange done by hand, not through libmtp), maps the region it
+        got and checks its header; then it is killed with SIGKILL.
+        Verify: the reply carries a sealed region with mtpd's magic, two
+        channels and the default buffers; mtpd logs the attachment with the
+        process's pid; after the kill it logs the detach within 2 s; the
+        daemon keeps running and stops cleanly."""
+        d = null_daemon("app1").start()
+        try:
+            here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            p = subprocess.Popen([sys.executable, "-m", "framework.app_client", d.socket, "2"], cwd=here,
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            line = p.stdout.readline().split()
+            assert line[:1] == ["attached"], line
+            app_id, region_bytes, channels = int(line[1]), int(line[2]), int(line[3])
+            assert channels == 2
+            assert region_bytes > 4096 * 2048, "the default 4096 buffers of 2 KiB"
+            wait_log(d, f"application {app_id} (pid {p.pid}, uid {os.getuid()}): attached")
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+            wait_log(d, f"application {app_id} (pid {p.pid}, uid {os.getuid()}): detached", timeout=2.0)
+            assert d.proc.poll() is None
+        finally:
+            d.stop()
+        assert d.exit_code == 0
+
+    def test_a_broken_request_is_refused_with_a_reason(self):
+        """Steps: attach by hand with another layout version, then with a
+        bad magic, then connect and send nothing for 2 s. Verify: replies
+        layout_mismatch (its reason names the versions), bad_request, and
+        timeout, none with a region; mtpd logs each and keeps serving: a
+        good attach afterwards works."""
+        d = null_daemon("app2").start()
+        try:
+            status, reason, fds, _, greeting, s = app_client.attach(d.socket, app_client.request(version=99))
+            assert greeting.startswith("MTPD 1 ") and "node=app2" in greeting, greeting
+            assert (status, fds) == ("layout_mismatch", []), (status, reason)
+            assert "layout version 99 requested, mtpd has 1" in reason, reason
+            s.close()
+            status, reason, fds, _, _, s = app_client.attach(d.socket, app_client.request(magic=0x12345678))
+            assert (status, fds) == ("bad_request", []), (status, reason)
+            s.close()
+            status, reason, fds, _, _, s = app_client.attach(d.socket, b"", timeout=5.0)
+            assert (status, fds) == ("timeout", []), (status, reason)
+            s.close()
+            wait_log(d, "layout_mismatch: shared-memory layout version 99 requested")
+            wait_log(d, "bad_request: not an attach request (bad magic)")
+            wait_log(d, "timeout: no attach request within 2 s")
+            status, reason, fds, app_id, _, s = app_client.attach(d.socket)
+            assert status == "ok" and len(fds) == 3, (status, reason)
+            h = app_client.region_header(fds[0])
+            assert h["magic"] == app_client.REGION_MAGIC and h["channel_count"] == 1 and h["sealed"], h
+            assert h["mapped_bytes"] >= h["region_bytes"] and h["tx_buffers"] == h["buffer_count"] // 2, h
+            for fd in fds:
+                os.close(fd)
+            s.close()
+            wait_log(d, f"application {app_id} (pid {os.getpid()}, uid {os.getuid()}): detached")
+        finally:
+            d.stop()
+        assert d.exit_code == 0
