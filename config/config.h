@@ -120,6 +120,10 @@ struct app_config {
   std::string socket_path;  ///< default: /run/mtpd/<node.name>.sock
   uint32_t mode = 0660;
   std::string group;  ///< owning group of the socket; empty keeps root's
+  /// Who may attach, by user and by group (names or numeric ids); both
+  /// empty: whoever can open the socket. Resolved at start-up.
+  std::vector<std::string> users;
+  std::vector<std::string> groups;
 };
 
 struct log_config {
@@ -237,6 +241,11 @@ result<config, problems> load_default_config();
 /// process may run on, directories of the socket and log file exist, the
 /// socket's group exists. Empty when all is well.
 problems check_host(const config &c);
+
+/// A user or a group given by name or numeric id (app.users, app.groups),
+/// looked up on this host: a numeric id is taken as it is.
+std::optional<uint32_t> resolve_user(const std::string &name_or_id);
+std::optional<uint32_t> resolve_group(const std::string &name_or_id);
 
 /// The lowest mbuf count that can fill every descriptor ring and cache.
 uint32_t minimum_mbufs(const config &c);

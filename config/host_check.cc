@@ -3,10 +3,12 @@
 // Kept apart from the loader so the loader stays a pure function of the text
 // (and fuzzable); these read the system. Start-up only, one thread.
 #include <grp.h>
+#include <pwd.h>
 #include <sched.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -64,6 +66,36 @@ std::string parent_of(const std::string &path) {
 
 }  // namespace
 
+namespace {
+bool all_digits(const std::string &s) {
+  return !s.empty() && s.size() <= 10 && std::all_of(s.begin(), s.end(), [](char ch) { return ch >= '0' && ch <= '9'; });
+}
+}  // namespace
+
+std::optional<uint32_t> resolve_user(const std::string &name_or_id) {
+  if (all_digits(name_or_id)) {
+    const unsigned long v = std::strtoul(name_or_id.c_str(), nullptr, 10);
+    if (v < UINT32_MAX) return static_cast<uint32_t>(v);
+    return std::nullopt;
+  }
+  char buf[4096];
+  passwd pw{}, *found = nullptr;
+  if (getpwnam_r(name_or_id.c_str(), &pw, buf, sizeof buf, &found) != 0 || found == nullptr) return std::nullopt;
+  return static_cast<uint32_t>(pw.pw_uid);
+}
+
+std::optional<uint32_t> resolve_group(const std::string &name_or_id) {
+  if (all_digits(name_or_id)) {
+    const unsigned long v = std::strtoul(name_or_id.c_str(), nullptr, 10);
+    if (v < UINT32_MAX) return static_cast<uint32_t>(v);
+    return std::nullopt;
+  }
+  char buf[4096];
+  group gr{}, *found = nullptr;
+  if (getgrnam_r(name_or_id.c_str(), &gr, buf, sizeof buf, &found) != 0 || found == nullptr) return std::nullopt;
+  return static_cast<uint32_t>(gr.gr_gid);
+}
+
 problems check_host(const config &c) {
   problems out;
   auto report = [&](const std::string &key, std::string msg) {
@@ -105,6 +137,12 @@ problems check_host(const config &c) {
 
   if (!c.app.group.empty() && getgrnam(c.app.group.c_str()) == nullptr)
     report("app.group", "no group named '" + c.app.group + "' on this host");
+  for (std::size_t i = 0; i < c.app.users.size(); ++i)
+    if (!resolve_user(c.app.users[i]))
+      report("app.users[" + std::to_string(i) + "]", "no user named '" + c.app.users[i] + "' on this host");
+  for (std::size_t i = 0; i < c.app.groups.size(); ++i)
+    if (!resolve_group(c.app.groups[i]))
+      report("app.groups[" + std::to_string(i) + "]", "no group named '" + c.app.groups[i] + "' on this host");
 
   for (std::size_t i = 0; i < c.ports.size(); ++i) {
     // net_memif creates its socket file but not the directory it sits in.

@@ -331,7 +331,7 @@ struct loader {
 
   void read_app(const YAML::Node &n) {
     const std::string p = "app";
-    if (!r.check_map(n, p, {"socket", "mode", "group"})) return;
+    if (!r.check_map(n, p, {"socket", "mode", "group", "users", "groups"})) return;
     if (auto v = r.child(n, p, "socket"))
       if (auto s = r.as_string(*v, p + ".socket", "a socket path")) {
         if (s->empty() || (*s)[0] != '/' || s->size() > 107)
@@ -351,6 +351,23 @@ struct loader {
       }
     if (auto v = r.child(n, p, "group"))
       if (auto s = r.as_string(*v, p + ".group", "a group name")) c.app.group = *s;
+    const auto read_names = [&](const char *key, std::vector<std::string> &out, const char *what) {
+      const std::string kp = p + "." + key;
+      if (auto v = r.child(n, p, key); v && r.check_list(*v, kp, what)) {
+        for (std::size_t i = 0; i < v->size(); ++i) {
+          const std::string ip = yaml_reader::index(kp, i);
+          r.remember(ip, (*v)[i]);  // check_host reports unknown names here
+          if (auto s = r.as_string((*v)[i], ip, "a name or a numeric id")) {
+            if (s->empty() || s->size() > 64)
+              r.report((*v)[i], ip, "expected a name or a numeric id of 1 to 64 characters");
+            else
+              out.push_back(*s);
+          }
+        }
+      }
+    };
+    read_names("users", c.app.users, "user names or uids");
+    read_names("groups", c.app.groups, "group names or gids");
   }
 
   void read_log(const YAML::Node &n) {

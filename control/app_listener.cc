@@ -90,9 +90,27 @@ result<void> app_listener::open(const cfg::config &c) {
   }
   server_.set_greeting("MTPD " + std::to_string(protocol_version) + " " MTP_VERSION " node=" + c.node.name +
                        " id=" + std::to_string(c.node.id) + "\n");
-  // Who may attach: whoever the socket's mode and group let in (app.mode,
-  // app.group). Regions: the defaults of shm::region_plan, per application.
-  server_.set_policy(shm::attach_policy{});
+  // Who may attach: app.users and app.groups, or, both empty, whoever the
+  // socket's mode and group let in. Regions: the defaults of
+  // shm::region_plan, per application.
+  shm::attach_policy policy;
+  for (const std::string &u : c.app.users) {
+    const auto id = cfg::resolve_user(u);
+    if (!id) {
+      close();
+      return make_error("app.users: no user named '" + u + "' on this host").context(ctx);
+    }
+    policy.users.push_back(static_cast<uid_t>(*id));
+  }
+  for (const std::string &g : c.app.groups) {
+    const auto id = cfg::resolve_group(g);
+    if (!id) {
+      close();
+      return make_error("app.groups: no group named '" + g + "' on this host").context(ctx);
+    }
+    policy.groups.push_back(static_cast<gid_t>(*id));
+  }
+  server_.set_policy(std::move(policy));
   server_.on_event = [](const shm::attached_app &a, const char *what, const std::string &why) {
     MTP_LOG(INFO, "application %llu (pid %d, uid %u): %s%s%s\n", static_cast<unsigned long long>(a.id),
             static_cast<int>(a.pid), static_cast<unsigned>(a.uid), what, why.empty() ? "" : ": ", why.c_str());

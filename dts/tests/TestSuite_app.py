@@ -1,6 +1,7 @@
 # SPDX-License-Identifier: BSD-3-Clause
 """Applications attaching to a running mtpd over its app socket."""
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -82,6 +83,37 @@ class TestApp:
                 os.close(fd)
             s.close()
             wait_log(d, f"application {app_id} (pid {os.getpid()}, uid {os.getuid()}): detached")
+        finally:
+            d.stop()
+        assert d.exit_code == 0
+
+    def test_only_listed_users_may_attach(self):
+        """Steps: mtpd with app.users [nobody] and a socket anyone may open
+        (mode 0666); root attaches; then a process running as nobody does.
+        Verify: root is refused (not_allowed, the reason names its uid, no
+        region); nobody attaches and gets its region; both logged with the
+        uid the kernel reported."""
+        d = null_daemon("app3")
+        d.config["app"].update({"users": ["nobody"], "mode": "0666"})
+        d.start()
+        try:
+            status, reason, fds, _, _, s = app_client.attach(d.socket)
+            s.close()
+            assert (status, fds) == ("not_allowed", []), (status, reason)
+            assert f"user {os.getuid()} is not allowed to attach" in reason, reason
+            wait_log(d, f"uid {os.getuid()}): not_allowed")
+            nobody = pwd.getpwnam("nobody").pw_uid
+            with open(app_client.__file__) as f:
+                source = f.read()
+            p = subprocess.Popen([sys.executable, "-c", source, d.socket], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.setuid(nobody))
+            try:
+                line = p.stdout.readline().split()
+                assert line[:1] == ["attached"], line
+                wait_log(d, f"application {line[1]} (pid {p.pid}, uid {nobody}): attached")
+            finally:
+                p.kill()
+                p.wait()
         finally:
             d.stop()
         assert d.exit_code == 0

@@ -328,6 +328,21 @@ TEST(config_errors, app_socket_and_mode) {
             "t.yaml:5:9: app.mode: expected an octal mode from 0000 to 0777 like \"0660\", found '0999'");
 }
 
+TEST(config_errors, app_users_and_groups) {
+  const config c = load_ok(std::string(minimal) + "app:\n  users: [root, '1000']\n  groups: [root]\n");
+  EXPECT_EQ(c.app.users, (std::vector<std::string>{"root", "1000"}));
+  EXPECT_EQ(c.app.groups, (std::vector<std::string>{"root"}));
+  EXPECT_EQ(one_problem(std::string(minimal) + "app:\n  users: root\n"),
+            "t.yaml:5:10: app.users: expected a list of user names or uids, found 'root'");
+  EXPECT_EQ(one_problem(std::string(minimal) + "app:\n  groups: ['']\n"),
+            "t.yaml:5:12: app.groups[0]: expected a name or a numeric id of 1 to 64 characters");
+  EXPECT_EQ(resolve_user("root"), 0u);
+  EXPECT_EQ(resolve_user("4242"), 4242u);
+  EXPECT_EQ(resolve_group("root"), 0u);
+  EXPECT_FALSE(resolve_user("no-such-user-mtp"));
+  EXPECT_FALSE(resolve_group("no-such-group-mtp"));
+}
+
 TEST(config_errors, generator_needs_a_destination_of_a_known_family) {
   EXPECT_EQ(one_problem(std::string(minimal) + "test:\n  generator: {enabled: true}\n"),
             "t.yaml:5:14: test.generator: missing required key 'dst_ip' when enabled is true");
@@ -376,6 +391,16 @@ TEST(host_check, missing_directories_and_group) {
   ASSERT_EQ(ps.size(), 2u);
   EXPECT_EQ(ps[0].to_string(), "t.yaml:5:13: log.file: directory '/nonexistent/dir' does not exist");
   EXPECT_EQ(ps[1].to_string(), "t.yaml:6:14: app.group: no group named 'no-such-group-mtp' on this host");
+}
+
+TEST(host_check, unknown_app_users_and_groups) {
+  const config c = load_ok(std::string(minimal) +
+                           "lcores: {control: 0, workers: [1], cpus: {0: 0, 1: 0}}\n"
+                           "app: {users: [root, no-such-user-mtp], groups: [no-such-group-mtp]}\n");
+  auto ps = check_host(c);
+  ASSERT_EQ(ps.size(), 2u);
+  EXPECT_EQ(ps[0].to_string(), "t.yaml:5:21: app.users[1]: no user named 'no-such-user-mtp' on this host");
+  EXPECT_EQ(ps[1].to_string(), "t.yaml:5:49: app.groups[0]: no group named 'no-such-group-mtp' on this host");
 }
 
 TEST(host_check, memif_socket_directory) {
