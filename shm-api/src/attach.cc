@@ -171,6 +171,11 @@ unsigned attach_server::poll(int listen_fd, uint64_t now_ns) {
     const int conn = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (conn < 0) break;
     ++work;
+    if (live_.size() - attached_count() >= policy_.max_pending) {
+      ::close(conn);  // shed: too many connections that have not attached
+      ++counters_.shed;
+      continue;
+    }
     ++counters_.accepted;
     auto a = std::make_unique<attached_app>();
     a->fd = conn;

@@ -70,6 +70,10 @@ struct attach_policy {
   std::vector<uid_t> users;
   std::vector<gid_t> groups;
   uint32_t max_apps = 64;
+  /// Connections not yet attached (waiting for their request, at most
+  /// attach_timeout_ns each): beyond this, new ones are closed at once, so
+  /// a local process opening connections in a loop costs mtpd bounded fds.
+  uint32_t max_pending = 16;
   region_plan plan;  ///< channel_count is the application's request
   bool hugepages = true;
 };
@@ -91,7 +95,7 @@ struct attached_app {
 };
 
 struct attach_counters {
-  uint64_t accepted = 0, attached = 0, detached = 0, refused = 0, timed_out = 0;
+  uint64_t accepted = 0, attached = 0, detached = 0, refused = 0, timed_out = 0, shed = 0;
 };
 
 /// mtpd's side. Not thread-safe: the control core only.

@@ -262,3 +262,28 @@ TEST(shm_attach, an_application_killed_is_detached) {
   close(ready[0]);
   close(ready[1]);
 }
+
+// A local process opening connections in a loop: at most max_pending wait
+// for their request; the rest are closed at once. Attached applications do
+// not count against it.
+TEST(shm_attach, pending_connections_are_bounded) {
+  bed b;
+  attach_result app = b.attach(1);
+  ASSERT_EQ(app.error, "");
+  std::vector<int> fds;
+  for (int i = 0; i < 40; ++i) {
+    const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::memcpy(a.sun_path, b.path.c_str(), b.path.size());
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr *>(&a), sizeof a), 0);
+    fds.push_back(fd);
+    b.server.poll(b.listen_fd, now_ns());
+  }
+  EXPECT_EQ(b.server.apps().size(), 1u + 16u);
+  EXPECT_EQ(b.server.counters().shed, 40u - 16u);
+  EXPECT_EQ(b.server.attached_count(), 1u);
+  for (int fd : fds) close(fd);
+  EXPECT_TRUE(b.poll_until([&] { return b.server.apps().size() == 1; }));
+  close(app.socket_fd);
+}
