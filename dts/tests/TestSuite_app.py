@@ -117,3 +117,39 @@ class TestApp:
         finally:
             d.stop()
         assert d.exit_code == 0
+
+    def test_a_killed_daemon_is_noticed_and_a_new_one_takes_attachments(self):
+        """Steps: an application attaches (by hand) and keeps its socket
+        and region; mtpd is killed with SIGKILL; a new mtpd starts on the
+        same socket path; the application attaches again. Verify: the
+        application reads end-of-file on its socket within 1 s of the kill
+        (its mapping of the old region stays readable: the memory lives
+        while it is mapped); the new daemon replaces the stale socket and
+        the second attach gets a fresh region."""
+        d = null_daemon("app4").start()
+        status, reason, fds, first_id, _, s = app_client.attach(d.socket)
+        assert status == "ok", reason
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGKILL)
+        d.proc.wait()
+        s.settimeout(2.0)
+        assert s.recv(1) == b"", "the socket should read end-of-file once mtpd is gone"
+        noticed_s = time.monotonic() - t0
+        assert noticed_s < 1.0, noticed_s
+        print(f"daemon death noticed by the application in {noticed_s * 1000:.1f} ms")
+        assert app_client.region_header(fds[0])["magic"] == app_client.REGION_MAGIC
+        for fd in fds:
+            os.close(fd)
+        s.close()
+        d.forget()
+        d2 = null_daemon("app4").start()
+        try:
+            status, reason, fds, _, _, s = app_client.attach(d2.socket)
+            assert status == "ok" and len(fds) == 3, (status, reason)
+            assert app_client.region_header(fds[0])["channel_count"] == 1
+            for fd in fds:
+                os.close(fd)
+            s.close()
+        finally:
+            d2.stop()
+        assert d2.exit_code == 0
