@@ -49,6 +49,15 @@ def attach(path, req=None, timeout=5.0):
     return STATUS.get(status, str(status)), reason, fds, app_id, greeting.decode(), s
 
 
+def daemon_heartbeat(fd, channel=0):
+    """mtpd's heartbeat word of a channel (channel_header, second cache line)."""
+    h = region_header(fd)
+    size = os.fstat(fd).st_size
+    with mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+        off = 256 + channel * h["channel_bytes"] + 64
+        return struct.unpack_from("<Q", m, off)[0]
+
+
 def region_header(fd):
     """The region's header fields as a dict, read through a fresh mapping."""
     size = os.fstat(fd).st_size
@@ -58,6 +67,7 @@ def region_header(fd):
      to_daemon, to_app, desc_bytes, buffer_count, buffers_offset, buffer_bytes, headroom,
      tx_buffers) = struct.unpack_from("<8sIIQQIIIIIIQIII", head)
     return {"magic": magic, "version": version, "region_bytes": region_bytes, "channel_count": channel_count,
+            "channel_bytes": channel_bytes,
             "buffer_count": buffer_count, "buffer_bytes": buffer_bytes, "tx_buffers": tx_buffers,
             "mapped_bytes": size, "sealed": fcntl.fcntl(fd, F_GET_SEALS) & (F_SEAL_SHRINK | F_SEAL_GROW) == 6}
 

@@ -57,7 +57,8 @@ class TestApp:
         bad magic, then connect and send nothing for 2 s. Verify: replies
         layout_mismatch (its reason names the versions), bad_request, and
         timeout, none with a region; mtpd logs each and keeps serving: a
-        good attach afterwards works."""
+        good attach afterwards works, and mtpd's heartbeat in its region
+        counts up."""
         d = null_daemon("app2").start()
         try:
             status, reason, fds, _, greeting, s = app_client.attach(d.socket, app_client.request(version=99))
@@ -79,6 +80,9 @@ class TestApp:
             h = app_client.region_header(fds[0])
             assert h["magic"] == app_client.REGION_MAGIC and h["channel_count"] == 1 and h["sealed"], h
             assert h["mapped_bytes"] >= h["region_bytes"] and h["tx_buffers"] == h["buffer_count"] // 2, h
+            beat = app_client.daemon_heartbeat(fds[0])
+            time.sleep(0.5)  # ~50 beats on a quiet machine; 5 leave room for a loaded one
+            assert app_client.daemon_heartbeat(fds[0]) >= beat + 5, "mtpd's heartbeat (every ~10 ms) stood still"
             for fd in fds:
                 os.close(fd)
             s.close()

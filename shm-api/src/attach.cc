@@ -224,6 +224,13 @@ unsigned attach_server::poll(int listen_fd, uint64_t now_ns) {
       drop(i);
       continue;
     }
+    if (a.attached) {
+      // mtpd's pulse, per channel: an application that sees it stand still
+      // for long knows the daemon hangs (one that died closes the socket).
+      const region_layout &l = a.region.layout();
+      for (uint32_t c = 0; c < l.plan.channel_count; ++c)
+        channel_at(a.region.base(), l, c)->daemon_heartbeat.fetch_add(1, std::memory_order_relaxed);
+    }
     ++i;
   }
   return work;

@@ -128,7 +128,9 @@ static_assert(offsetof(descriptor, member) == 56);
 struct channel_header {
   alignas(cache_line_bytes) std::atomic<uint64_t> app_heartbeat;  ///< the application counts up while it lives
   uint8_t pad0[cache_line_bytes - 8];
-  alignas(cache_line_bytes) std::atomic<uint64_t> daemon_heartbeat;  ///< mtpd counts up while it serves the channel
+  /// mtpd counts up at every control loop (about every 10 ms) while the
+  /// application is attached; standing still for long means a hung daemon.
+  alignas(cache_line_bytes) std::atomic<uint64_t> daemon_heartbeat;
   uint8_t pad1[cache_line_bytes - 8];
   /// Set by the application before it sleeps on its eventfd: mtpd then
   /// signals the eventfd after it posts to to_app. Cleared by the

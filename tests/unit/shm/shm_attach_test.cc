@@ -131,6 +131,12 @@ TEST(shm_attach, an_application_gets_a_region_and_eventfds_and_detaches_by_closi
   ASSERT_EQ(eventfd_write(a.app_eventfd, 7), 0);
   ASSERT_EQ(eventfd_read(r.app_eventfd, &v), 0);
   EXPECT_EQ(v, 7u);
+  // mtpd's pulse on every channel, once per poll.
+  channel_header *c1 = channel_at(r.region.base(), r.region.layout(), 1);
+  const uint64_t beat = c1->daemon_heartbeat.load();
+  b.server.poll(b.listen_fd, now_ns());
+  b.server.poll(b.listen_fd, now_ns());
+  EXPECT_EQ(c1->daemon_heartbeat.load(), beat + 2);
   close(r.socket_fd);
   EXPECT_TRUE(b.poll_until([&] { return b.server.apps().empty(); }));
   EXPECT_EQ(b.server.counters().attached, 1u);
