@@ -32,6 +32,13 @@ void control_run(dp::runtime &rt, app_listener &app, const std::atomic<bool> &st
     pollfd pfd{app.fd(), POLLIN, 0};
     (void)::poll(&pfd, 1, poll_timeout_ms);
     app.poll();  // also when nothing connects: attached applications may leave, silent ones time out
+    const auto &ac = app.counters();
+    rt.apps.attached_now.store(app.attached(), std::memory_order_relaxed);
+    rt.apps.attached.store(ac.attached, std::memory_order_relaxed);
+    rt.apps.detached.store(ac.detached, std::memory_order_relaxed);
+    rt.apps.refused.store(ac.refused, std::memory_order_relaxed);
+    rt.apps.timed_out.store(ac.timed_out, std::memory_order_relaxed);
+    rt.apps.shed.store(ac.shed, std::memory_order_relaxed);
 
     const uint64_t now = now_ms();
     if (tick && tick(rt, now - start_ms)) break;

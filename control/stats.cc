@@ -62,6 +62,16 @@ std::vector<named_value> verdict_totals(const dp::runtime &rt) {
   return fs;
 }
 
+std::vector<named_value> app_counter_values(const dp::runtime &rt) {
+  const auto &a = rt.apps;
+  return {{"attached_now", a.attached_now.load(std::memory_order_relaxed)},
+          {"attached", a.attached.load(std::memory_order_relaxed)},
+          {"detached", a.detached.load(std::memory_order_relaxed)},
+          {"refused", a.refused.load(std::memory_order_relaxed)},
+          {"timed_out", a.timed_out.load(std::memory_order_relaxed)},
+          {"shed", a.shed.load(std::memory_order_relaxed)}};
+}
+
 std::string counters_json(const dp::runtime &rt) {
   std::string s = "{\"node\":\"" + rt.config.node.name + "\",\"ports\":{";
   for (std::size_t i = 0; i < rt.ports.size(); ++i) {
@@ -74,7 +84,8 @@ std::string counters_json(const dp::runtime &rt) {
     fs.insert(fs.begin(), {"lcore", rt.workers[i]->lcore});
     s += (i ? "," : "") + json_object(fs);
   }
-  return s + "],\"rx_verdicts\":" + json_object(verdict_totals(rt)) + "}";
+  return s + "],\"rx_verdicts\":" + json_object(verdict_totals(rt)) + ",\"apps\":" + json_object(app_counter_values(rt)) +
+         "}";
 }
 
 void print_counters(const dp::runtime &rt, FILE *out) {
@@ -90,6 +101,9 @@ void print_counters(const dp::runtime &rt, FILE *out) {
     for (const auto &f : worker_counter_values(w->counters)) std::fprintf(out, " %s=%" PRIu64, f.name, f.value);
     std::fputc('\n', out);
   }
+  std::fprintf(out, "  applications   ");
+  for (const auto &f : app_counter_values(rt)) std::fprintf(out, " %s=%" PRIu64, f.name, f.value);
+  std::fputc('\n', out);
   std::fprintf(out, "  rx verdicts     ");
   for (const auto &f : verdict_totals(rt))
     if (f.value) std::fprintf(out, " %s=%" PRIu64, f.name, f.value);

@@ -23,6 +23,9 @@ std::vector<named_value> port_counters(const dp::port_runtime &p);
 std::vector<named_value> worker_counter_values(const dp::worker_counters &c);
 /// Received frames by verdict, summed over workers.
 std::vector<named_value> verdict_totals(const dp::runtime &rt);
+/// Applications on app.socket: attached_now, attached, detached, refused,
+/// timed_out, shed.
+std::vector<named_value> app_counter_values(const dp::runtime &rt);
 
 /// {"node":..., "ports":{name:{...}}, "workers":[{...}], "rx_verdicts":{...}}
 std::string counters_json(const dp::runtime &rt);

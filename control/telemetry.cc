@@ -71,6 +71,14 @@ int cmd_verdicts(const char *, const char *, rte_tel_data *d) {
   return 0;
 }
 
+int cmd_apps(const char *, const char *, rte_tel_data *d) {
+  const dp::runtime *rt = published.load();
+  if (rt == nullptr) return -1;
+  rte_tel_data_start_dict(d);
+  add_values(d, app_counter_values(*rt));
+  return 0;
+}
+
 }  // namespace
 
 void telemetry_attach(const dp::runtime &rt) {
@@ -81,6 +89,7 @@ void telemetry_attach(const dp::runtime &rt) {
   rte_telemetry_register_cmd("/mtp/ports", cmd_ports, "ethdev counters per port");
   rte_telemetry_register_cmd("/mtp/workers", cmd_workers, "counters per worker lcore");
   rte_telemetry_register_cmd("/mtp/rx_verdicts", cmd_verdicts, "received frames by verdict");
+  rte_telemetry_register_cmd("/mtp/apps", cmd_apps, "applications attached, detached, refused");
 }
 
 void telemetry_detach() { published.store(nullptr); }

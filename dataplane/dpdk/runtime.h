@@ -223,6 +223,13 @@ struct runtime {
     return static_cast<uint8_t>(x ^ (x >> 8) ^ (x >> 16) ^ (x >> 24));
   }
 
+  /// Applications on app.socket (shm_attach.h), written by the control
+  /// lcore after each poll, read by telemetry and the final counters.
+  struct app_counters {
+    std::atomic<uint64_t> attached_now{0};  ///< gauge
+    std::atomic<uint64_t> attached{0}, detached{0}, refused{0}, timed_out{0}, shed{0};
+  } apps;
+
   /// Set once by the control lcore; workers leave their loop when they see it.
   alignas(64) std::atomic<bool> stop{false};
 };

@@ -44,13 +44,18 @@ class TestApp:
             assert channels == 2
             assert region_bytes > 4096 * 2048, "the default 4096 buffers of 2 KiB"
             wait_log(d, f"application {app_id} (pid {p.pid}, uid {os.getuid()}): attached")
+            assert d.telemetry("/mtp/apps")["attached_now"] == 1
             p.send_signal(signal.SIGKILL)
             p.wait()
             wait_log(d, f"application {app_id} (pid {p.pid}, uid {os.getuid()}): detached", timeout=2.0)
+            time.sleep(0.05)  # the gauge is copied after the poll that logged the detach
+            assert d.telemetry("/mtp/apps")["attached_now"] == 0, "back at its starting value"
             assert d.proc.poll() is None
         finally:
             d.stop()
         assert d.exit_code == 0
+        assert d.final["apps"] == {"attached_now": 0, "attached": 1, "detached": 1, "refused": 0, "timed_out": 0,
+                                   "shed": 0}, d.final["apps"]
 
     def test_a_broken_request_is_refused_with_a_reason(self):
         """Steps: attach by hand with another layout version, then with a
@@ -90,6 +95,8 @@ class TestApp:
         finally:
             d.stop()
         assert d.exit_code == 0
+        apps = d.final["apps"]
+        assert (apps["refused"], apps["timed_out"], apps["attached"], apps["detached"]) == (2, 1, 1, 1), apps
 
     def test_only_listed_users_may_attach(self):
         """Steps: mtpd with app.users [nobody] and a socket anyone may open
