@@ -204,11 +204,20 @@ struct peer_config {
   std::string port;  ///< local port name to reach it; default: the first port
 };
 
+/// A group applications can name instead of listing members (libmtp's
+/// preconnection `group`).
+struct group_config {
+  std::string name;               ///< 1 .. 31 characters
+  std::vector<uint32_t> members;  ///< member ids, each listed in `peers`
+  uint32_t threshold = 0;         ///< t of n; 0: all
+};
+
 struct config {
   std::string source;  ///< file name, or "<embedded default>"
   node_config node;
   std::vector<port_config> ports;
   std::vector<peer_config> peers;
+  std::vector<group_config> groups;
   lcore_config lcores;
   memory_config memory;
   eal_config eal;

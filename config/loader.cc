@@ -423,6 +423,24 @@ struct loader {
     }
   }
 
+  void read_groups(const YAML::Node &n) {
+    if (!r.check_list(n, "groups", "groups")) return;
+    for (std::size_t i = 0; i < n.size(); ++i) {
+      const YAML::Node e = n[i];
+      const std::string p = yaml_reader::index("groups", i);
+      if (!r.check_map(e, p, {"name", "members", "threshold"})) continue;
+      group_config g;
+      if (auto v = r.child(e, p, "name"))
+        if (auto s = r.as_string(*v, p + ".name", "a group name")) g.name = *s;
+      if (auto v = r.child(e, p, "members"); v && r.check_list(*v, p + ".members", "member ids"))
+        for (std::size_t k = 0; k < v->size(); ++k)
+          if (auto id = r.as_uint((*v)[k], yaml_reader::index(p + ".members", k), 1, 0xfffffffeu))
+            g.members.push_back(static_cast<uint32_t>(*id));
+      r.read_uint(e, p, "threshold", g.threshold, 0, 64);
+      c.groups.push_back(g);
+    }
+  }
+
   void read_source(const YAML::Node &n) {
     const std::string p = "test.source";
     if (!r.check_map(n, p, {"enabled", "connection_id", "members", "threshold", "total_bytes", "message_bytes",
@@ -609,12 +627,31 @@ struct loader {
                  "expected at most the number of members (" + std::to_string(src.members.size()) + "), found " +
                      std::to_string(src.threshold));
     }
+    std::set<std::string> group_names;
+    for (std::size_t i = 0; i < c.groups.size(); ++i) {
+      const group_config &g = c.groups[i];
+      const std::string gp = yaml_reader::index("groups", i);
+      if (g.name.empty() || g.name.size() > 31)
+        r.report(c.mark_of(gp + ".name"), gp + ".name", "expected a name of 1 to 31 characters, found '" + g.name + "'");
+      else if (!group_names.insert(g.name).second)
+        r.report(c.mark_of(gp + ".name"), gp + ".name", "duplicate group name '" + g.name + "'");
+      if (g.members.empty() || g.members.size() > 64)
+        r.report(c.mark_of(gp), gp, "expected 1 to 64 members, found " + std::to_string(g.members.size()));
+      for (uint32_t id : g.members)
+        if (!peer_ids.count(id))
+          r.report(c.mark_of(gp + ".members"), gp + ".members",
+                   "member " + std::to_string(id) + " is not in peers (give its id and ip there)");
+      if (g.threshold > g.members.size())
+        r.report(c.mark_of(gp + ".threshold"), gp + ".threshold",
+                 "expected at most the number of members (" + std::to_string(g.members.size()) + "), found " +
+                     std::to_string(g.threshold));
+    }
     if (c.eal.file_prefix.empty()) c.eal.file_prefix = "mtpd-" + c.node.name;
     if (c.app.socket_path.empty()) c.app.socket_path = "/run/mtpd/" + c.node.name + ".sock";
   }
 
   void read(const YAML::Node &root) {
-    static const std::vector<std::string> sections = {"node", "ports", "peers", "lcores", "memory", "eal", "idle",
+    static const std::vector<std::string> sections = {"node", "ports", "peers", "groups", "lcores", "memory", "eal", "idle",
                                                       "limits", "app", "log", "telemetry", "test"};
     if (!root.IsMap()) {
       r.report(root, "", "expected a mapping with the sections node, ports, lcores, ..., found " +
@@ -627,6 +664,7 @@ struct loader {
     if (auto n = r.child(root, "", "memory")) read_memory(*n);
     read_ports(root);
     if (auto n = r.child(root, "", "peers")) read_peers(*n);
+    if (auto n = r.child(root, "", "groups")) read_groups(*n);
     if (auto n = r.child(root, "", "eal")) read_eal(*n);
     if (auto n = r.child(root, "", "idle")) read_idle(*n);
     if (auto n = r.child(root, "", "limits")) read_limits(*n);

@@ -111,14 +111,44 @@ result<void> app_listener::open(const cfg::config &c) {
     policy.groups.push_back(static_cast<gid_t>(*id));
   }
   server_.set_policy(std::move(policy));
-  server_.on_event = [](const shm::attached_app &a, const char *what, const std::string &why) {
+  server_.on_event = [this](const shm::attached_app &a, const char *what, const std::string &why) {
     MTP_LOG(INFO, "application %llu (pid %d, uid %u): %s%s%s\n", static_cast<unsigned long long>(a.id),
             static_cast<int>(a.pid), static_cast<unsigned>(a.uid), what, why.empty() ? "" : ": ", why.c_str());
+    if (std::strcmp(what, "attached") == 0) hand_over(a);
+    if (std::strcmp(what, "detached") == 0)
+      if (auto it = handoffs_.find(a.id); it != handoffs_.end())
+        it->second->state.store(dp::app_handoff::leave, std::memory_order_release);
+  };
+  // A detached application's region stays mapped until its worker let go.
+  server_.keep_mapped = [this](const shm::attached_app &a) {
+    const auto it = handoffs_.find(a.id);
+    if (it == handoffs_.end()) return false;
+    if (it->second->state.load(std::memory_order_acquire) != dp::app_handoff::released) return true;
+    handoffs_.erase(it);
+    return false;
   };
   return {};
 }
 
-unsigned app_listener::poll() {
+void app_listener::hand_over(const shm::attached_app &a) {
+  if (rt_ == nullptr || rt_->workers.empty()) return;
+  auto h = std::make_unique<dp::app_handoff>();
+  h->app_id = a.id;
+  h->pid = static_cast<int>(a.pid);
+  h->base = a.region.base();
+  h->layout = a.region.layout();
+  h->app_eventfd = a.app_eventfd;
+  dp::worker_context *w = rt_->workers[next_worker_++ % rt_->workers.size()];
+  if (w->app_inbox == nullptr || rte_ring_sp_enqueue(w->app_inbox, h.get()) != 0) {
+    MTP_LOG(ERR, "application %llu: cannot hand it to worker lcore %u; it is attached but not served\n",
+            static_cast<unsigned long long>(a.id), w->lcore);
+    return;
+  }
+  handoffs_.emplace(a.id, std::move(h));
+}
+
+unsigned app_listener::poll(dp::runtime &rt) {
+  rt_ = &rt;
   if (fd_ < 0) return 0;
   timespec ts{};
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -127,6 +157,7 @@ unsigned app_listener::poll() {
 
 void app_listener::close() {
   server_.close_all();
+  handoffs_.clear();
   if (fd_ >= 0) ::close(fd_);
   fd_ = -1;
   if (!path_.empty()) unlink(path_.c_str());

@@ -9,9 +9,12 @@
 // removed at shutdown. Control lcore only.
 #pragma once
 
+#include <map>
+#include <memory>
 #include <string>
 
 #include "config.h"
+#include "runtime.h"
 #include "mtp/shm_attach.h"
 #include "result.h"
 
@@ -29,8 +32,11 @@ class app_listener {
   result<void> open(const cfg::config &c);
 
   /// Accepts, greets, serves attach requests and notices detaches,
-  /// without blocking. Call it every control loop. @return work done.
-  unsigned poll();
+  /// without blocking. Call it every control loop. Each attached
+  /// application is handed to one worker of `rt` (round robin), which
+  /// serves its channels; on detach the worker aborts its connections and
+  /// the region is unmapped once it let go. @return work done.
+  unsigned poll(dp::runtime &rt);
 
   /// Detaches every application, closes and unlinks the socket. Safe to
   /// call twice.
@@ -41,9 +47,14 @@ class app_listener {
   uint32_t attached() const { return server_.attached_count(); }
 
  private:
+  void hand_over(const shm::attached_app &a);
   int fd_ = -1;
   std::string path_;
   shm::attach_server server_;
+  dp::runtime *rt_ = nullptr;
+  /// Applications handed to workers, by app id, until the worker released them.
+  std::map<uint64_t, std::unique_ptr<dp::app_handoff>> handoffs_;
+  unsigned next_worker_ = 0;
 };
 
 }  // namespace mtp::ctl

@@ -31,7 +31,7 @@ void control_run(dp::runtime &rt, app_listener &app, const std::atomic<bool> &st
   while (!stop_requested.load(std::memory_order_relaxed)) {
     pollfd pfd{app.fd(), POLLIN, 0};
     (void)::poll(&pfd, 1, poll_timeout_ms);
-    app.poll();  // also when nothing connects: attached applications may leave, silent ones time out
+    app.poll(rt);  // also when nothing connects: attached applications may leave, silent ones time out
     const auto &ac = app.counters();
     rt.apps.attached_now.store(app.attached(), std::memory_order_relaxed);
     rt.apps.attached.store(ac.attached, std::memory_order_relaxed);

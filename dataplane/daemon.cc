@@ -33,6 +33,7 @@ std::atomic<bool> stop_requested{false};
 static_assert(std::atomic<bool>::is_always_lock_free, "signal handler needs a lock-free flag");
 
 constexpr unsigned handoff_ring_size = 4096;
+constexpr unsigned app_inbox_size = 128;  // > attach_policy::max_apps
 
 void on_signal(int) { stop_requested.store(true); }
 
@@ -117,6 +118,17 @@ int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, co
       workers[i].rt = &rt;
       rt.workers.push_back(&workers[i]);
     }
+    // Each worker takes the applications the control lcore hands it here.
+    for (std::size_t i = 0; i < workers.size(); ++i) {
+      const std::string name = "mtp_apps_" + std::to_string(i);
+      workers[i].app_inbox = rte_ring_create(name.c_str(), app_inbox_size, static_cast<int>(rte_socket_id()),
+                                             RING_F_SP_ENQ | RING_F_SC_DEQ);
+      if (workers[i].app_inbox == nullptr) {
+        std::fprintf(stderr, "%s: cannot create the application ring of worker %zu: %s\n", hooks.name, i,
+                     rte_strerror(rte_errno));
+        status = exit_runtime;
+      }
+    }
     // With several workers, each has an inbox for the frames of the sessions
     // it owns that other workers received.
     for (std::size_t i = 0; workers.size() > 1 && i < workers.size(); ++i) {
@@ -147,7 +159,10 @@ int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, co
 
   for (auto it = rt.ports.rbegin(); it != rt.ports.rend(); ++it) port_stop(*it);
   rt.ports.clear();
+  // Workers are stopped: the regions they served may go.
+  app.close();
   for (auto &w : workers) {
+    rte_ring_free(w.app_inbox);  // what it holds belongs to app
     // Frames still in an inbox were never processed; free them with it.
     if (w.handoff == nullptr) continue;
     void *m = nullptr;
@@ -157,7 +172,6 @@ int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, co
   rte_mempool_free(rt.header_pool);
   rte_mempool_free(rt.pool);
   rt.pool = nullptr;
-  app.close();
   eal_stop(cfg);
   if (log_file != nullptr) std::fclose(log_file);
   return status;

@@ -153,6 +153,7 @@ enum class error_code : uint64_t {
   member_timeout = 20,
   threshold_lost = 21,
   version_mismatch = 22,
+  refused = 23,  ///< no application accepts connections at this member
   application = 0x100,
 };
 

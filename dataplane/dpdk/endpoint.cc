@@ -220,6 +220,18 @@ endpoint::session *endpoint::add(std::unique_ptr<session> s) {
 // the worker's budget, its connection id may open a new connection.
 void endpoint::remove(session &s) {
   account(s);
+  if (s.app != nullptr) {
+    // Removed while its application still holds the handle (evicted, or
+    // drained before the application took its last events): it hears so.
+    app_channel &ch = s.app->channels[s.channel];
+    shm::descriptor e{};
+    e.type = static_cast<uint16_t>(shm::event::connection_error);
+    e.buffer = shm::no_buffer;
+    e.connection = s.handle;
+    e.reason = static_cast<uint32_t>(shm::reason::no_resources);
+    post(ch, e);
+    forget_handle(s);
+  }
   const uint32_t index = s.index;
   if (s.blocked) blocked_.erase(std::find(blocked_.begin(), blocked_.end(), index));
   wheel_.cancel(index);
@@ -252,7 +264,7 @@ bool endpoint::make_room(core::time_ns) {
 
 endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid,
                                     uint32_t sender, core::time_ns now_ns) {
-  if (!rt_.config.test.sink.enabled) return nullptr;
+  if (!rt_.config.test.sink.enabled) return accept_for_app(port_index, v, cid, sender, now_ns);
   // A connection with no data costs a few KiB; refuse while the budget
   // cannot give even that, or the table is full of validated sessions.
   if (memory_.budget.used() + (64u << 10) > memory_.budget.limit() || !make_room(now_ns)) {
@@ -388,6 +400,7 @@ void endpoint::mark_dirty(session &s) {
 }
 
 void endpoint::drain_events(session &s, core::time_ns now_ns) {
+  if (s.app_owned) return drain_app_events(s, now_ns);
   core::event e;
   const auto &src = rt_.config.test.source;
   while (s.conn->poll_event(e)) {
@@ -752,6 +765,7 @@ void endpoint::account(session &s) {
 unsigned endpoint::poll(core::time_ns now_ns) {
   now_ns_ = now_ns;
   const uint64_t before = w_.counters.mtp_packets_out.get();
+  const unsigned app_work = apps_.empty() && w_.app_inbox == nullptr ? 0 : serve_apps(now_ns);
   const std::size_t fired = wheel_.advance(now_ns, [&](uint32_t id) {
     session &s = *sessions_[id];
     s.conn->on_expiry(now_ns);
@@ -802,7 +816,7 @@ unsigned endpoint::poll(core::time_ns now_ns) {
     if (s != nullptr && s->generation == generation && !s->conn->member_validated(0)) break;
     unvalidated_.pop_front();
   }
-  return static_cast<unsigned>(w_.counters.mtp_packets_out.get() - before);
+  return app_work + static_cast<unsigned>(w_.counters.mtp_packets_out.get() - before);
 }
 
 void endpoint::shutdown(core::time_ns now_ns) {

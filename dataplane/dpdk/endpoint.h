@@ -27,9 +27,13 @@
 #include <deque>
 #include <memory>
 #include <span>
+#include <unordered_map>
 #include <vector>
 
 #include "connection.h"
+#include "mtp/shm_commands.h"
+#include "mtp/shm_ledger.h"
+#include "mtp/shm_ring.h"
 #include "runtime.h"
 #include "timer_wheel.h"
 #include "udp_frame.h"
@@ -79,6 +83,38 @@ class endpoint {
   void shutdown(core::time_ns now_ns);
 
  private:
+  // -- applications (app_service.cc) ------------------------------------
+  /// One channel of an attached application: its rings, as this worker
+  /// sees them (own indices kept here), and its connections by handle.
+  struct app_channel {
+    shm::channel_header *header = nullptr;
+    shm::ring_consumer<shm::descriptor> commands;
+    shm::ring_producer<shm::descriptor> events;
+    std::unordered_map<uint64_t, uint32_t> handles;  ///< handle -> session slot
+    bool broken = false;  ///< its rings were corrupted: no longer served
+    bool posted = false;  ///< events posted since the last wake-up check
+    /// Commands taken from the ring but not run yet: from a send its
+    /// connection had no room for on. They run, in order, before any new
+    /// command is taken (so the ring fills: back-pressure).
+    std::vector<shm::descriptor> backlog;
+    std::size_t backlog_head = 0;
+  };
+  /// An application this worker serves (handed over by the control lcore).
+  struct app_link {
+    explicit app_link(app_handoff *h) : handoff(h), ledger(h->layout) {}
+    app_handoff *handoff;
+    shm::buffer_ledger ledger;
+    std::vector<app_channel> channels;
+    uint64_t next_accept_handle = uint64_t{1} << 63;
+  };
+  struct listener {
+    app_link *link = nullptr;
+    uint32_t channel = 0;
+    uint64_t handle = 0;
+    uint32_t streams = 1;
+    core::ordering order = core::ordering::fifo;
+    core::stream_mode mode = core::stream_mode::message;
+  };
   struct peer {
     bool known = false;      ///< its MAC is known: frames can be sent
     core::udp_endpoints to;  ///< headers for frames to it; dst_ip/dst_port are its bound address
@@ -97,8 +133,62 @@ class endpoint {
     std::vector<uint64_t> next_offset;  ///< sink: per stream, next expected byte
     std::vector<std::byte> echo_buf;    ///< sink with echo: the message being gathered
     core::connection_stats seen;        ///< the engine counters already added to the worker's
+    // An application's connection (libmtp): its channel and handle there.
+    // `app` is null for the test source and sink, and once the handle is
+    // gone (Closed, ConnectionError, the application detached).
+    app_link *app = nullptr;
+    uint32_t channel = 0;
+    uint64_t handle = 0;
+    uint64_t listener_handle = 0;  ///< accepted: the listener it came through
+    core::reliability conn_default_rel = core::reliability::reliable;  ///< the preconnection's
+    bool app_owned = false;      ///< made for an application (events are its, or dropped)
+    bool announced = true;       ///< accepted: ConnectionReceived posted
+    bool app_stalled = false;    ///< on app_stalled_: events wait for ring or buffer room
+    bool resolving = false;      ///< members without a known MAC
+    uint64_t joined_mask = 0;    ///< members reported as MemberJoined
+    uint32_t last_left = 0;      ///< shm::reason of the last MemberLeft
+    core::time_ns next_resolve_ns = 0;
+    /// Per stream, the `user` values of messages queued, in message order
+    /// (Sent, Expired and SendError come in that order per stream).
+    std::vector<std::deque<uint64_t>> cookies;
+    /// A message arriving in pieces (send_more), gathered until its last.
+    std::vector<std::byte> gather;
+    uint64_t gather_stream = 0;
+    bool gathering = false;
+    /// A received piece the application had no buffer or ring room for,
+    /// copied out of the engine (only under back-pressure).
+    struct {
+      bool active = false;
+      uint16_t flags = 0;
+      uint64_t stream = 0, offset = 0;
+      std::size_t done = 0;
+      std::vector<std::byte> bytes;
+    } stage;
   };
 
+  unsigned serve_apps(core::time_ns now_ns);
+  void take_app(app_handoff *h);
+  void leave_app(app_link &link, core::time_ns now_ns);
+  void break_channel(app_link &link, app_channel &ch, const char *why, core::time_ns now_ns);
+  void channel_corrupt(app_link &link, uint32_t c, const char *which, core::time_ns now_ns);
+  unsigned serve_channel(app_link &link, uint32_t c, core::time_ns now_ns);
+  /// @return false: the command waits (held) for room in its connection.
+  bool run_command(app_link &link, uint32_t c, const shm::descriptor &d, core::time_ns now_ns);
+  void command_error(app_link &link, app_channel &ch, const shm::descriptor &d, shm::reason why, bool give_back);
+  bool post(app_channel &ch, const shm::descriptor &d);
+  void initiate(app_link &link, uint32_t c, const shm::descriptor &d, core::time_ns now_ns);
+  void listen(app_link &link, uint32_t c, const shm::descriptor &d);
+  /// @return false: no room in the connection now (the caller holds it).
+  bool app_send(app_link &link, app_channel &ch, session &s, const shm::descriptor &d, core::time_ns now_ns);
+  session *app_session(app_channel &ch, uint64_t handle);
+  void forget_handle(session &s);
+  void drain_app_events(session &s, core::time_ns now_ns);
+  bool deliver_stage(session &s, app_channel &ch);
+  void note_joined(session &s, app_channel &ch);
+  session *accept_for_app(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid, uint32_t sender,
+                          core::time_ns now_ns);
+  peer peer_of(std::size_t config_index) const;
+  void resolve_app_peers(core::time_ns now_ns);
   session *find(uint64_t connection_id);
   session *add(std::unique_ptr<session> s);
   void remove(session &s);
@@ -125,6 +215,11 @@ class endpoint {
 
   const runtime &rt_;
   worker_context &w_;
+  std::vector<std::unique_ptr<app_link>> apps_;
+  listener listener_;
+  std::vector<uint32_t> app_stalled_;  ///< sessions whose events wait for their application
+  std::vector<uint32_t> resolving_;    ///< application sessions with members still unresolved
+  std::size_t app_connections_ = 0;
   core::session_memory memory_;  ///< every session's buffers and tables
   rte_hash *table_ = nullptr;    ///< connection id -> session index
   std::vector<std::unique_ptr<session>> sessions_;  ///< slots; null when free

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "config.h"
+#include "mtp/shm_layout.h"
 #include "udp_frame.h"
 #include "wire.h"
 
@@ -100,7 +101,18 @@ class counter {
   X(fanout_attached, "member copies sent as own headers + the shared payload") \
   X(fanout_copied, "member copies made by copying (port cannot chain mbufs)") \
   X(rx_linearized, "multi-segment frames gathered into one buffer to parse")  \
-  X(timers_fired, "session timers fired by the timer wheel")
+  X(timers_fired, "session timers fired by the timer wheel")                 \
+  X(app_links, "applications served by this worker now (a gauge)")          \
+  X(app_commands, "application commands taken from channels")                \
+  X(app_command_errors, "application commands refused (command_error)")      \
+  X(app_events, "events posted to applications")                             \
+  X(app_sends, "application messages queued on connections")                 \
+  X(app_send_bytes, "application bytes queued on connections")               \
+  X(app_received_bytes, "bytes copied into applications' receive buffers")   \
+  X(app_backpressure, "polls an application's full ring or buffers held back") \
+  X(app_channels_broken, "channels whose ring indices an application broke") \
+  X(app_connections, "application connections open now (a gauge)")          \
+  X(sessions_no_listener, "opening packets refused: no application listens")
 
 /// Round-trip times in log-linear buckets: sixteen per power of two, so a
 /// percentile is read within 6.25%. Bucket i covers [bucket_low(i),
@@ -164,6 +176,22 @@ struct port_runtime {
 
 struct runtime;
 
+/// An attached application handed by the control lcore to the worker that
+/// serves it (shm_attach.h). The control lcore owns it and keeps its
+/// region mapped until the worker says `released`: the worker may touch
+/// the region only between taking it from app_inbox and storing released.
+struct app_handoff {
+  enum : uint32_t { handed = 0, leave = 1, released = 2 };
+  uint64_t app_id = 0;
+  int pid = 0;
+  void *base = nullptr;       ///< the mapped region
+  shm::region_layout layout;  ///< from mtpd's own plan, never read back from the region
+  int app_eventfd = -1;       ///< signalled after posting when a channel's app_sleeping is set
+  /// handed -> leave (control: the application detached) -> released
+  /// (worker: its connections are aborted and it no longer touches the region).
+  std::atomic<uint32_t> state{handed};
+};
+
 /// One worker lcore: it owns rx and tx queue `queue` on every port.
 struct alignas(64) worker_context {
   unsigned lcore = 0;
@@ -172,6 +200,9 @@ struct alignas(64) worker_context {
   /// MTP frames other workers received for sessions this worker owns
   /// (multi-producer, single consumer); null with one worker.
   rte_ring *handoff = nullptr;
+  /// Applications the control lcore hands to this worker (app_handoff *;
+  /// single producer, single consumer).
+  rte_ring *app_inbox = nullptr;
   worker_counters counters;
 };
 

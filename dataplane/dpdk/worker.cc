@@ -449,9 +449,9 @@ int worker_main(void *arg) {
   ws.linear.resize(2048);
   ws.handoff.resize(w.handoff != nullptr ? rt.workers.size() : 0);
   ws.handoff_n.assign(ws.handoff.size(), 0);
-  // Every worker runs sessions: those whose connection id it owns.
-  if (rt.config.test.source.enabled || rt.config.test.sink.enabled)
-    ws.ep = std::make_unique<endpoint>(rt, w, to_ns(rte_rdtsc()));
+  // Every worker runs sessions: those whose connection id it owns, for
+  // applications and for the test source and sink.
+  ws.ep = std::make_unique<endpoint>(rt, w, to_ns(rte_rdtsc()));
   MTP_LOG(INFO, "worker lcore %u: polling queue %u on %zu port(s)%s\n", w.lcore, w.queue, rt.ports.size(),
           ws.ep ? ", MTP sessions" : "");
 

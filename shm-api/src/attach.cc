@@ -89,7 +89,13 @@ const char *attach_status_name(attach_status s) {
 attach_server::~attach_server() { close_all(); }
 
 void attach_server::close_all() {
+  keep_mapped = nullptr;
   while (!live_.empty()) drop(live_.size() - 1);
+  for (auto &a : leaving_) {
+    close_fd(a->app_eventfd);
+    close_fd(a->daemon_eventfd);
+  }
+  leaving_.clear();
 }
 
 uint32_t attach_server::attached_count() const {
@@ -105,9 +111,13 @@ void attach_server::drop(std::size_t i) {
     if (on_event) on_event(a, "detached", {});
   }
   close_fd(a.fd);
-  close_fd(a.app_eventfd);
-  close_fd(a.daemon_eventfd);
-  a.region.reset();
+  if (a.attached && keep_mapped && keep_mapped(a)) {
+    leaving_.push_back(std::move(live_[i]));
+  } else {
+    close_fd(a.app_eventfd);
+    close_fd(a.daemon_eventfd);
+    a.region.reset();
+  }
   live_[i] = std::move(live_.back());
   live_.pop_back();
 }
@@ -167,6 +177,18 @@ void attach_server::serve_request(attached_app &a) {
 
 unsigned attach_server::poll(int listen_fd, uint64_t now_ns) {
   unsigned work = 0;
+  for (std::size_t i = 0; i < leaving_.size();) {
+    attached_app &a = *leaving_[i];
+    if (keep_mapped && keep_mapped(a)) {
+      ++i;
+      continue;
+    }
+    close_fd(a.app_eventfd);
+    close_fd(a.daemon_eventfd);
+    leaving_[i] = std::move(leaving_.back());
+    leaving_.pop_back();
+    ++work;
+  }
   for (;;) {
     const int conn = accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (conn < 0) break;

@@ -111,12 +111,18 @@ class attach_server {
   /// (the status name), with the reason for a refusal: for mtpd's log.
   std::function<void(const attached_app &, const char *what, const std::string &why)> on_event;
   void set_greeting(std::string line) { greeting_ = std::move(line); }
+  /// Asked when an attached application leaves: true while someone else
+  /// (a worker serving its channels) still uses its region. Its socket is
+  /// closed at once; the region and eventfds stay until this says false
+  /// (asked again at every poll). Unset: released at once.
+  std::function<bool(const attached_app &)> keep_mapped;
 
   /// Accepts from `listen_fd` (non-blocking), reads requests, replies,
   /// notices detaches; never blocks. @return work done (for idle).
   unsigned poll(int listen_fd, uint64_t now_ns);
 
-  /// Detaches every application (shutdown).
+  /// Detaches every application and releases every region, kept or not
+  /// (shutdown, once nobody else uses them).
   void close_all();
 
   const std::vector<std::unique_ptr<attached_app>> &apps() const { return live_; }
@@ -132,6 +138,7 @@ class attach_server {
   attach_policy policy_;
   std::string greeting_ = "MTPD 1\n";
   std::vector<std::unique_ptr<attached_app>> live_;
+  std::vector<std::unique_ptr<attached_app>> leaving_;  ///< detached; region still in use (keep_mapped)
   attach_counters counters_;
   uint64_t next_id_ = 1;
 };

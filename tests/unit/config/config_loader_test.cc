@@ -479,3 +479,31 @@ TEST(config_loader, packet_size_streams_and_session_memory) {
   EXPECT_NE(one_problem(std::string(minimal) + "limits:\n  streams_per_session: 300\n").find("from 1 to 256"),
             std::string::npos);
 }
+
+// Groups name members for applications (libmtp's preconnection `group`).
+TEST(config_loader, groups_are_read) {
+  const config c = load_ok(std::string(minimal) +
+                           "peers:\n  - {id: 2, ip: 10.0.0.2, mac: 02:00:00:00:00:02}\n"
+                           "  - {id: 3, ip: 10.0.0.3, mac: 02:00:00:00:00:03}\n"
+                           "groups:\n  - {name: pair, members: [2, 3], threshold: 1}\n");
+  ASSERT_EQ(c.groups.size(), 1u);
+  EXPECT_EQ(c.groups[0].name, "pair");
+  EXPECT_EQ(c.groups[0].members, (std::vector<uint32_t>{2, 3}));
+  EXPECT_EQ(c.groups[0].threshold, 1u);
+}
+
+TEST(config_errors, group_members_must_be_peers_and_names_unique) {
+  const std::string peers = "peers:\n  - {id: 2, ip: 10.0.0.2, mac: 02:00:00:00:00:02}\n";
+  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: [2, 9]}\n")
+                .find("member 9 is not in peers"),
+            std::string::npos);
+  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: [2]}\n  - {name: g, members: [2]}\n")
+                .find("duplicate group name 'g'"),
+            std::string::npos);
+  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: [2], threshold: 2}\n")
+                .find("expected at most the number of members (1)"),
+            std::string::npos);
+  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: []}\n")
+                .find("expected 1 to 64 members"),
+            std::string::npos);
+}

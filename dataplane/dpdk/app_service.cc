@@ -1,0 +1,893 @@
+// SPDX-License-Identifier: BSD-3-Clause
+// The worker's side of libmtp: serving the channels of the applications
+// the control lcore handed to this worker (runtime.h app_handoff).
+//
+// Every command is copied out of its ring before it is looked at, and
+// every handle, buffer reference and parameter in it is checked here
+// (shm_ledger.h for buffers); a bad one gets a command_error event and
+// changes nothing. A ring whose indices break the ring invariant turns
+// its channel `broken`: its connections are aborted and it is no longer
+// served, while the worker and the other applications go on.
+//
+// Back-pressure, never loss: commands are taken only while the channel's
+// event ring has room for what they may post; a send the connection has
+// no room for waits (held) and stops the channel's later commands, so the
+// application's ring fills and its sends say EAGAIN; received data waits
+// in the engine (its window is not released, so the peers slow down)
+// while the application has no free receive buffer or ring room.
+#include <rte_random.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "endpoint.h"
+#include "log.h"
+#include "neighbour.h"
+
+namespace mtp::dp {
+
+namespace {
+
+using shm::descriptor;
+using shm::reason;
+
+constexpr uint32_t command_burst = 32;
+/// Events one command may post at most (buffer_returned + send_error).
+constexpr uint32_t events_per_command = 2;
+
+reason reason_of(core::status st) {
+  switch (st) {
+    case core::status::ok:
+      return reason::none;
+    case core::status::would_block:
+      return reason::would_block;
+    case core::status::bad_stream:
+      return reason::bad_stream;
+    case core::status::too_large:
+      return reason::too_large;
+    case core::status::closed:
+      return reason::closed;
+    case core::status::unsupported:
+      return reason::not_supported;
+    case core::status::invalid:
+      return reason::bad_params;
+  }
+  return reason::bad_params;
+}
+
+reason reason_of_left(uint32_t r) {
+  switch (static_cast<core::member_left_reason>(r)) {
+    case core::member_left_reason::timeout:
+      return reason::timeout;
+    case core::member_left_reason::closed:
+      return reason::peer_closed;
+    case core::member_left_reason::protocol_violation:
+      return reason::protocol_violation;
+    case core::member_left_reason::version_mismatch:
+      return reason::version_mismatch;
+  }
+  return reason::none;
+}
+
+reason reason_of_error(uint64_t code) {
+  switch (static_cast<core::error_code>(code)) {
+    case core::error_code::member_timeout:
+      return reason::timeout;
+    case core::error_code::threshold_lost:
+      return reason::threshold_lost;
+    case core::error_code::version_mismatch:
+      return reason::version_mismatch;
+    case core::error_code::protocol_violation:
+    case core::error_code::flow_control:
+      return reason::protocol_violation;
+    case core::error_code::refused:
+      return reason::refused;
+    default:
+      return reason::peer_closed;
+  }
+}
+
+descriptor event_for(shm::event type, uint64_t handle) {
+  descriptor e{};
+  e.type = static_cast<uint16_t>(type);
+  e.buffer = shm::no_buffer;
+  e.connection = handle;
+  return e;
+}
+
+}  // namespace
+
+// -- attach and detach ---------------------------------------------------
+
+void endpoint::take_app(app_handoff *h) {
+  auto link = std::make_unique<app_link>(h);
+  const shm::region_layout &l = h->layout;
+  link->channels.resize(l.plan.channel_count);
+  for (uint32_t c = 0; c < l.plan.channel_count; ++c) {
+    app_channel &ch = link->channels[c];
+    ch.header = shm::channel_at(h->base, l, c);
+    ch.commands = shm::ring_consumer<descriptor>(shm::to_daemon_indices(ch.header, l), shm::to_daemon_slots(ch.header, l),
+                                                 l.plan.to_daemon_slots);
+    ch.events = shm::ring_producer<descriptor>(shm::to_app_indices(ch.header, l), shm::to_app_slots(ch.header, l),
+                                               l.plan.to_app_slots);
+  }
+  MTP_LOG(INFO, "application %llu (pid %d): served by worker lcore %u, %u channel(s)\n",
+          static_cast<unsigned long long>(h->app_id), h->pid, w_.lcore, l.plan.channel_count);
+  apps_.push_back(std::move(link));
+  w_.counters.app_links.set(apps_.size());
+}
+
+// The application is gone (or its channel broke): its connections are
+// aborted, so their peers hear CLOSE at once (they see Closed or
+// MemberLeft), and the sessions drain and go like any other.
+void endpoint::break_channel(app_link &link, app_channel &ch, const char *why, core::time_ns now_ns) {
+  if (ch.broken) return;
+  for (const auto &[handle, index] : ch.handles) {
+    session *s = sessions_[index].get();
+    if (s == nullptr || s->app != &link) continue;
+    s->app = nullptr;
+    s->conn->abort(core::error_code::no_error, why, now_ns);
+    mark_dirty(*s);
+    --app_connections_;
+  }
+  ch.handles.clear();
+  ch.backlog.clear();
+  ch.backlog_head = 0;
+  ch.broken = true;
+  if (listener_.link == &link && &link.channels[listener_.channel] == &ch) listener_ = {};
+  w_.counters.app_connections.set(app_connections_);
+}
+
+void endpoint::leave_app(app_link &link, core::time_ns now_ns) {
+  for (app_channel &ch : link.channels) break_channel(link, ch, "application detached", now_ns);
+  MTP_LOG(INFO, "application %llu: detached from worker lcore %u; its connections aborted\n",
+          static_cast<unsigned long long>(link.handoff->app_id), w_.lcore);
+  // After this store the control lcore may unmap the region.
+  link.handoff->state.store(app_handoff::released, std::memory_order_release);
+}
+
+unsigned endpoint::serve_apps(core::time_ns now_ns) {
+  unsigned work = 0;
+  if (w_.app_inbox != nullptr) {
+    void *h = nullptr;
+    while (rte_ring_sc_dequeue(w_.app_inbox, &h) == 0) {
+      take_app(static_cast<app_handoff *>(h));
+      ++work;
+    }
+  }
+  for (std::size_t i = 0; i < apps_.size();) {
+    app_link &link = *apps_[i];
+    if (link.handoff->state.load(std::memory_order_acquire) == app_handoff::leave) {
+      leave_app(link, now_ns);
+      apps_[i] = std::move(apps_.back());
+      apps_.pop_back();
+      w_.counters.app_links.set(apps_.size());
+      ++work;
+      continue;
+    }
+    for (uint32_t c = 0; c < link.channels.size(); ++c) work += serve_channel(link, c, now_ns);
+    ++i;
+  }
+  // Sessions whose events waited for their application's room.
+  if (!app_stalled_.empty()) {
+    std::vector<uint32_t> again;
+    again.swap(app_stalled_);
+    for (uint32_t index : again) {
+      session *s = sessions_[index].get();
+      if (s == nullptr || !s->app_stalled) continue;
+      s->app_stalled = false;
+      drain_app_events(*s, now_ns);
+      mark_dirty(*s);  // released receive space may grant credit now
+    }
+  }
+  // Wake applications asleep on their eventfd that got events.
+  for (auto &lp : apps_)
+    for (app_channel &ch : lp->channels) {
+      if (!ch.posted) continue;
+      ch.posted = false;
+      if (ch.header->app_sleeping.load(std::memory_order_seq_cst) != 0) {
+        const uint64_t one = 1;
+        [[maybe_unused]] ssize_t n = ::write(lp->handoff->app_eventfd, &one, sizeof one);
+      }
+    }
+  if (!resolving_.empty()) resolve_app_peers(now_ns);
+  return work;
+}
+
+// A ring index out of range: the application broke its own channel. Its
+// other channels, the worker and other applications are untouched.
+void endpoint::channel_corrupt(app_link &link, uint32_t c, const char *which, core::time_ns now_ns) {
+  w_.counters.app_channels_broken.inc();
+  MTP_LOG(WARNING, "application %llu channel %u: %s index out of range; the channel is no longer served and its "
+          "connections are aborted\n", static_cast<unsigned long long>(link.handoff->app_id), c, which);
+  break_channel(link, link.channels[c], "application channel broken", now_ns);
+}
+
+bool endpoint::post(app_channel &ch, const descriptor &d) {
+  if (!ch.events.push(d)) return false;
+  ch.posted = true;
+  w_.counters.app_events.inc();
+  return true;
+}
+
+unsigned endpoint::serve_channel(app_link &link, uint32_t c, core::time_ns now_ns) {
+  app_channel &ch = link.channels[c];
+  if (ch.broken) return 0;
+  unsigned work = 0;
+  // What waited for room in its connection goes first, in order.
+  while (ch.backlog_head < ch.backlog.size()) {
+    if (ch.events.room() < events_per_command) return work;
+    if (!run_command(link, c, ch.backlog[ch.backlog_head], now_ns)) return work;
+    ++ch.backlog_head;
+    ++work;
+  }
+  ch.backlog.clear();
+  ch.backlog_head = 0;
+  const uint32_t room = ch.events.room();
+  if (ch.events.state() != shm::ring_state::ok) {
+    channel_corrupt(link, c, "event ring tail", now_ns);
+    return 1;
+  }
+  if (room < events_per_command) {
+    w_.counters.app_backpressure.inc();
+    return work;
+  }
+  descriptor cmds[command_burst];
+  const uint32_t n = ch.commands.pop_burst(cmds, std::min(command_burst, room / events_per_command));
+  if (ch.commands.state() != shm::ring_state::ok) {
+    channel_corrupt(link, c, "command ring head", now_ns);
+    return 1;
+  }
+  w_.counters.app_commands.add(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    if (run_command(link, c, cmds[i], now_ns)) continue;
+    // No room in its connection: this command and those behind it wait.
+    ch.backlog.assign(cmds + i, cmds + n);
+    ch.backlog_head = 0;
+    w_.counters.app_backpressure.inc();
+    return work + i;
+  }
+  return work + n;
+}
+
+// -- commands --------------------------------------------------------------
+
+// Refuses a command: the buffer it named goes back when the application
+// still holds it (taken and given back, or a bad range in its own), so a
+// refused send never leaks the application's buffer; a buffer it does not
+// hold is never named back (that would hand it a buffer twice).
+void endpoint::command_error(app_link &, app_channel &ch, const descriptor &d, reason why, bool give_back) {
+  descriptor e = event_for(shm::event::command_error, d.connection);
+  e.stream = d.stream;
+  e.user = d.user;
+  e.value = d.type;
+  e.reason = static_cast<uint32_t>(why);
+  if (give_back) e.buffer = d.buffer;
+  w_.counters.app_command_errors.inc();
+  post(ch, e);
+}
+
+endpoint::session *endpoint::app_session(app_channel &ch, uint64_t handle) {
+  const auto it = ch.handles.find(handle);
+  if (it == ch.handles.end()) return nullptr;
+  session *s = sessions_[it->second].get();
+  return s != nullptr && s->handle == handle && s->app != nullptr ? s : nullptr;
+}
+
+void endpoint::forget_handle(session &s) {
+  if (s.app == nullptr) return;
+  s.app->channels[s.channel].handles.erase(s.handle);
+  s.app = nullptr;
+  --app_connections_;
+  w_.counters.app_connections.set(app_connections_);
+}
+
+bool endpoint::run_command(app_link &link, uint32_t c, const descriptor &d, core::time_ns now_ns) {
+  app_channel &ch = link.channels[c];
+  const auto type = static_cast<shm::command>(d.type);
+  switch (type) {
+    case shm::command::initiate:
+      initiate(link, c, d, now_ns);
+      return true;
+    case shm::command::listen:
+      listen(link, c, d);
+      return true;
+    case shm::command::stop_listen:
+      if (listener_.link == &link && listener_.channel == c && listener_.handle == d.connection)
+        listener_ = {};
+      else
+        command_error(link, ch, d, reason::bad_handle, false);
+      return true;
+    case shm::command::release:
+      if (link.ledger.release(d) != shm::buffer_check::ok) command_error(link, ch, d, reason::bad_buffer, false);
+      return true;
+    default:
+      break;
+  }
+  const bool data = type == shm::command::send || type == shm::command::datagram;
+  const bool known = d.type >= static_cast<uint16_t>(shm::command::initiate) &&
+                     d.type <= static_cast<uint16_t>(shm::command::finish);
+  session *s = known ? app_session(ch, d.connection) : nullptr;
+  if (s == nullptr) {
+    // The buffer of a data command goes back if the application holds it.
+    bool give_back = false;
+    if (data && link.ledger.take_for_send(d) == shm::buffer_check::ok) give_back = link.ledger.complete_send(d.buffer);
+    command_error(link, ch, d, known ? reason::bad_handle : reason::bad_command, give_back);
+    return true;
+  }
+  switch (type) {
+    case shm::command::send:
+      return app_send(link, ch, *s, d, now_ns);
+    case shm::command::datagram: {
+      const shm::buffer_check r = link.ledger.take_for_send(d);
+      if (r != shm::buffer_check::ok) {
+        command_error(link, ch, d, reason::bad_buffer, r == shm::buffer_check::bad_range);
+        return true;
+      }
+      const std::byte *p = shm::buffer_at(link.handoff->base, link.handoff->layout, d.buffer) + d.offset;
+      const core::status st = s->conn->send_datagram({p, d.length}, now_ns);
+      link.ledger.complete_send(d.buffer);
+      if (st != core::status::ok) {
+        command_error(link, ch, d, reason_of(st), true);
+      } else {
+        descriptor e = event_for(shm::event::buffer_returned, d.connection);
+        e.buffer = d.buffer;
+        e.user = d.user;
+        post(ch, e);
+      }
+      mark_dirty(*s);
+      return true;
+    }
+    case shm::command::open_stream: {
+      const core::stream_mode mode = d.flags & shm::stream_bytes ? core::stream_mode::bytes : core::stream_mode::message;
+      const core::ordering ord = d.flags & shm::stream_unordered ? core::ordering::none : core::ordering::fifo;
+      const core::status st = s->conn->open_stream(d.stream, mode, ord);
+      if (st != core::status::ok) command_error(link, ch, d, reason_of(st), false);
+      return true;
+    }
+    case shm::command::finish: {
+      const core::status st = s->conn->finish_stream(d.stream);
+      if (st != core::status::ok) command_error(link, ch, d, reason_of(st), false);
+      mark_dirty(*s);
+      return true;
+    }
+    case shm::command::close:
+      s->conn->close(core::error_code::no_error, "application closed", now_ns);
+      mark_dirty(*s);
+      return true;
+    case shm::command::abort: {
+      // Codes below 0x100 are the protocol's; the application's are above.
+      const uint64_t code = d.value >= static_cast<uint64_t>(core::error_code::application)
+                                ? d.value
+                                : static_cast<uint64_t>(core::error_code::application);
+      s->conn->abort(static_cast<core::error_code>(code), "application aborted", now_ns);
+      mark_dirty(*s);
+      return true;
+    }
+    default:
+      command_error(link, ch, d, reason::bad_command, false);
+      return true;
+  }
+}
+
+endpoint::peer endpoint::peer_of(std::size_t ci) const {
+  const auto &pc = rt_.config.peers[ci];
+  peer p;
+  std::size_t port = 0;
+  for (std::size_t i = 0; i < rt_.ports.size(); ++i)
+    if (rt_.ports[i].name == pc.port) port = i;
+  p.port = port;
+  p.config_index = ci;
+  p.known = rt_.peer_mac(ci, p.to.dst_mac);
+  std::memcpy(p.to.src_mac.data(), rt_.ports[port].mac.addr_bytes, 6);
+  p.to.dst_ip = pc.ip;
+  for (const auto &a : rt_.ports[port].config->addresses)
+    if (a.address.family == pc.ip.family) p.to.src_ip = a.address;
+  p.to.src_port = rt_.config.node.udp_port;
+  p.to.dst_port = rt_.config.node.udp_port;
+  return p;
+}
+
+void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::time_ns now_ns) {
+  app_channel &ch = link.channels[c];
+  const shm::buffer_check taken = link.ledger.take_for_send(d);
+  if (taken != shm::buffer_check::ok) {
+    command_error(link, ch, d, reason::bad_buffer, taken == shm::buffer_check::bad_range);
+    return;
+  }
+  // A private copy: the application may rewrite the buffer meanwhile.
+  shm::initiate_params ip{};
+  const bool whole = d.length >= sizeof ip;
+  if (whole) std::memcpy(&ip, shm::buffer_at(link.handoff->base, link.handoff->layout, d.buffer) + d.offset, sizeof ip);
+  link.ledger.complete_send(d.buffer);
+  auto refuse = [&](reason why) { command_error(link, ch, d, why, true); };
+  if (!whole || ip.magic != shm::initiate_params::current_magic) return refuse(reason::bad_params);
+  if (d.connection == 0 || (d.connection >> 63) != 0) return refuse(reason::bad_params);
+  if (ch.handles.count(d.connection) || (listener_.link == &link && listener_.handle == d.connection))
+    return refuse(reason::handle_in_use);
+  if (ip.security == 2 || ip.ordering > 1 || ip.multicast > 1) return refuse(reason::not_supported);
+  if (ip.stream_mode > 1 || ip.reliability > 2 || ip.congestion > 1 || ip.streams > rt_.config.limits.streams_per_session)
+    return refuse(reason::bad_params);
+  std::vector<uint32_t> members;
+  uint32_t threshold = ip.threshold;
+  if (ip.member_count == 0) {
+    ip.group[sizeof ip.group - 1] = '\0';
+    const cfg::group_config *g = nullptr;
+    for (const auto &gc : rt_.config.groups)
+      if (gc.name == ip.group) g = &gc;
+    if (g == nullptr) return refuse(reason::unknown_group);
+    members = g->members;
+    if (threshold == 0) threshold = g->threshold;
+  } else {
+    if (ip.member_count > shm::initiate_params::max_members) return refuse(reason::bad_params);
+    members.assign(ip.members, ip.members + ip.member_count);
+  }
+  if (threshold > members.size()) return refuse(reason::bad_params);
+  std::vector<peer> peers;
+  for (std::size_t i = 0; i < members.size(); ++i) {
+    if (std::find(members.begin(), members.begin() + static_cast<std::ptrdiff_t>(i), members[i]) !=
+        members.begin() + static_cast<std::ptrdiff_t>(i))
+      return refuse(reason::bad_params);  // listed twice
+    std::size_t ci = rt_.config.peers.size();
+    for (std::size_t k = 0; k < rt_.config.peers.size(); ++k)
+      if (rt_.config.peers[k].id == members[i]) ci = k;
+    if (ci == rt_.config.peers.size()) return refuse(reason::unknown_member);
+    peers.push_back(peer_of(ci));
+  }
+  if (memory_.budget.used() + (64u << 10) > memory_.budget.limit() || !make_room(now_ns))
+    return refuse(reason::no_resources);
+  // A connection id this worker owns (its frames come here), not in use.
+  uint64_t cid = 0;
+  for (int tries = 0; tries < 1024 && cid == 0; ++tries) {
+    const uint64_t x = rte_rand();
+    if (x != 0 && rt_.session_owner(x) == w_.queue && find(x) == nullptr) cid = x;
+  }
+  if (cid == 0) return refuse(reason::no_resources);
+  auto sp = std::make_unique<session>();
+  core::connection_config cc = base_config(cid, 1u << 22);
+  cc.side = core::role::client;
+  cc.members = members;
+  cc.threshold = threshold;
+  cc.cc = ip.congestion == 1 ? core::cc_algorithm::newreno : core::cc_algorithm::cubic;
+  cc.defaults.rel = static_cast<core::reliability>(ip.reliability);
+  // The application polls when it likes: received data stays in the
+  // engine's buffers until it is copied out (zero copy would tie it to
+  // the packet).
+  cc.zero_copy_delivery = false;
+  sp->members = std::move(peers);
+  sp->conn = std::make_unique<core::connection>(cc, now_ns);
+  const uint32_t streams = std::max<uint32_t>(ip.streams, 1);
+  const core::stream_mode mode = ip.stream_mode == 1 ? core::stream_mode::bytes : core::stream_mode::message;
+  const core::ordering ord = ip.ordering == 0 ? core::ordering::none : core::ordering::fifo;
+  for (uint32_t k = 0; k < streams; ++k)
+    if (sp->conn->open_stream(k, k == 0 ? mode : core::stream_mode::message, ord) != core::status::ok)
+      return refuse(reason::bad_params);
+  sp->conn_default_rel = cc.defaults.rel;
+  sp->app_owned = true;
+  sp->app = &link;
+  sp->channel = c;
+  sp->handle = d.connection;
+  session *s = add(std::move(sp));
+  if (s == nullptr) return refuse(reason::no_resources);
+  ch.handles.emplace(d.connection, s->index);
+  ++app_connections_;
+  w_.counters.app_connections.set(app_connections_);
+  for (const peer &p : s->members)
+    if (!p.known && !s->resolving) {
+      s->resolving = true;
+      resolving_.push_back(s->index);
+    }
+  descriptor e = event_for(shm::event::buffer_returned, d.connection);
+  e.buffer = d.buffer;
+  e.user = d.user;
+  post(ch, e);
+  MTP_LOG(INFO, "application %llu: connection %llx (handle %llu) to %zu member(s), threshold %u\n",
+          static_cast<unsigned long long>(link.handoff->app_id), static_cast<unsigned long long>(cid),
+          static_cast<unsigned long long>(d.connection), members.size(), threshold);
+}
+
+void endpoint::listen(app_link &link, uint32_t c, const descriptor &d) {
+  app_channel &ch = link.channels[c];
+  shm::initiate_params ip{};
+  bool have_params = false;
+  bool give_back = false;
+  if (d.buffer != shm::no_buffer) {
+    const shm::buffer_check taken = link.ledger.take_for_send(d);
+    if (taken != shm::buffer_check::ok) {
+      command_error(link, ch, d, reason::bad_buffer, taken == shm::buffer_check::bad_range);
+      return;
+    }
+    have_params = d.length >= sizeof ip;
+    if (have_params)
+      std::memcpy(&ip, shm::buffer_at(link.handoff->base, link.handoff->layout, d.buffer) + d.offset, sizeof ip);
+    link.ledger.complete_send(d.buffer);
+    give_back = true;
+  }
+  auto refuse = [&](reason why) { command_error(link, ch, d, why, give_back); };
+  if (d.connection == 0 || (d.connection >> 63) != 0) return refuse(reason::bad_params);
+  if (ch.handles.count(d.connection)) return refuse(reason::handle_in_use);
+  if (listener_.link != nullptr) return refuse(reason::listener_exists);
+  if (rt_.config.test.sink.enabled) return refuse(reason::listener_exists);  // the test sink takes them
+  if (have_params && (ip.magic != shm::initiate_params::current_magic ||
+                      ip.streams > rt_.config.limits.streams_per_session || ip.stream_mode > 1))
+    return refuse(reason::bad_params);
+  if (have_params && (ip.security == 2 || ip.ordering > 1)) return refuse(reason::not_supported);
+  listener_.link = &link;
+  listener_.channel = c;
+  listener_.handle = d.connection;
+  listener_.streams = have_params ? std::max<uint32_t>(ip.streams, 1) : 1;
+  listener_.order = have_params && ip.ordering == 0 ? core::ordering::none : core::ordering::fifo;
+  listener_.mode = have_params && ip.stream_mode == 1 ? core::stream_mode::bytes : core::stream_mode::message;
+  if (give_back) {
+    descriptor e = event_for(shm::event::buffer_returned, d.connection);
+    e.buffer = d.buffer;
+    e.user = d.user;
+    post(ch, e);
+  }
+  MTP_LOG(INFO, "application %llu: listening (handle %llu) on worker lcore %u\n",
+          static_cast<unsigned long long>(link.handoff->app_id), static_cast<unsigned long long>(d.connection),
+          w_.lcore);
+}
+
+// A message (or a piece of one) from a send buffer into the engine, which
+// copies it; the buffer goes back at once (buffer_returned). A message in
+// pieces is gathered here first. @return false: the connection has no
+// room now; nothing changed, and the command is run again later.
+bool endpoint::app_send(app_link &link, app_channel &ch, session &s, const descriptor &d, core::time_ns now_ns) {
+  const shm::buffer_check taken = link.ledger.take_for_send(d);
+  if (taken != shm::buffer_check::ok) {
+    command_error(link, ch, d, reason::bad_buffer, taken == shm::buffer_check::bad_range);
+    return true;
+  }
+  const std::byte *p = shm::buffer_at(link.handoff->base, link.handoff->layout, d.buffer) + d.offset;
+  const std::span<const std::byte> bytes{p, d.length};
+  auto give_back = [&] {
+    link.ledger.complete_send(d.buffer);
+    descriptor e = event_for(shm::event::buffer_returned, d.connection);
+    e.buffer = d.buffer;
+    e.user = d.user;
+    post(ch, e);
+  };
+  auto fail = [&](reason why) {
+    link.ledger.complete_send(d.buffer);
+    s.gather.clear();
+    s.gathering = false;
+    descriptor e = event_for(shm::event::send_error, d.connection);
+    e.buffer = d.buffer;
+    e.stream = d.stream;
+    e.message = UINT64_MAX;  // never queued
+    e.user = d.user;
+    e.reason = static_cast<uint32_t>(why);
+    post(ch, e);
+  };
+  if (s.gathering && d.stream != s.gather_stream) {
+    fail(reason::bad_params);  // pieces of two messages interleaved
+    return true;
+  }
+  const bool more = (d.flags & shm::send_more) != 0;
+  if (more || s.gathering) {
+    if (s.gather.size() + bytes.size() > (std::size_t{1} << 22)) {
+      fail(reason::too_large);
+      return true;
+    }
+    if (more) {
+      s.gather.insert(s.gather.end(), bytes.begin(), bytes.end());
+      s.gathering = true;
+      s.gather_stream = d.stream;
+      give_back();
+      return true;
+    }
+  }
+  core::message_options opt;
+  opt.rel = d.flags & shm::send_unreliable ? core::reliability::unreliable
+            : d.flags & shm::send_partial  ? core::reliability::partial
+                                           : s.conn_default_rel;
+  opt.lifetime_ns = d.value;
+  opt.max_retransmissions = d.member;
+  opt.low_latency = (d.flags & shm::send_low_latency) != 0;
+  std::span<const std::byte> message = bytes;
+  if (s.gathering) {
+    s.gather.insert(s.gather.end(), bytes.begin(), bytes.end());
+    message = s.gather;
+  }
+  const core::status st = s.conn->send(d.stream, message, opt, now_ns);
+  if (st == core::status::would_block) {
+    // Waits for Sent to free room: the last piece comes off again so the
+    // retry appends it once, and the buffer is the application's meanwhile
+    // in the ledger's eyes (the retry takes it again).
+    if (s.gathering) s.gather.resize(s.gather.size() - bytes.size());
+    link.ledger.complete_send(d.buffer);
+    mark_dirty(s);
+    return false;
+  }
+  if (st != core::status::ok) {
+    fail(reason_of(st));
+    mark_dirty(s);
+    return true;
+  }
+  if (s.cookies.size() <= d.stream) s.cookies.resize(d.stream + 1);
+  s.cookies[d.stream].push_back(d.user);
+  w_.counters.app_sends.inc();
+  w_.counters.app_send_bytes.add(message.size());
+  s.gather.clear();
+  s.gathering = false;
+  give_back();
+  mark_dirty(s);
+  return true;
+}
+
+// -- events ------------------------------------------------------------------
+
+void endpoint::note_joined(session &s, app_channel &ch) {
+  if (s.conn->side() != core::role::client) return;
+  const std::size_t n = s.conn->member_count();
+  const uint64_t all = n >= 64 ? ~uint64_t{0} : (uint64_t{1} << n) - 1;
+  if (s.joined_mask == all) return;
+  for (std::size_t m = 0; m < n; ++m) {
+    const uint64_t bit = uint64_t{1} << m;
+    if ((s.joined_mask & bit) || !s.conn->member_validated(m)) continue;
+    if (ch.events.room() < 1) return;
+    descriptor e = event_for(shm::event::member_joined, s.handle);
+    e.member = s.conn->member_id(m);
+    post(ch, e);
+    s.joined_mask |= bit;
+  }
+}
+
+// Copies what is staged into receive buffers, one piece per buffer.
+// @return everything staged went.
+bool endpoint::deliver_stage(session &s, app_channel &ch) {
+  app_link &link = *s.app;
+  const uint32_t piece_max = link.handoff->layout.plan.buffer_bytes;
+  for (;;) {
+    if (ch.events.room() < 2) return false;
+    const uint32_t b = link.ledger.lend_for_receive();
+    if (b == shm::no_buffer) return false;
+    const std::size_t n = std::min<std::size_t>(piece_max, s.stage.bytes.size() - s.stage.done);
+    std::memcpy(shm::buffer_at(link.handoff->base, link.handoff->layout, b), s.stage.bytes.data() + s.stage.done, n);
+    descriptor e = event_for(shm::event::received, s.handle);
+    e.buffer = b;
+    e.offset = 0;
+    e.length = static_cast<uint32_t>(n);
+    e.stream = s.stage.stream;
+    e.value = s.stage.offset + s.stage.done;
+    s.stage.done += n;
+    const bool last = s.stage.done >= s.stage.bytes.size();
+    e.flags = static_cast<uint16_t>(last ? s.stage.flags : s.stage.flags & ~shm::end_of_message);
+    post(ch, e);
+    w_.counters.app_received_bytes.add(n);
+    if (last) break;
+  }
+  s.stage.active = false;
+  s.stage.bytes.clear();
+  s.stage.done = 0;
+  return true;
+}
+
+// An application's connection: its events become ring events, data
+// copied into receive buffers. Stops (and comes back at the next poll)
+// when the application's ring or buffers are short: what is not polled
+// stays in the engine, whose window then holds the peers back.
+void endpoint::drain_app_events(session &s, core::time_ns) {
+  core::event e;
+  if (s.app == nullptr) {
+    // The application is gone: nothing to tell.
+    while (s.conn->poll_event(e)) {
+    }
+    return;
+  }
+  app_link &link = *s.app;
+  app_channel &ch = link.channels[s.channel];
+  auto stall = [&] {
+    if (!s.app_stalled) {
+      s.app_stalled = true;
+      app_stalled_.push_back(s.index);
+    }
+    w_.counters.app_backpressure.inc();
+  };
+  if (!s.announced) {
+    if (ch.events.room() < 1) return stall();
+    descriptor a = event_for(shm::event::connection_received, s.handle);
+    a.value = s.listener_handle;
+    a.member = s.conn->member_id(0);
+    post(ch, a);
+    s.announced = true;
+  }
+  if (s.stage.active && !deliver_stage(s, ch)) return stall();
+  note_joined(s, ch);
+  for (;;) {
+    // Room for one event of any kind, or a received piece.
+    if (ch.events.room() < 2 || link.ledger.free_receive() == 0) return stall();
+    if (!s.conn->poll_event(e)) break;
+    descriptor d = event_for(shm::event::ready, s.handle);
+    auto pop_cookie = [&] {
+      if (e.stream_id < s.cookies.size() && !s.cookies[e.stream_id].empty()) {
+        d.user = s.cookies[e.stream_id].front();
+        s.cookies[e.stream_id].pop_front();
+      }
+    };
+    switch (e.type) {
+      case core::event_type::ready:
+        if (s.conn->side() == core::role::server) continue;  // announced by ConnectionReceived
+        break;
+      case core::event_type::received:
+      case core::event_type::datagram: {
+        // Piece by piece into receive buffers; what has no room waits in
+        // the session's stage (copied out of the engine, whose span lives
+        // only until the next call into it).
+        const bool dgram = e.type == core::event_type::datagram;
+        s.stage.active = true;
+        s.stage.flags = static_cast<uint16_t>(dgram ? shm::is_datagram | shm::end_of_message
+                                                    : (e.end_of_message ? shm::end_of_message : 0));
+        s.stage.stream = dgram ? 0 : e.stream_id;
+        s.stage.offset = dgram ? 0 : e.offset;
+        s.stage.done = 0;
+        s.stage.bytes.assign(e.data.begin(), e.data.end());
+        if (!deliver_stage(s, ch)) return stall();
+        continue;
+      }
+      case core::event_type::sent:
+        d.type = static_cast<uint16_t>(shm::event::sent);
+        d.stream = e.stream_id;
+        d.message = e.message_id;
+        d.value = e.count;
+        pop_cookie();
+        break;
+      case core::event_type::expired:
+        d.type = static_cast<uint16_t>(shm::event::expired);
+        d.stream = e.stream_id;
+        d.message = e.message_id;
+        d.value = e.count;
+        pop_cookie();
+        break;
+      case core::event_type::send_error:
+        d.type = static_cast<uint16_t>(shm::event::send_error);
+        d.stream = e.stream_id;
+        d.message = e.message_id;
+        d.reason = static_cast<uint32_t>(e.error_code == 0 ? reason::aborted : reason_of_error(e.error_code));
+        pop_cookie();
+        break;
+      case core::event_type::member_left:
+        w_.counters.members_left.inc();
+        d.type = static_cast<uint16_t>(shm::event::member_left);
+        d.member = e.member;
+        d.reason = static_cast<uint32_t>(e.error_code == static_cast<uint64_t>(core::error_code::refused)
+                                              ? reason::refused
+                                              : reason_of_left(e.reason));
+        d.value = e.error_code;
+        s.last_left = d.reason;
+        break;
+      case core::event_type::closed:
+      case core::event_type::connection_error:
+        if (e.type == core::event_type::closed) {
+          d.type = static_cast<uint16_t>(shm::event::closed);
+          if (e.error_code != 0) d.reason = static_cast<uint32_t>(reason_of_error(e.error_code));
+        } else {
+          w_.counters.connections_failed.inc();
+          d.type = static_cast<uint16_t>(shm::event::connection_error);
+          d.reason = static_cast<uint32_t>(reason_of_error(e.error_code));
+          // Without a threshold the engine reports the last member's loss
+          // as member_timeout; the member's own reason says more (it may
+          // have closed, or refused the connection).
+          if (s.last_left != 0 && e.error_code == static_cast<uint64_t>(core::error_code::member_timeout))
+            d.reason = s.last_left;
+        }
+        d.value = e.error_code;
+        post(ch, d);
+        forget_handle(s);
+        // The handle is gone: anything after is the engine's own business.
+        while (s.conn->poll_event(e)) {
+        }
+        return;
+    }
+    post(ch, d);
+  }
+  note_joined(s, ch);
+}
+
+// -- accepting ---------------------------------------------------------------
+
+endpoint::session *endpoint::accept_for_app(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid,
+                                            uint32_t sender, core::time_ns now_ns) {
+  if (memory_.budget.used() + (64u << 10) > memory_.budget.limit() || !make_room(now_ns)) {
+    w_.counters.sessions_refused.inc();
+    return nullptr;
+  }
+  auto sp = std::make_unique<session>();
+  core::connection_config c = base_config(cid, 1u << 22);
+  c.side = core::role::server;
+  c.members = {sender};
+  c.zero_copy_delivery = false;
+  peer p;
+  p.known = true;
+  p.port = port_index;
+  p.to.dst_mac = v.ends.src_mac;
+  std::memcpy(p.to.src_mac.data(), rt_.ports[port_index].mac.addr_bytes, 6);
+  p.to.src_ip = v.ends.dst_ip;
+  p.to.dst_ip = v.ends.src_ip;
+  p.to.src_port = v.ends.dst_port;
+  p.to.dst_port = v.ends.src_port;
+  sp->members.push_back(p);
+  sp->conn = std::make_unique<core::connection>(c, now_ns);
+  const bool listening = listener_.link != nullptr;
+  if (listening) {
+    for (uint32_t k = 0; k < listener_.streams; ++k)
+      sp->conn->open_stream(k, k == 0 ? listener_.mode : core::stream_mode::message, listener_.order);
+    sp->app_owned = true;
+    sp->app = listener_.link;
+    sp->channel = listener_.channel;
+    sp->handle = listener_.link->next_accept_handle++;
+    sp->listener_handle = listener_.handle;
+    sp->announced = false;
+  }
+  session *s = add(std::move(sp));
+  if (s == nullptr) {
+    w_.counters.sessions_refused.inc();
+    return nullptr;
+  }
+  unvalidated_.emplace_back(s->index, s->generation);
+  if (!listening) {
+    // Nothing listens: the client hears CLOSE(refused) at once (within
+    // the 3x amplification limit) instead of waiting for its timeout.
+    w_.counters.sessions_no_listener.inc();
+    s->conn->abort(core::error_code::refused, "no application listens", now_ns);
+    return s;
+  }
+  s->app->channels[s->channel].handles.emplace(s->handle, s->index);
+  ++app_connections_;
+  w_.counters.app_connections.set(app_connections_);
+  MTP_LOG(INFO, "application %llu: accepted connection %llx from member %u (%s) as handle %llu\n",
+          static_cast<unsigned long long>(s->app->handoff->app_id), static_cast<unsigned long long>(cid), sender,
+          core::format_ip(v.ends.src_ip).c_str(), static_cast<unsigned long long>(s->handle));
+  return s;
+}
+
+// Members of application connections without a static MAC: what any
+// worker learnt is picked up, and ARP / ND asked every 50 ms.
+void endpoint::resolve_app_peers(core::time_ns now_ns) {
+  std::size_t kept = 0;
+  for (uint32_t index : resolving_) {
+    session *s = sessions_[index].get();
+    if (s == nullptr || !s->resolving) continue;
+    bool all = true;
+    const bool ask = now_ns >= s->next_resolve_ns;
+    for (peer &p : s->members) {
+      if (p.known) continue;
+      if (rt_.peer_mac(p.config_index, p.to.dst_mac)) {
+        p.known = true;
+        continue;
+      }
+      all = false;
+      if (!ask) continue;
+      rte_mbuf *m = rte_pktmbuf_alloc(rt_.pool);
+      if (m == nullptr) {
+        w_.counters.tx_nombuf.inc();
+        continue;
+      }
+      auto *out = reinterpret_cast<std::byte *>(rte_pktmbuf_append(m, core::neighbour_solicitation_size));
+      const std::size_t len =
+          p.to.dst_ip.family == 4
+              ? core::build_arp_request({out, core::arp_request_size}, p.to.src_mac, p.to.src_ip, p.to.dst_ip)
+              : core::build_neighbour_solicitation({out, core::neighbour_solicitation_size}, p.to.src_mac,
+                                                   p.to.src_ip, p.to.dst_ip);
+      if (len == 0) {
+        rte_pktmbuf_free(m);
+        continue;
+      }
+      rte_pktmbuf_trim(m, static_cast<uint16_t>(core::neighbour_solicitation_size - len));
+      w_.counters.neighbour_requests.inc();
+      queue_tx(p.port, m, false);
+    }
+    if (ask) s->next_resolve_ns = now_ns + 50'000'000;
+    if (all) {
+      s->resolving = false;
+      mark_dirty(*s);
+      continue;
+    }
+    resolving_[kept++] = index;
+  }
+  resolving_.resize(kept);
+}
+
+}  // namespace mtp::dp
