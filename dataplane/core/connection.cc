@@ -280,7 +280,10 @@ void connection::check_ready() {
 void connection::begin_call(time_ns now) {
   last_now_ = now;
   if (state_ >= state::draining) {
-    if (!recv_released_) {
+    // Without zero copy, Received events not yet polled point into the
+    // receive buffers: they stay until the application took them all (a
+    // slow application still gets every byte that arrived before CLOSE).
+    if (!recv_released_ && (cfg_.zero_copy_delivery || event_head_ == event_tail_)) {
       recv_released_ = true;
       for (auto &m : members_)
         for (auto &r : m->recv) r.reset();

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 
 #include "endpoint.h"
@@ -33,6 +34,12 @@ using shm::descriptor;
 using shm::reason;
 
 constexpr uint32_t command_burst = 32;
+/// Events an application's connection may queue while its application
+/// reads: a full stream window of small messages (4 MiB of 64 B ones), so
+/// a slow application holds the sender back by flow control (its window
+/// is released only as it reads) before a full event queue would make the
+/// engine drop packets. Grown on demand, charged to the session budget.
+constexpr uint32_t app_max_events = 1u << 16;
 /// Events one command may post at most (buffer_returned + send_error).
 constexpr uint32_t events_per_command = 2;
 
@@ -181,7 +188,11 @@ unsigned endpoint::serve_apps(core::time_ns now_ns) {
       mark_dirty(*s);  // released receive space may grant credit now
     }
   }
-  // Wake applications asleep on their eventfd that got events.
+  // Wake applications asleep on their eventfd that got events. The fence
+  // orders the ring stores above before the loads of app_sleeping (x86 may
+  // reorder a store and a later load); the application sets the flag and
+  // fences before it re-checks the ring, so one of the two sees the other.
+  if (!apps_.empty()) std::atomic_thread_fence(std::memory_order_seq_cst);
   for (auto &lp : apps_)
     for (app_channel &ch : lp->channels) {
       if (!ch.posted) continue;
@@ -455,6 +466,7 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
   // engine's buffers until it is copied out (zero copy would tie it to
   // the packet).
   cc.zero_copy_delivery = false;
+  cc.max_events = app_max_events;
   sp->members = std::move(peers);
   sp->conn = std::make_unique<core::connection>(cc, now_ns);
   const uint32_t streams = std::max<uint32_t>(ip.streams, 1);
@@ -757,6 +769,9 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
                                               : reason_of_left(e.reason));
         d.value = e.error_code;
         s.last_left = d.reason;
+        MTP_LOG(INFO, "application %llu: connection %llx: member %u left (reason %u, code %llu)\n",
+                static_cast<unsigned long long>(link.handoff->app_id), static_cast<unsigned long long>(s.cid),
+                e.member, e.reason, static_cast<unsigned long long>(e.error_code));
         break;
       case core::event_type::closed:
       case core::event_type::connection_error:
@@ -774,6 +789,10 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
             d.reason = s.last_left;
         }
         d.value = e.error_code;
+        if (e.type == core::event_type::connection_error || e.error_code != 0)
+          MTP_LOG(INFO, "application %llu: connection %llx %s (code %llu)\n",
+                  static_cast<unsigned long long>(link.handoff->app_id), static_cast<unsigned long long>(s.cid),
+                  e.type == core::event_type::closed ? "closed" : "failed", static_cast<unsigned long long>(e.error_code));
         post(ch, d);
         forget_handle(s);
         // The handle is gone: anything after is the engine's own business.
@@ -799,6 +818,7 @@ endpoint::session *endpoint::accept_for_app(std::size_t port_index, const core::
   c.side = core::role::server;
   c.members = {sender};
   c.zero_copy_delivery = false;
+  c.max_events = app_max_events;
   peer p;
   p.known = true;
   p.port = port_index;

@@ -807,8 +807,11 @@ unsigned endpoint::poll(core::time_ns now_ns) {
   dirty_.clear();
   flush_tx();
   // Closed and drained: forgotten (protocol.md 5.1).
+  // An application's connection goes once the application took its last
+  // events (Closed, and data that arrived before it): drain_app_events
+  // forgets the handle, and the next service brings it back here.
   for (uint32_t index : finished_)
-    if (session *s = sessions_[index].get(); s != nullptr && s->conn->finished()) remove(*s);
+    if (session *s = sessions_[index].get(); s != nullptr && s->conn->finished() && s->app == nullptr) remove(*s);
   finished_.clear();
   while (!unvalidated_.empty()) {
     const auto [index, generation] = unvalidated_.front();

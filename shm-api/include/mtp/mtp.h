@@ -228,7 +228,10 @@ size_t mtp_max_message_bytes(const mtp_channel *ch);
  * posted. `user` returns in Sent / Expired / SendError of this message.
  * props may be NULL (the connection's defaults). Returns MTP_EAGAIN when
  * buffers or the ring are short (nothing was posted: retry after
- * mtp_poll), MTP_ETOOBIG, MTP_EINVAL (unknown handle), MTP_ECLOSED.
+ * mtp_poll), MTP_ETOOBIG (above mtp_max_message_bytes), MTP_EINVAL
+ * (unknown handle, a listener, length 0 without final_message,
+ * final_message on a stream that is not a byte stream), MTP_ECLOSED
+ * (after mtp_close or mtp_abort).
  */
 int mtp_send(mtp_channel *ch, mtp_connection c, uint64_t stream, const void *data, size_t length,
              const mtp_message_properties *props, uint64_t user);
@@ -286,7 +289,7 @@ typedef enum mtp_event_type {
   MTP_EVENT_MEMBER_LEFT = 9,          /* member left: reason, code */
   MTP_EVENT_CLOSED = 10,              /* the connection ended normally; the handle is gone */
   MTP_EVENT_CONNECTION_ERROR = 11,    /* the connection failed: reason, code; the handle is gone */
-  MTP_EVENT_COMMAND_ERROR = 12,       /* mtpd refused an action: reason; user as given */
+  MTP_EVENT_COMMAND_ERROR = 12,       /* mtpd refused an action: reason; user as given; code: which action */
   MTP_EVENT_DATAGRAM = 13             /* an unreliable datagram: data, length */
 } mtp_event_type;
 
@@ -321,10 +324,14 @@ void mtp_release(mtp_channel *ch, const mtp_event *e);
 
 /*
  * Blocking use. mtp_wait() sleeps until an event may be ready or
- * `timeout_ms` passes (-1: no limit). For epoll: mtp_channel_fd() is
- * readable when events may be ready, after mtp_arm() said 1 (it returns 0
- * when events are waiting already: poll instead of sleeping). Call
- * mtp_poll() after every wake-up.
+ * `timeout_ms` passes (-1: no limit); it returns MTP_OK either way, and
+ * MTP_EDAEMON / MTP_EBROKEN once the channel is dead. For epoll:
+ * mtp_channel_fd() is readable when events may be ready, after mtp_arm()
+ * said 1 (it returns 0 when events are waiting already: poll instead of
+ * sleeping; -MTP_EDAEMON or -MTP_EBROKEN when the channel is dead). The
+ * fd is one for all channels of the context (it also turns readable when
+ * mtpd goes away), so a thread may wake for another channel's events.
+ * Call mtp_poll() after every wake-up.
  */
 int mtp_wait(mtp_channel *ch, int timeout_ms);
 int mtp_channel_fd(const mtp_channel *ch);

@@ -715,3 +715,64 @@ TEST(connection, credit_bound_data_goes_once_on_a_lossless_path) {
     EXPECT_EQ(server.stats().drops[static_cast<std::size_t>(drop_reason::flow_control)], 0u);
   }
 }
+
+// Without zero copy, an application that polls late (mtpd's slow client of
+// libmtp) still gets every message that arrived before the CLOSE, intact:
+// the receive buffers are given back only once it took them all.
+TEST(connection, a_late_poller_gets_what_arrived_before_close) {
+  time_ns now = 0;
+  connection client(client_cfg({1}), now);
+  connection_config sc = server_cfg(1);
+  sc.zero_copy_delivery = false;
+  connection s1(sc, now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  std::vector<std::byte> buf(1500);
+  auto pump = [&] {  // like exchange(), without polling s1's events
+    for (int r = 0; r < 40; ++r) {
+      bool any = false;
+      for (transmit t; (t = client.poll_transmit(buf, now)).bytes;) {
+        any = true;
+        s1.on_packet({buf.data(), t.bytes}, now);
+      }
+      for (transmit t; (t = s1.poll_transmit(buf, now)).bytes;) {
+        any = true;
+        client.on_packet({buf.data(), t.bytes}, now);
+      }
+      if (!any) break;
+    }
+  };
+  pump();
+  for (uint8_t i = 0; i < 20; ++i) {
+    std::vector<std::byte> m(300, std::byte{i});
+    ASSERT_EQ(client.send(0, m, now), status::ok);
+  }
+  client.flush();
+  pump();
+  client.close(error_code::no_error, "done", now);
+  pump();
+  ASSERT_TRUE(s1.is_closed());
+  // Calls into the closed connection (timers, stray packets) go on first.
+  for (int k = 0; k < 5; ++k) {
+    now += 50'000'000;
+    s1.on_expiry(now);
+    s1.poll_transmit(buf, now);
+  }
+  // The bytes are still held (released, a pool would hand them to the
+  // next session while the events still point at them).
+  const uint64_t held = s1.memory_bytes();
+  EXPECT_GE(held, 20u * 300u);
+  std::vector<std::vector<std::byte>> got;
+  bool closed = false;
+  for (event e; s1.poll_event(e);) {
+    if (e.type == event_type::received) got.emplace_back(e.data.begin(), e.data.end());
+    if (e.type == event_type::closed) closed = true;
+  }
+  ASSERT_EQ(got.size(), 20u);
+  for (std::size_t i = 0; i < got.size(); ++i)
+    EXPECT_EQ(got[i], std::vector<std::byte>(300, std::byte{static_cast<uint8_t>(i)})) << "message " << i;
+  EXPECT_TRUE(closed);
+  // Once polled, the next call gives them back.
+  now += 50'000'000;
+  s1.on_expiry(now);
+  EXPECT_LE(s1.memory_bytes() + 20u * 300u, held);
+}
