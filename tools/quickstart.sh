@@ -9,6 +9,9 @@
 #      and shows what each counted;
 #   3. runs a reliable MTP transfer of 256 MiB between two daemons over
 #      memif, every byte checked at the receiver;
+#   4. runs two daemons that serve applications and two applications
+#      (file_sender, file_receiver of shm-api/examples, through libmtp)
+#      that send an 8 MiB file from one to the other, checked by sha256;
 # and stops everything with SIGTERM, leaving nothing behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,6 +100,31 @@ printf '/mtp/workers\n' | dpdk-telemetry.py -f mtpd-sink 2>/dev/null | grep -oE 
 echo "--- node source:"; stop "${pids[1]}" "$lo"
 echo "--- node sink:"; stop "${pids[0]}" "$ls_"
 pids=()
-rm -f "$log" "$la" "$lb" "$ls_" "$lo"
+
+echo
+echo "=== 4. two applications exchange a file through two daemons (libmtp, shm-api/examples)"
+lc=$(mktemp /tmp/mtpd-apps-a.XXXX.log); ld=$(mktemp /tmp/mtpd-apps-b.XXXX.log)
+file=$(mktemp /tmp/mtp-quickstart.XXXX.bin); rlog=$(mktemp /tmp/mtp-receiver.XXXX.log)
+head -c 8M /dev/urandom >"$file"
+sum=$(sha256sum "$file" | cut -d' ' -f1)
+"$MTPD" --config config/examples/apps-memif/node-b.yaml >"$ld" 2>&1 &
+pids=($!)
+wait_running "$ld" "${pids[0]}"
+"$MTPD" --config config/examples/apps-memif/node-a.yaml >"$lc" 2>&1 &
+pids+=($!)
+wait_running "$lc" "${pids[1]}"
+EX=$PWD/build/shm-api/examples
+"$EX/file_receiver" --socket /run/mtpd/apps-b.sock --expect-bytes 8388608 --sha256 "$sum" >"$rlog" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do grep -q listening "$rlog" && break; sleep 0.1; done
+echo "--- file_sender on node a sends 8 MiB to member 2; file_receiver on node b checks its sha256"
+"$EX/file_sender" --socket /run/mtpd/apps-a.sock --members 2 "$file"
+wait "${pids[2]}" || { cat "$rlog"; echo "quickstart: the receiver failed" >&2; exit 1; }
+cat "$rlog"
+grep -E "^mtpd: application" "$lc" "$ld" | sed 's/^[^:]*://' | head -8
+echo "--- node apps-a:"; stop "${pids[1]}" "$lc"
+echo "--- node apps-b:"; stop "${pids[0]}" "$ld"
+pids=()
+rm -f "$log" "$la" "$lb" "$ls_" "$lo" "$lc" "$ld" "$file" "$rlog"
 echo
 echo "quickstart: done. Configs: config/examples/; operations: docs/operations.md; tests: tools/run-tests.sh"

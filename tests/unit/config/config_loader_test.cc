@@ -47,7 +47,7 @@ TEST(config_loader, every_example_loads) {
     EXPECT_TRUE(r.ok()) << e.path() << ": " << (r.ok() ? "" : r.err()[0].to_string());
     ++n;
   }
-  EXPECT_EQ(n, 9u) << "single-node, two-node-memif (2), four-node-netns (4), transfer-memif (2)";
+  EXPECT_EQ(n, 11u) << "single-node, two-node-memif (2), four-node-netns (4), transfer-memif (2), apps-memif (2)";
 }
 
 TEST(config_loader, example_values_are_read) {
