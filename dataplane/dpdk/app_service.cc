@@ -139,6 +139,7 @@ void endpoint::break_channel(app_link &link, app_channel &ch, const char *why, c
     --app_connections_;
   }
   ch.handles.clear();
+  ch.last_handle = 0;
   ch.backlog.clear();
   ch.backlog_head = 0;
   ch.broken = true;
@@ -228,7 +229,7 @@ unsigned endpoint::serve_channel(app_link &link, uint32_t c, core::time_ns now_n
   unsigned work = 0;
   // What waited for room in its connection goes first, in order.
   while (ch.backlog_head < ch.backlog.size()) {
-    if (ch.events.room() < events_per_command) return work;
+    if (!ch.events.has_room(events_per_command)) return work;
     if (!run_command(link, c, ch.backlog[ch.backlog_head], now_ns)) return work;
     ++ch.backlog_head;
     ++work;
@@ -280,15 +281,26 @@ void endpoint::command_error(app_link &, app_channel &ch, const descriptor &d, r
 }
 
 endpoint::session *endpoint::app_session(app_channel &ch, uint64_t handle) {
+  // Bursts of commands mostly name one connection: the last one found
+  // is checked before the hash map.
+  if (handle != 0 && handle == ch.last_handle) {
+    session *s = sessions_[ch.last_index].get();
+    if (s != nullptr && s->handle == handle && s->app != nullptr && &s->app->channels[s->channel] == &ch) return s;
+  }
   const auto it = ch.handles.find(handle);
   if (it == ch.handles.end()) return nullptr;
   session *s = sessions_[it->second].get();
-  return s != nullptr && s->handle == handle && s->app != nullptr ? s : nullptr;
+  if (s == nullptr || s->handle != handle || s->app == nullptr || &s->app->channels[s->channel] != &ch) return nullptr;
+  ch.last_handle = handle;
+  ch.last_index = it->second;
+  return s;
 }
 
 void endpoint::forget_handle(session &s) {
   if (s.app == nullptr) return;
-  s.app->channels[s.channel].handles.erase(s.handle);
+  app_channel &ch = s.app->channels[s.channel];
+  ch.handles.erase(s.handle);
+  if (ch.last_handle == s.handle) ch.last_handle = 0;
   s.app = nullptr;
   --app_connections_;
   w_.counters.app_connections.set(app_connections_);
@@ -639,7 +651,7 @@ void endpoint::note_joined(session &s, app_channel &ch) {
   for (std::size_t m = 0; m < n; ++m) {
     const uint64_t bit = uint64_t{1} << m;
     if ((s.joined_mask & bit) || !s.conn->member_validated(m)) continue;
-    if (ch.events.room() < 1) return;
+    if (!ch.events.has_room(1)) return;
     descriptor e = event_for(shm::event::member_joined, s.handle);
     e.member = s.conn->member_id(m);
     post(ch, e);
@@ -653,7 +665,7 @@ bool endpoint::deliver_stage(session &s, app_channel &ch) {
   app_link &link = *s.app;
   const uint32_t piece_max = link.handoff->layout.plan.buffer_bytes;
   for (;;) {
-    if (ch.events.room() < 2) return false;
+    if (!ch.events.has_room(2)) return false;
     const uint32_t b = link.ledger.lend_for_receive();
     if (b == shm::no_buffer) return false;
     const std::size_t n = std::min<std::size_t>(piece_max, s.stage.bytes.size() - s.stage.done);
@@ -699,7 +711,7 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
     w_.counters.app_backpressure.inc();
   };
   if (!s.announced) {
-    if (ch.events.room() < 1) return stall();
+    if (!ch.events.has_room(1)) return stall();
     descriptor a = event_for(shm::event::connection_received, s.handle);
     a.value = s.listener_handle;
     a.member = s.conn->member_id(0);
@@ -710,7 +722,7 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
   note_joined(s, ch);
   for (;;) {
     // Room for one event of any kind, or a received piece.
-    if (ch.events.room() < 2 || link.ledger.free_receive() == 0) return stall();
+    if (!ch.events.has_room(2) || link.ledger.free_receive() == 0) return stall();
     if (!s.conn->poll_event(e)) break;
     descriptor d = event_for(shm::event::ready, s.handle);
     auto pop_cookie = [&] {

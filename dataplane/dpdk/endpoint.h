@@ -91,6 +91,8 @@ class endpoint {
     shm::ring_consumer<shm::descriptor> commands;
     shm::ring_producer<shm::descriptor> events;
     std::unordered_map<uint64_t, uint32_t> handles;  ///< handle -> session slot
+    uint64_t last_handle = 0;  ///< the last handle found (0: none), and its slot
+    uint32_t last_index = 0;
     bool broken = false;  ///< its rings were corrupted: no longer served
     bool posted = false;  ///< events posted since the last wake-up check
     /// Commands taken from the ring but not run yet: from a send its

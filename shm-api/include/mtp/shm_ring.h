@@ -59,7 +59,16 @@ class ring_producer {
 
   bool push(const T &item) { return push_burst(&item, 1) == 1; }
 
-  /// Free slots as of the last look at the consumer's index.
+  /// At least n free slots? Looks at the consumer's index only when the
+  /// last look does not show enough (that load is the one that may miss
+  /// the cache: the consumer writes its line).
+  bool has_room(uint32_t n) {
+    if (capacity() - (head_ - tail_cache_) >= n) return true;
+    refresh();
+    return capacity() - (head_ - tail_cache_) >= n;
+  }
+
+  /// Free slots as of a fresh look at the consumer's index.
   uint32_t room() {
     refresh();
     return capacity() - (head_ - tail_cache_);

@@ -59,6 +59,26 @@ TEST(shm_ring, bursts_come_out_in_order_and_fill_exactly_the_capacity) {
   EXPECT_EQ(rx.state(), ring_state::ok);
 }
 
+// has_room() sees what the consumer freed, and never more than there is.
+TEST(shm_ring, has_room_looks_at_the_consumer_only_when_it_must) {
+  ring_memory m(8);
+  ring_producer<descriptor> tx(&m.idx, m.slots.data(), 8);
+  ring_consumer<descriptor> rx(&m.idx, m.slots.data(), 8);
+  descriptor in[8], out[8];
+  for (uint64_t i = 0; i < 8; ++i) in[i] = numbered(i);
+  EXPECT_TRUE(tx.has_room(8));
+  EXPECT_FALSE(tx.has_room(9));
+  EXPECT_EQ(tx.push_burst(in, 6), 6u);
+  EXPECT_TRUE(tx.has_room(2));
+  EXPECT_FALSE(tx.has_room(3));
+  EXPECT_EQ(rx.pop_burst(out, 4), 4u);
+  EXPECT_TRUE(tx.has_room(6)) << "the consumer's tail is looked at when the cached room is short";
+  EXPECT_FALSE(tx.has_room(7));
+  m.idx.tail.store(100, std::memory_order_release);  // a hostile tail
+  EXPECT_FALSE(tx.has_room(7));
+  EXPECT_EQ(tx.state(), ring_state::corrupt);
+}
+
 // Free-running indices wrap at 2^32 without a hiccup.
 TEST(shm_ring, indices_wrap_at_two_to_the_32) {
   ring_memory m(4);
