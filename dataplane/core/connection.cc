@@ -111,6 +111,9 @@ std::size_t connection::member_index(uint32_t id) const {
 }
 bool connection::member_live(std::size_t i) const { return i < members_.size() && members_[i]->live; }
 bool connection::member_validated(std::size_t i) const { return i < members_.size() && members_[i]->validated; }
+bool connection::member_accepted(std::size_t i) const {
+  return i < members_.size() && members_[i]->accepted && members_[i]->live;
+}
 const rtt_estimator &connection::member_rtt(std::size_t i) const { return members_[i]->rtt; }
 uint64_t connection::member_cwnd(std::size_t i) const { return members_[i]->cc->cwnd(); }
 uint64_t connection::member_bytes_in_flight(std::size_t i) const { return members_[i]->bytes_in_flight; }

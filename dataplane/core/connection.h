@@ -271,6 +271,9 @@ class connection {
   bool member_live(std::size_t index) const;
   /// The member proved it receives our packets (it acknowledged one).
   bool member_validated(std::size_t index) const;
+  /// The member accepted the connection: it sent a valid packet on it
+  /// (protocol.md 5.1), and has not left since.
+  bool member_accepted(std::size_t index) const;
   /// Bytes held in send buffers awaiting acknowledgement (0 when all is stable).
   uint64_t send_buffered_bytes() const;
   /// Packets awaiting acknowledgement.

@@ -134,7 +134,9 @@ void endpoint::break_channel(app_link &link, app_channel &ch, const char *why, c
     session *s = sessions_[index].get();
     if (s == nullptr || s->app != &link) continue;
     s->app = nullptr;
-    s->conn->abort(core::error_code::no_error, why, now_ns);
+    // Not no_error: the peers must not take a dead application's end for
+    // a graceful close (they see Closed / MemberLeft with code 0x100).
+    s->conn->abort(core::error_code::application, why, now_ns);
     mark_dirty(*s);
     --app_connections_;
   }
@@ -425,17 +427,16 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
   if (whole) std::memcpy(&ip, shm::buffer_at(link.handoff->base, link.handoff->layout, d.buffer) + d.offset, sizeof ip);
   link.ledger.complete_send(d.buffer);
   auto refuse = [&](reason why) { command_error(link, ch, d, why, true); };
-  if (!whole || ip.magic != shm::initiate_params::current_magic) return refuse(reason::bad_params);
+  if (!whole) return refuse(reason::bad_params);
   if (d.connection == 0 || (d.connection >> 63) != 0) return refuse(reason::bad_params);
   if (ch.handles.count(d.connection) || (listener_.link == &link && listener_.handle == d.connection))
     return refuse(reason::handle_in_use);
-  if (ip.security == 2 || ip.ordering > 1 || ip.multicast > 1) return refuse(reason::not_supported);
-  if (ip.stream_mode > 1 || ip.reliability > 2 || ip.congestion > 1 || ip.streams > rt_.config.limits.streams_per_session)
-    return refuse(reason::bad_params);
+  if (const reason why = shm::check_initiate_params(ip, rt_.config.limits.streams_per_session, false);
+      why != reason::none)
+    return refuse(why);
   std::vector<uint32_t> members;
   uint32_t threshold = ip.threshold;
   if (ip.member_count == 0) {
-    ip.group[sizeof ip.group - 1] = '\0';
     const cfg::group_config *g = nullptr;
     for (const auto &gc : rt_.config.groups)
       if (gc.name == ip.group) g = &gc;
@@ -443,15 +444,11 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
     members = g->members;
     if (threshold == 0) threshold = g->threshold;
   } else {
-    if (ip.member_count > shm::initiate_params::max_members) return refuse(reason::bad_params);
     members.assign(ip.members, ip.members + ip.member_count);
   }
   if (threshold > members.size()) return refuse(reason::bad_params);
   std::vector<peer> peers;
   for (std::size_t i = 0; i < members.size(); ++i) {
-    if (std::find(members.begin(), members.begin() + static_cast<std::ptrdiff_t>(i), members[i]) !=
-        members.begin() + static_cast<std::ptrdiff_t>(i))
-      return refuse(reason::bad_params);  // listed twice
     std::size_t ci = rt_.config.peers.size();
     for (std::size_t k = 0; k < rt_.config.peers.size(); ++k)
       if (rt_.config.peers[k].id == members[i]) ci = k;
@@ -533,10 +530,10 @@ void endpoint::listen(app_link &link, uint32_t c, const descriptor &d) {
   if (ch.handles.count(d.connection)) return refuse(reason::handle_in_use);
   if (listener_.link != nullptr) return refuse(reason::listener_exists);
   if (rt_.config.test.sink.enabled) return refuse(reason::listener_exists);  // the test sink takes them
-  if (have_params && (ip.magic != shm::initiate_params::current_magic ||
-                      ip.streams > rt_.config.limits.streams_per_session || ip.stream_mode > 1))
-    return refuse(reason::bad_params);
-  if (have_params && (ip.security == 2 || ip.ordering > 1)) return refuse(reason::not_supported);
+  if (have_params)
+    if (const reason why = shm::check_initiate_params(ip, rt_.config.limits.streams_per_session, true);
+        why != reason::none)
+      return refuse(why);
   listener_.link = &link;
   listener_.channel = c;
   listener_.handle = d.connection;
@@ -650,7 +647,7 @@ void endpoint::note_joined(session &s, app_channel &ch) {
   if (s.joined_mask == all) return;
   for (std::size_t m = 0; m < n; ++m) {
     const uint64_t bit = uint64_t{1} << m;
-    if ((s.joined_mask & bit) || !s.conn->member_validated(m)) continue;
+    if ((s.joined_mask & bit) || !s.conn->member_accepted(m)) continue;
     if (!ch.events.has_room(1)) return;
     descriptor e = event_for(shm::event::member_joined, s.handle);
     e.member = s.conn->member_id(m);
@@ -675,6 +672,7 @@ bool endpoint::deliver_stage(session &s, app_channel &ch) {
     e.offset = 0;
     e.length = static_cast<uint32_t>(n);
     e.stream = s.stage.stream;
+    e.member = s.stage.member;
     e.value = s.stage.offset + s.stage.done;
     s.stage.done += n;
     const bool last = s.stage.done >= s.stage.bytes.size();
@@ -745,6 +743,7 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
         s.stage.flags = static_cast<uint16_t>(dgram ? shm::is_datagram | shm::end_of_message
                                                     : (e.end_of_message ? shm::end_of_message : 0));
         s.stage.stream = dgram ? 0 : e.stream_id;
+        s.stage.member = e.member;
         s.stage.offset = dgram ? 0 : e.offset;
         s.stage.done = 0;
         s.stage.bytes.assign(e.data.begin(), e.data.end());

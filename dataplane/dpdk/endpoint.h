@@ -163,6 +163,7 @@ class endpoint {
       bool active = false;
       uint16_t flags = 0;
       uint64_t stream = 0, offset = 0;
+      uint32_t member = 0;
       std::size_t done = 0;
       std::vector<std::byte> bytes;
     } stage;

@@ -48,7 +48,10 @@ class Daemon:
             if test:
                 self.config.setdefault("test", {}).update(test)
         for key, value in (extra or {}).items() if self.config else ():
-            self.config.setdefault(key, {}).update(value)
+            if isinstance(value, dict):
+                self.config.setdefault(key, {}).update(value)
+            else:  # a list section, e.g. groups
+                self.config[key] = value
         self.proc = None
         self.log = ""
         self.final = None

@@ -22,7 +22,7 @@ class TestConfig:
                 assert r.returncode == 0, r.stderr
                 assert r.stdout == f"{path}: ok\n"
                 found += 1
-        assert found == 9
+        assert found == 11
 
     def test_broken_config_gets_precise_messages(self, tmp_path):
         """Steps: --check-config on a file with a typo'd key, a bad device and an

@@ -217,7 +217,9 @@ unsigned attach_server::poll(int listen_fd, uint64_t now_ns) {
   for (std::size_t i = 0; i < live_.size();) {
     attached_app &a = *live_[i];
     pollfd p{a.fd, POLLIN | POLLRDHUP, 0};
-    if (::poll(&p, 1, 0) < 0) p.revents = POLLERR;
+    // EINTR is no event: net_tap signals the process for its packets, and
+    // reading it as an error detached applications mid-transfer.
+    if (::poll(&p, 1, 0) < 0) p.revents = errno == EINTR ? 0 : POLLERR;
     bool gone = (p.revents & (POLLERR | POLLHUP | POLLRDHUP | POLLNVAL)) != 0;
     if (!a.attached && !gone) {
       if (p.revents & POLLIN) {

@@ -241,6 +241,20 @@ struct alignas(shm::cache_line_bytes) mtp_channel {
 
   handle_table handles;
   uint64_t next_handle = 1;
+  /// The last handles that ended (Closed, ConnectionError): a command
+  /// posted before the application saw the end is refused by mtpd as
+  /// bad_handle, which is no news. A small ring, no allocation.
+  struct recently_ended {
+    static constexpr uint32_t size = 64;
+    uint64_t h[size] = {};
+    uint32_t next = 0;
+    std::size_t count(uint64_t handle) const {
+      for (uint64_t x : h)
+        if (x == handle) return 1;
+      return 0;
+    }
+  } ended;
+  void note_ended(uint64_t handle) { ended.h[ended.next++ % recently_ended::size] = handle; }
 
   // Popped from to_app and not yet handed out (mtp_poll's `max` ran out).
   descriptor stash[poll_burst];
@@ -637,6 +651,7 @@ bool translate(mtp_channel &ch, const descriptor &d, mtp_event &e) {
                : d.flags & shm::end_of_message ? MTP_EVENT_RECEIVED
                                                : MTP_EVENT_RECEIVED_PARTIAL;
       e.offset = d.value;
+      e.member = d.member;
       e.length = d.length;
       e.data = shm::buffer_at(ch.ctx->base, l, d.buffer) + d.offset;
       e.buffer = d.buffer;
@@ -650,6 +665,12 @@ bool translate(mtp_channel &ch, const descriptor &d, mtp_event &e) {
       return false;
     case shm::event::command_error:
       returned_by_daemon(ch, d.buffer);
+      // A command posted before the application polled its connection's
+      // Closed or ConnectionError meets a handle mtpd already forgot: the
+      // application knows the end from that event, so this says nothing.
+      if (d.reason == static_cast<uint32_t>(shm::reason::bad_handle) && d.connection != 0 &&
+          ch.handles.find(d.connection) == nullptr && ch.ended.count(d.connection) != 0)
+        return false;
       // A refused initiate or listen made no handle in mtpd.
       if (d.value == static_cast<uint64_t>(shm::command::initiate) ||
           d.value == static_cast<uint64_t>(shm::command::listen))
@@ -697,6 +718,7 @@ bool translate(mtp_channel &ch, const descriptor &d, mtp_event &e) {
       e.type = d.type == static_cast<uint16_t>(shm::event::closed) ? MTP_EVENT_CLOSED : MTP_EVENT_CONNECTION_ERROR;
       e.code = d.value;
       ch.handles.erase(d.connection);
+      ch.note_ended(d.connection);
       return true;
   }
   ++ch.events_dropped;  // a type this library does not know

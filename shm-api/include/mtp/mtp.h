@@ -27,10 +27,13 @@
  * Buffers and back-pressure: sends copy the message into the channel's
  * shared send buffers (mtp_send) or take a buffer the application filled
  * (mtp_buffer_get + mtp_send_buffer, no copy); each buffer returns to the
- * channel once mtpd has taken its bytes. When buffers or the command ring
- * are exhausted, or mtpd's send buffer for the stream is full, sends
- * return MTP_EAGAIN or the message comes back as SendError with reason
- * MTP_REASON_WOULD_BLOCK: poll, then retry. Received messages sit in
+ * channel once mtpd has taken its bytes. When mtpd's send buffer for a
+ * stream is full, mtpd holds that send (and the channel's later commands,
+ * in order) until Sent events free room; the command ring then fills, and
+ * when it or the channel's buffers are exhausted sends return MTP_EAGAIN:
+ * poll, then retry. Nothing is reordered or dropped. A command on a
+ * connection whose Closed or ConnectionError the application has not
+ * polled yet is dropped without an event. Received messages sit in
  * mtpd's receive buffers until mtp_release(): an application that does not
  * release stops receiving, and its peers are slowed by flow control;
  * nothing mtpd acknowledged is lost.
@@ -304,7 +307,7 @@ typedef struct mtp_event {
   uint64_t user;              /* SENT, EXPIRED, SEND_ERROR, COMMAND_ERROR: the send's user value */
   uint64_t code;              /* CLOSED, CONNECTION_ERROR, MEMBER_LEFT: the CLOSE error code;
                                  SENT: members that hold it; EXPIRED: members that miss it */
-  uint32_t member;            /* MEMBER_*, CONNECTION_RECEIVED */
+  uint32_t member;            /* MEMBER_*, CONNECTION_RECEIVED, RECEIVED* and DATAGRAM: who sent it */
   uint32_t length;            /* RECEIVED*, DATAGRAM */
   const void *data;           /* RECEIVED*, DATAGRAM: valid until mtp_release(ch, &event) */
   uint32_t buffer;            /* for mtp_release */

@@ -140,7 +140,7 @@ struct initiate_params {
   uint8_t reliability;    ///< default for messages: 0 reliable, 1 partial, 2 unreliable
   uint8_t congestion;     ///< 0 cubic, 1 newreno
   uint8_t security;       ///< 0 none; 1 optional; 2 required (2: not_supported until native security)
-  uint8_t multicast;      ///< 0 prohibited, 1 permitted (no multicast yet: sent as unicast copies)
+  uint8_t multicast;      ///< 0 prohibited, 1 permitted (sent as unicast copies), 2 required (not_supported yet)
   uint8_t reserved0[2];
   uint32_t streams;       ///< streams to open at once, 0 .. 16 (0 means 1)
   char group[32];         ///< NUL-terminated group name, when member_count is 0
@@ -148,5 +148,14 @@ struct initiate_params {
   uint8_t reserved1[8];
 };
 static_assert(sizeof(initiate_params) == 320);
+
+/// What mtpd accepts of an initiate_params (its own copy of the bytes the
+/// application wrote), before it looks at members and groups in its
+/// config. Checks the magic, the ranges of every field, that at most 64
+/// members are listed, none twice, a threshold no larger than the list,
+/// and NUL-terminates `group` in place. `listen`: only the stream fields
+/// matter (members and threshold are ignored). @return reason::none, or
+/// why the command is refused.
+reason check_initiate_params(initiate_params &ip, uint32_t max_streams, bool listen);
 
 }  // namespace mtp::shm
