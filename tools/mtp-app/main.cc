@@ -148,6 +148,7 @@ int run_tx(const options &o) {
   while (stable < o.messages) {
     const uint64_t now = now_ns();
     if (now >= stop_at) break;
+    const uint64_t queued_before = queued;
     if (queued < o.messages) {
       const uint64_t k = std::min<uint64_t>(o.burst, o.messages - queued);
       for (uint64_t i = 0; i < k; ++i) {
@@ -177,6 +178,9 @@ int run_tx(const options &o) {
       }
       mtp_release(a.ch, &ev[i]);
     }
+    // Nothing moved: sleep until mtpd posts (it signals a sleeping
+    // channel), so a daemon sharing this CPU gets it instead of a spin.
+    if (n == 0 && queued == queued_before) mtp_wait(a.ch, 1);
   }
   stop_ns = now_ns();
   stable_at_stop = stable;
