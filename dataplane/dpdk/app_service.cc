@@ -187,8 +187,12 @@ unsigned endpoint::serve_apps(core::time_ns now_ns) {
       session *s = sessions_[index].get();
       if (s == nullptr || !s->app_stalled) continue;
       s->app_stalled = false;
+      const uint64_t posted = w_.counters.app_events.get();
       drain_app_events(*s, now_ns);
-      mark_dirty(*s);  // released receive space may grant credit now
+      // Only a drain that moved something may have released receive space
+      // (credit to grant) or finished the session: servicing every stalled
+      // session at every loop cost a full service() for nothing.
+      if (w_.counters.app_events.get() != posted) mark_dirty(*s);
     }
   }
   // Wake applications asleep on their eventfd that got events. The fence

@@ -1300,7 +1300,14 @@ int mtp_wait(mtp_channel *ch, int timeout_ms) {
   if (ch == nullptr) return MTP_EINVAL;
   const int r = prepare_sleep(*ch);
   if (r < 0) return -r;
-  if (r == 0) return MTP_OK;
+  if (r == 0) {
+    // Releases waiting for room in the command ring: only mtpd's worker
+    // makes that room, and on a shared CPU a spin here keeps it off. A
+    // short nap instead (mtpd does not signal ring room).
+    if (ch->pending_count > 0 && ch->stash_count == 0 && ch->rx.size() == 0 && timeout_ms != 0)
+      ::poll(nullptr, 0, 1);
+    return MTP_OK;
+  }
   mtp_context &ctx = *ch->ctx;
   pollfd fds[2] = {{ctx.att.app_eventfd, POLLIN, 0}, {ctx.att.socket_fd, POLLIN | POLLRDHUP, 0}};
   const int got = ::poll(fds, 2, timeout_ms);

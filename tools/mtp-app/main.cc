@@ -290,6 +290,7 @@ int run_ping(const options &o) {
     bool back = false;
     while (!back && now_ns() < stop_at) {
       const size_t n = mtp_poll(a.ch, ev, 64);
+      if (n == 0) mtp_wait(a.ch, 1);  // a CPU shared with mtpd: no spin
       for (size_t k = 0; k < n; ++k) {
         if (ev[k].type == MTP_EVENT_RECEIVED) {
           back = true;
