@@ -138,6 +138,7 @@ void app_listener::hand_over(const shm::attached_app &a) {
   h->base = a.region.base();
   h->layout = a.region.layout();
   h->app_eventfd = a.app_eventfd;
+  h->daemon_eventfd = a.daemon_eventfd;
   dp::worker_context *w = rt_->workers[next_worker_++ % rt_->workers.size()];
   if (w->app_inbox == nullptr || rte_ring_sp_enqueue(w->app_inbox, h.get()) != 0) {
     MTP_LOG(ERR, "application %llu: cannot hand it to worker lcore %u; it is attached but not served\n",

@@ -15,7 +15,9 @@
 // application's ring fills and its sends say EAGAIN; received data waits
 // in the engine (its window is not released, so the peers slow down)
 // while the application has no free receive buffer or ring room.
+#include <poll.h>
 #include <rte_random.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -923,6 +925,46 @@ void endpoint::resolve_app_peers(core::time_ns now_ns) {
     resolving_[kept++] = index;
   }
   resolving_.resize(kept);
+}
+
+// -- sleeping ----------------------------------------------------------------
+
+// The wake-up protocol of shm_layout.h, mtpd's half: daemon_sleeping set
+// (seq_cst), then every command ring looked at again; the application
+// stores its head, fences, and signals the eventfd if it sees the flag. One
+// of the two sees the other, so no command waits out a whole sleep.
+bool endpoint::sleep(uint64_t ns) {
+  if (apps_.empty() || apps_.size() > 64) {
+    const timespec ts{0, static_cast<long>(ns)};
+    nanosleep(&ts, nullptr);
+    return true;
+  }
+  for (auto &lp : apps_)
+    for (app_channel &ch : lp->channels)
+      if (!ch.broken) ch.header->daemon_sleeping.store(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  bool waiting = false;
+  for (auto &lp : apps_)
+    for (app_channel &ch : lp->channels)
+      if (!ch.broken && (ch.commands.size() != 0 || ch.backlog_head < ch.backlog.size())) waiting = true;
+  pollfd fds[64];
+  nfds_t n = 0;
+  if (!waiting) {
+    for (auto &lp : apps_)
+      if (lp->handoff->daemon_eventfd >= 0) fds[n++] = {lp->handoff->daemon_eventfd, POLLIN, 0};
+    const timespec ts{0, static_cast<long>(ns)};
+    if (ppoll(fds, n, &ts, nullptr) > 0) {
+      w_.counters.app_wakeups.inc();
+      for (nfds_t i = 0; i < n; ++i)
+        if (fds[i].revents & POLLIN) {
+          uint64_t v;
+          [[maybe_unused]] ssize_t r = ::read(fds[i].fd, &v, sizeof v);
+        }
+    }
+  }
+  for (auto &lp : apps_)
+    for (app_channel &ch : lp->channels) ch.header->daemon_sleeping.store(0, std::memory_order_relaxed);
+  return !waiting;
 }
 
 }  // namespace mtp::dp

@@ -82,6 +82,14 @@ class endpoint {
   /// Closes every session (abort) and sends the CLOSEs; at shutdown.
   void shutdown(core::time_ns now_ns);
 
+  /// The worker's idle sleep when it serves applications: tells them it
+  /// sleeps (channel_header::daemon_sleeping), so a command they post
+  /// signals its eventfd and wakes it at once, then sleeps on those
+  /// eventfds for at most ns. @return false if a command was already
+  /// waiting (no sleep).
+  bool sleep(uint64_t ns);
+  bool serves_apps() const { return !apps_.empty(); }
+
  private:
   // -- applications (app_service.cc) ------------------------------------
   /// One channel of an attached application: its rings, as this worker

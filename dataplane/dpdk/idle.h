@@ -24,6 +24,15 @@ struct idle_counters {
   uint64_t sleeps = 0;
 };
 
+/// Who sleeps instead of nanosleep, when the lcore has something that may
+/// wake it early (a worker serving applications: their eventfds). Called
+/// only on the sleeping path, never while busy.
+struct idle_sleeper {
+  void *ctx = nullptr;
+  /// Sleeps at most ns; @return false if it did not sleep (work is waiting).
+  bool (*sleep)(void *ctx, uint64_t ns) = nullptr;
+};
+
 class idle_strategy {
  public:
   explicit idle_strategy(const cfg::idle_config &c)
@@ -32,7 +41,7 @@ class idle_strategy {
         max_sleep_ns_(uint64_t{c.max_sleep_us} * 1000) {}
 
   /// Called once per loop with the work that loop did.
-  void idle(unsigned work, idle_counters &n) {
+  void idle(unsigned work, idle_counters &n, const idle_sleeper *sleeper = nullptr) {
     if (work) {
       empty_ = 0;
       sleep_ns_ = min_sleep_ns;
@@ -49,9 +58,16 @@ class idle_strategy {
       sched_yield();
       return;
     }
+    if (sleeper != nullptr && sleeper->sleep != nullptr) {
+      if (!sleeper->sleep(sleeper->ctx, sleep_ns_)) {
+        empty_ = 0;  // work arrived as it was about to sleep
+        return;
+      }
+    } else {
+      const timespec ts{0, static_cast<long>(sleep_ns_)};
+      nanosleep(&ts, nullptr);
+    }
     ++n.sleeps;
-    const timespec ts{0, static_cast<long>(sleep_ns_)};
-    nanosleep(&ts, nullptr);
     sleep_ns_ = std::min(sleep_ns_ * 2, max_sleep_ns_);
   }
 

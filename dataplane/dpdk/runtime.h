@@ -112,7 +112,8 @@ class counter {
   X(app_backpressure, "polls an application's full ring or buffers held back") \
   X(app_channels_broken, "channels whose ring indices an application broke") \
   X(app_connections, "application connections open now (a gauge)")          \
-  X(sessions_no_listener, "opening packets refused: no application listens")
+  X(sessions_no_listener, "opening packets refused: no application listens") \
+  X(app_wakeups, "idle sleeps an application's command cut short (eventfd)")
 
 /// Round-trip times in log-linear buckets: sixteen per power of two, so a
 /// percentile is read within 6.25%. Bucket i covers [bucket_low(i),
@@ -187,6 +188,7 @@ struct app_handoff {
   void *base = nullptr;       ///< the mapped region
   shm::region_layout layout;  ///< from mtpd's own plan, never read back from the region
   int app_eventfd = -1;       ///< signalled after posting when a channel's app_sleeping is set
+  int daemon_eventfd = -1;    ///< the application signals it when daemon_sleeping is set
   /// handed -> leave (control: the application detached) -> released
   /// (worker: its connections are aborted and it no longer touches the region).
   std::atomic<uint32_t> state{handed};

@@ -452,6 +452,9 @@ int worker_main(void *arg) {
   // Every worker runs sessions: those whose connection id it owns, for
   // applications and for the test source and sink.
   ws.ep = std::make_unique<endpoint>(rt, w, to_ns(rte_rdtsc()));
+  // Serving applications, the idle sleep is on their eventfds: a command
+  // wakes the worker at once (shm_layout.h daemon_sleeping).
+  const idle_sleeper sleeper{ws.ep.get(), [](void *ep, uint64_t ns) { return static_cast<endpoint *>(ep)->sleep(ns); }};
   MTP_LOG(INFO, "worker lcore %u: polling queue %u on %zu port(s)%s\n", w.lcore, w.queue, rt.ports.size(),
           ws.ep ? ", MTP sessions" : "");
 
@@ -467,7 +470,7 @@ int worker_main(void *arg) {
     if (ws.ep && w.handoff != nullptr) work += drain_inbox(rt, w, ws, now_ns);
     if (ws.ep) work += ws.ep->poll(now_ns);
     w.counters.loops.inc();
-    idle.idle(work, idle_n);
+    idle.idle(work, idle_n, ws.ep->serves_apps() ? &sleeper : nullptr);
     // Idle counters live in the loop's registers; publish them now and then.
     if (idle_n.idle_loops >= 1024 || (work && idle_n.idle_loops)) {
       w.counters.idle_loops.add(idle_n.idle_loops);
