@@ -26,7 +26,6 @@
 
 #include "endpoint.h"
 #include "log.h"
-#include "neighbour.h"
 
 namespace mtp::dp {
 
@@ -836,16 +835,7 @@ endpoint::session *endpoint::accept_for_app(std::size_t port_index, const core::
   c.members = {sender};
   c.zero_copy_delivery = false;
   c.max_events = app_max_events;
-  peer p;
-  p.known = true;
-  p.port = port_index;
-  p.to.dst_mac = v.ends.src_mac;
-  std::memcpy(p.to.src_mac.data(), rt_.ports[port_index].mac.addr_bytes, 6);
-  p.to.src_ip = v.ends.dst_ip;
-  p.to.dst_ip = v.ends.src_ip;
-  p.to.src_port = v.ends.dst_port;
-  p.to.dst_port = v.ends.src_port;
-  sp->members.push_back(p);
+  sp->members.push_back(peer_from(port_index, v));
   sp->conn = std::make_unique<core::connection>(c, now_ns);
   const bool listening = listener_.link != nullptr;
   if (listening) {
@@ -897,24 +887,7 @@ void endpoint::resolve_app_peers(core::time_ns now_ns) {
       }
       all = false;
       if (!ask) continue;
-      rte_mbuf *m = rte_pktmbuf_alloc(rt_.pool);
-      if (m == nullptr) {
-        w_.counters.tx_nombuf.inc();
-        continue;
-      }
-      auto *out = reinterpret_cast<std::byte *>(rte_pktmbuf_append(m, core::neighbour_solicitation_size));
-      const std::size_t len =
-          p.to.dst_ip.family == 4
-              ? core::build_arp_request({out, core::arp_request_size}, p.to.src_mac, p.to.src_ip, p.to.dst_ip)
-              : core::build_neighbour_solicitation({out, core::neighbour_solicitation_size}, p.to.src_mac,
-                                                   p.to.src_ip, p.to.dst_ip);
-      if (len == 0) {
-        rte_pktmbuf_free(m);
-        continue;
-      }
-      rte_pktmbuf_trim(m, static_cast<uint16_t>(core::neighbour_solicitation_size - len));
-      w_.counters.neighbour_requests.inc();
-      queue_tx(p.port, m, false);
+      ask_neighbour(p);
     }
     if (ask) s->next_resolve_ns = now_ns + 50'000'000;
     if (all) {

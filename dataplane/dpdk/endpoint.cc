@@ -97,27 +97,12 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
   // MAC; its connection starts once they are (or after 3 s with whom it
   // has), so its first packets and its member timeouts do not run ahead
   // of the addresses.
-  for (uint32_t id : src.members) {
-    peer p;
-    for (std::size_t ci = 0; ci < rt_.config.peers.size(); ++ci) {
-      const auto &pc = rt_.config.peers[ci];
-      if (pc.id != id) continue;
-      std::size_t port = 0;
-      for (std::size_t i = 0; i < rt_.ports.size(); ++i)
-        if (rt_.ports[i].name == pc.port) port = i;
-      p.port = port;
-      p.config_index = ci;
-      p.known = rt_.peer_mac(ci, p.to.dst_mac);
-      unresolved_ += !p.known;
-      std::memcpy(p.to.src_mac.data(), rt_.ports[port].mac.addr_bytes, 6);
-      p.to.dst_ip = pc.ip;
-      for (const auto &a : rt_.ports[port].config->addresses)
-        if (a.address.family == pc.ip.family) p.to.src_ip = a.address;
-      p.to.src_port = rt_.config.node.udp_port;
-      p.to.dst_port = rt_.config.node.udp_port;
-    }
-    source_members_.push_back(p);
-  }
+  for (uint32_t id : src.members)
+    for (std::size_t ci = 0; ci < rt_.config.peers.size(); ++ci)
+      if (rt_.config.peers[ci].id == id) {
+        source_members_.push_back(peer_of(ci));
+        unresolved_ += !source_members_.back().known;
+      }
   source_pending_ = true;
 }
 
@@ -275,18 +260,7 @@ endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_fram
   core::connection_config c = base_config(cid, rt_.config.test.sink.window_bytes);
   c.side = core::role::server;
   c.members = {sender};
-  peer p;
-  p.known = true;
-  p.port = port_index;
-  // Answer where it came from, from the address it was sent to: the
-  // member's address is bound from here on.
-  p.to.dst_mac = v.ends.src_mac;
-  std::memcpy(p.to.src_mac.data(), rt_.ports[port_index].mac.addr_bytes, 6);
-  p.to.src_ip = v.ends.dst_ip;
-  p.to.dst_ip = v.ends.src_ip;
-  p.to.src_port = v.ends.dst_port;
-  p.to.dst_port = v.ends.src_port;
-  s->members.push_back(p);
+  s->members.push_back(peer_from(port_index, v));
   s->conn = std::make_unique<core::connection>(c, now_ns);
   s->next_offset.assign(c.max_streams, 0);
   if (rt_.config.test.sink.echo)
@@ -300,6 +274,21 @@ endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_fram
   MTP_LOG(INFO, "sink: accepted connection %llx from member %u (%s) on worker lcore %u\n",
           static_cast<unsigned long long>(cid), sender, core::format_ip(v.ends.src_ip).c_str(), w_.lcore);
   return added;
+}
+
+// The client of an accepted connection: answered where it came from, from
+// the address it was sent to; its address is bound from here on.
+endpoint::peer endpoint::peer_from(std::size_t port_index, const core::udp_frame_view &v) const {
+  peer p;
+  p.known = true;
+  p.port = port_index;
+  p.to.dst_mac = v.ends.src_mac;
+  std::memcpy(p.to.src_mac.data(), rt_.ports[port_index].mac.addr_bytes, 6);
+  p.to.src_ip = v.ends.dst_ip;
+  p.to.dst_ip = v.ends.src_ip;
+  p.to.src_port = v.ends.dst_port;
+  p.to.dst_port = v.ends.src_port;
+  return p;
 }
 
 // Packets of a session come from its members' bound addresses (the
@@ -644,29 +633,34 @@ bool endpoint::resolve_members(core::time_ns now_ns) {
     }
     ++unresolved_;
     if (!ask) continue;
-    rte_mbuf *m = rte_pktmbuf_alloc(rt_.pool);
-    if (m == nullptr) {
-      w_.counters.tx_nombuf.inc();
-      continue;
-    }
-    auto *out = reinterpret_cast<std::byte *>(rte_pktmbuf_append(m, core::neighbour_solicitation_size));
-    const std::size_t len = p.to.dst_ip.family == 4
-                                ? core::build_arp_request({out, core::arp_request_size}, p.to.src_mac, p.to.src_ip, p.to.dst_ip)
-                                : core::build_neighbour_solicitation({out, core::neighbour_solicitation_size}, p.to.src_mac,
-                                                                     p.to.src_ip, p.to.dst_ip);
-    if (len == 0) {
-      rte_pktmbuf_free(m);
-      continue;
-    }
-    rte_pktmbuf_trim(m, static_cast<uint16_t>(core::neighbour_solicitation_size - len));
-    w_.counters.neighbour_requests.inc();
-    queue_tx(p.port, m, false);
+    ask_neighbour(p);
   }
   if (ask) {
     request_interval_ns_ = std::clamp<core::time_ns>(request_interval_ns_ * 2, 20'000'000, 1'000'000'000);
     next_request_ns_ = now_ns + request_interval_ns_;
   }
   return unresolved_ == 0;
+}
+
+// An ARP request (IPv4) or a neighbour solicitation (IPv6) for a member.
+void endpoint::ask_neighbour(const peer &p) {
+  rte_mbuf *m = rte_pktmbuf_alloc(rt_.pool);
+  if (m == nullptr) {
+    w_.counters.tx_nombuf.inc();
+    return;
+  }
+  auto *out = reinterpret_cast<std::byte *>(rte_pktmbuf_append(m, core::neighbour_solicitation_size));
+  const std::size_t len = p.to.dst_ip.family == 4
+                              ? core::build_arp_request({out, core::arp_request_size}, p.to.src_mac, p.to.src_ip, p.to.dst_ip)
+                              : core::build_neighbour_solicitation({out, core::neighbour_solicitation_size}, p.to.src_mac,
+                                                                   p.to.src_ip, p.to.dst_ip);
+  if (len == 0) {
+    rte_pktmbuf_free(m);
+    return;
+  }
+  rte_pktmbuf_trim(m, static_cast<uint16_t>(core::neighbour_solicitation_size - len));
+  w_.counters.neighbour_requests.inc();
+  queue_tx(p.port, m, false);
 }
 
 void endpoint::queue_tx(std::size_t port, rte_mbuf *mb, bool mtp) {

@@ -198,7 +198,11 @@ class endpoint {
   void note_joined(session &s, app_channel &ch);
   session *accept_for_app(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid, uint32_t sender,
                           core::time_ns now_ns);
+  /// A configured peer (config.peers[config_index]) as a member to send to.
   peer peer_of(std::size_t config_index) const;
+  /// The sender of an opening frame as the member to answer.
+  peer peer_from(std::size_t port_index, const core::udp_frame_view &v) const;
+  void ask_neighbour(const peer &p);
   void resolve_app_peers(core::time_ns now_ns);
   session *find(uint64_t connection_id);
   session *add(std::unique_ptr<session> s);
