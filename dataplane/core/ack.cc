@@ -277,6 +277,7 @@ void connection::check_stability(send_stream &s, time_ns) {
   }
   if (s.base == base_before) return;
   s.buf.release_below(s.base);
+  release_pieces_below(s);
   for (auto &pm : s.per_member) {
     pm.acked.erase_below(s.base);
     pm.skip.erase_below(s.base);

@@ -249,19 +249,47 @@ bool connection::push_event(const event &e) {
 bool connection::poll_event(event &out) {
   if (event_head_ == event_tail_) return false;
   out = events_.at(event_head_++);
-  if (!cfg_.zero_copy_delivery) {
-    // What the application has seen may be released at its next call.
-    if (out.type == event_type::received) {
-      const std::size_t mi = member_index(out.member);
-      if (mi < members_.size() && out.stream_id < members_[mi]->recv.size() && members_[mi]->recv[out.stream_id]) {
-        recv_stream &r = *members_[mi]->recv[out.stream_id];
-        if (r.unpolled) --r.unpolled;
-      }
-    } else if (out.type == event_type::datagram) {
-      arena_polled_ = std::max(arena_polled_, out.offset + out.data.size());
+  if (out.type != event_type::received && out.type != event_type::datagram) return true;
+  // What the application has seen may be released at its next call.
+  if (out.arena_end != 0) {
+    arena_polled_ = std::max(arena_polled_, out.arena_end);
+    --held_events_;
+  } else if (out.type == event_type::received && !out.in_packet) {
+    --held_events_;
+    const std::size_t mi = member_index(out.member);
+    if (mi < members_.size() && out.stream_id < members_[mi]->recv.size() && members_[mi]->recv[out.stream_id]) {
+      recv_stream &r = *members_[mi]->recv[out.stream_id];
+      if (r.unpolled) --r.unpolled;
     }
   }
   return true;
+}
+
+// Arena room for `bytes` more, placed as keep_packet_data() and datagrams
+// place them (never across a chunk: a piece may skip to the next one).
+bool connection::arena_reserve(std::size_t bytes) {
+  const uint64_t want = arena_tail_ + 2 * bytes;
+  return want - arena_released_ <= rx_arena_.window() && rx_arena_.reserve(arena_tail_, want);
+}
+
+void connection::keep_packet_data() {
+  if (in_packet_events_ == 0) return;
+  in_packet_events_ = 0;
+  const uint64_t chunk = rx_arena_.chunk();
+  for (uint64_t i = event_head_; i < event_tail_; ++i) {
+    event &e = events_.at(i);
+    if (!e.in_packet) continue;
+    e.in_packet = false;
+    ++held_events_;
+    if (e.data.empty()) continue;
+    uint64_t at = arena_tail_;
+    if ((at & (chunk - 1)) + e.data.size() > chunk) at = (at + chunk - 1) & ~(chunk - 1);
+    // Reserved by arena_reserve() before the packet was taken.
+    rx_arena_.write(at, e.data);
+    e.data = rx_arena_.piece(at, at + e.data.size());
+    arena_tail_ = at + e.data.size();
+    e.arena_end = arena_tail_;
+  }
 }
 
 void connection::check_ready() {
@@ -286,7 +314,7 @@ void connection::begin_call(time_ns now) {
     // Without zero copy, Received events not yet polled point into the
     // receive buffers: they stay until the application took them all (a
     // slow application still gets every byte that arrived before CLOSE).
-    if (!recv_released_ && (cfg_.zero_copy_delivery || event_head_ == event_tail_)) {
+    if (!recv_released_ && (polls_every_call() || held_events_ == 0)) {
       recv_released_ = true;
       for (auto &m : members_)
         for (auto &r : m->recv) r.reset();
@@ -398,6 +426,7 @@ void connection::enter_draining(time_ns now) {
     if (!s) continue;
     s->buf.clear();
     s->base = s->write_end;
+    release_pieces_below(*s);
     for (auto &pm : s->per_member) {
       pm.acked.clear();
       pm.skip.clear();
@@ -444,39 +473,44 @@ status connection::open_stream(uint64_t id, stream_mode mode, ordering ord) {
   s->buf.init(&acct_, cfg_.stream_buffer_bytes);
   s->msgs.bind(&acct_, cfg_.max_messages);
   s->retx.bind(&acct_, uint64_t{cfg_.max_messages} * members_.size());
+  s->ext.bind(&acct_, cfg_.max_messages);
   s->per_member.reserve(members_.size());
   // A message adds at most one disjoint range to each set.
   for (std::size_t m = 0; m < members_.size(); ++m) {
     s->per_member.emplace_back(cfg_.max_messages + 1, &acct_);
-    if (!s->per_member.back().acked.reserve(8)) return status::would_block;
+    // Repairs moved to ranges (unpin_head) need their room most when
+    // memory is short: it is taken now.
+    stream_member &sm = s->per_member.back();
+    if (!sm.acked.reserve(8) || !sm.resend.reserve(8) || !sm.fwd_owed.reserve(8)) return status::would_block;
   }
   send_streams_[id] = std::move(s);
   return status::ok;
 }
 
-status connection::send(uint64_t stream_id, std::span<const std::byte> data, const message_options &opt,
-                        time_ns now, uint64_t *message_id) {
+// Everything a message needs in its stream's tables is taken here, or
+// nothing: the rest of its life never finds a table full.
+status connection::prepare_send(uint64_t stream_id, uint64_t size, const message_options &opt, send_stream **out) {
   if (state_ != state::open) return status::closed;
   if (stream_id >= send_streams_.size() || !send_streams_[stream_id]) return status::bad_stream;
   send_stream &s = *send_streams_[stream_id];
   if (s.fin_requested) return status::bad_stream;
   if (s.mode == stream_mode::bytes && opt.rel != reliability::reliable) return status::invalid;
-  if (data.size() > cfg_.stream_buffer_bytes) return status::too_large;
-  if (s.mode == stream_mode::message && data.empty()) return status::invalid;
-  if (s.write_end + data.size() - s.base > cfg_.stream_buffer_bytes) return status::would_block;
-  // Everything the message needs is taken now, or nothing: the rest of
-  // its life never finds a table full.
+  if (size > cfg_.stream_buffer_bytes) return status::too_large;
+  if (s.mode == stream_mode::message && size == 0) return status::invalid;
+  if (s.write_end + size - s.base > cfg_.stream_buffer_bytes) return status::would_block;
   const uint64_t live = s.msg_tail - s.msg_head;
   if (!s.msgs.ensure(live + 1, s.msg_head, s.msg_tail)) return status::would_block;
   if (opt.rel == reliability::partial &&
       !s.retx.ensure((live + 1) * members_.size(), s.msg_head * members_.size(), s.msg_tail * members_.size()))
     return status::would_block;
-  if (!s.buf.reserve(s.write_end, s.write_end + data.size())) return status::would_block;
+  *out = &s;
+  return status::ok;
+}
 
+void connection::commit_message(send_stream &s, uint64_t size, const message_options &opt, time_ns now,
+                                uint64_t *message_id) {
   const uint64_t start = s.write_end;
-  s.buf.write(start, data);
-  s.write_end += data.size();
-
+  s.write_end += size;
   const uint64_t seq = s.msg_tail++;
   message_record &r = s.msgs.at(seq);
   r = message_record{};
@@ -495,7 +529,97 @@ status connection::send(uint64_t stream_id, std::span<const std::byte> data, con
   if (s.oldest_unsent_ns == never) s.oldest_unsent_ns = now;
   if (opt.low_latency) flush_requested_ = true;
   if (message_id) *message_id = seq;
+}
+
+status connection::send(uint64_t stream_id, std::span<const std::byte> data, const message_options &opt,
+                        time_ns now, uint64_t *message_id) {
+  send_stream *sp = nullptr;
+  if (const status st = prepare_send(stream_id, data.size(), opt, &sp); st != status::ok) return st;
+  send_stream &s = *sp;
+  if (!s.buf.reserve(s.write_end, s.write_end + data.size())) return status::would_block;
+  s.buf.write(s.write_end, data);
+  commit_message(s, data.size(), opt, now, message_id);
   return status::ok;
+}
+
+status connection::send_pieces(uint64_t stream_id, std::span<const send_piece> pieces, const message_options &opt,
+                               time_ns now, uint64_t *message_id) {
+  uint64_t size = 0;
+  const std::size_t count = pieces.size();  // empty ones too: every token comes back
+  for (const send_piece &p : pieces) {
+    if (p.data.size() > cfg_.stream_buffer_bytes) return status::too_large;
+    size += p.data.size();
+  }
+  send_stream *sp = nullptr;
+  if (const status st = prepare_send(stream_id, size, opt, &sp); st != status::ok) return st;
+  send_stream &s = *sp;
+  if (count > s.ext.max_capacity()) return status::too_large;
+  if (!s.ext.ensure(s.ext_tail - s.ext_head + count, s.ext_head, s.ext_tail)) return status::would_block;
+  uint64_t at = s.write_end;
+  for (const send_piece &p : pieces) {
+    send_stream::piece &e = s.ext.at(s.ext_tail++);
+    e.start = at;
+    e.data = p.data.data();
+    e.len = static_cast<uint32_t>(p.data.size());
+    e.token = p.token;
+    at += p.data.size();
+  }
+  commit_message(s, size, opt, now, message_id);
+  return status::ok;
+}
+
+// Pieces wholly below the base are read no more: their tokens go back.
+void connection::release_pieces_below(send_stream &s) {
+  const uint64_t before = s.ext_released;
+  while (s.ext_released < s.ext_tail) {
+    const send_stream::piece &p = s.ext.at(s.ext_released);
+    if (p.start + p.len > s.base) break;
+    ++s.ext_released;
+  }
+  pieces_released_ += s.ext_released - before;
+}
+
+std::size_t connection::poll_released(std::span<uint64_t> out) {
+  std::size_t n = 0;
+  for (auto &sp : send_streams_) {
+    if (!sp) continue;
+    send_stream &s = *sp;
+    while (s.ext_head < s.ext_released && n < out.size()) {
+      out[n++] = s.ext.at(s.ext_head++).token;
+      --pieces_released_;
+    }
+    if (n == out.size()) break;
+  }
+  return n;
+}
+
+void connection::release_all_pieces(time_ns now) {
+  if (state_ < state::draining) abort(error_code::internal, "connection removed", now);
+  for (auto &sp : send_streams_)
+    if (sp) release_pieces_below(*sp);
+}
+
+void connection::read_stream(const send_stream &s, uint64_t off, std::span<std::byte> out) const {
+  std::size_t done = 0;
+  uint64_t i = std::max(s.ext_cursor, s.ext_released);
+  if (i >= s.ext_tail || s.ext.at(i).start > off) i = s.ext_released;
+  while (done < out.size()) {
+    const uint64_t at = off + done;
+    // The piece holding `at`, or the first one after it.
+    while (i < s.ext_tail && s.ext.at(i).start + s.ext.at(i).len <= at) ++i;
+    std::size_t n = out.size() - done;
+    if (i < s.ext_tail && s.ext.at(i).start <= at) {
+      const send_stream::piece &p = s.ext.at(i);
+      const uint64_t in = at - p.start;
+      n = std::min<std::size_t>(n, static_cast<std::size_t>(p.len - in));
+      std::memcpy(out.data() + done, p.data + in, n);
+      s.ext_cursor = i;
+    } else {
+      if (i < s.ext_tail) n = std::min<std::size_t>(n, static_cast<std::size_t>(s.ext.at(i).start - at));
+      s.buf.read(at, out.subspan(done, n));
+    }
+    done += n;
+  }
 }
 
 status connection::finish_stream(uint64_t stream_id) {
@@ -606,6 +730,7 @@ void connection::trim_memory() {
       s->msgs.reset();
       s->retx.reset();
     }
+    if (s->ext_head == s->ext_tail && s->ext.capacity() > 64) s->ext.reset();
   }
 }
 

@@ -142,6 +142,8 @@ struct event {
   uint32_t count = 0;
   uint64_t error_code = 0;
   uint32_t reason = 0;
+  bool in_packet = false;  ///< data points into the packet given to on_packet() (zero copy)
+  uint64_t arena_end = 0;  ///< internal: data copied to the connection's arena ends there (0: not in it)
 };
 
 /// Error codes carried in CLOSE (protocol.md 7).
@@ -229,12 +231,46 @@ class connection {
   status send(uint64_t stream_id, std::span<const std::byte> data, time_ns now) {
     return send(stream_id, data, cfg_.defaults, now);
   }
+  /// Bytes the caller keeps unchanged, not copied, until the connection
+  /// hands `token` back through poll_released().
+  struct send_piece {
+    std::span<const std::byte> data;
+    uint64_t token = 0;
+  };
+  /// Queues one message (or bytes, on a byte stream) made of `pieces`
+  /// without copying them: packets are built from the caller's memory.
+  /// Each piece is referenced until its bytes are stable, given up or the
+  /// connection closed; poll_released() then returns its token. On any
+  /// status but ok nothing is referenced. Status as send().
+  status send_pieces(uint64_t stream_id, std::span<const send_piece> pieces, const message_options &opt,
+                     time_ns now, uint64_t *message_id = nullptr);
+  /// Tokens of pieces the connection reads no more, in the order they
+  /// were queued per stream. @return how many were written to `out`.
+  std::size_t poll_released(std::span<uint64_t> out);
+  /// Pieces wait in poll_released().
+  bool has_released() const { return pieces_released_ != 0; }
+  /// Before the caller destroys a connection that is not closed: every
+  /// piece is released, and the connection sends nothing any more.
+  void release_all_pieces(time_ns now);
   /// Ends a byte stream after what was queued.
   status finish_stream(uint64_t stream_id);
   /// Queues an unreliable, unordered datagram (at most max_datagram_bytes()).
   status send_datagram(std::span<const std::byte> data, time_ns now);
   /// The largest datagram one packet carries (protocol.md 4.6).
   std::size_t max_datagram_bytes() const;
+  /// Turns zero-copy delivery (connection_config::zero_copy_delivery) on
+  /// or off from the next packet on, for a caller that cannot always poll
+  /// every event before its next call: after a packet, keep_packet_data()
+  /// makes what it left unpolled outlive the packet. Zero copy is then
+  /// used only while the connection has room to keep a packet's data.
+  void set_zero_copy_delivery(bool on) {
+    cfg_.zero_copy_delivery = on;
+    keepable_ = true;
+  }
+  /// Copies the data of unpolled events that point into the last packet
+  /// into the connection's memory (reserved before the packet was taken),
+  /// so they stay valid until polled like any other.
+  void keep_packet_data();
   /// Sends what is queued without waiting to fill packets (end of a burst).
   void flush() { flush_requested_ = true; }
   /// Closes gracefully: refuses new data, finishes sending and repairing
@@ -359,6 +395,11 @@ class connection {
   uint64_t stream_send_limit(uint64_t stream_id) const;
   uint64_t connection_send_room() const;
   message_record *find_message(send_stream &s, uint64_t seq);
+  /// Copies stream bytes [off, off + out.size()) from pieces or the buffer.
+  void read_stream(const send_stream &s, uint64_t off, std::span<std::byte> out) const;
+  void release_pieces_below(send_stream &s);
+  status prepare_send(uint64_t stream_id, uint64_t size, const message_options &opt, send_stream **out);
+  void commit_message(send_stream &s, uint64_t size, const message_options &opt, time_ns now, uint64_t *message_id);
 
   // ack.cc
   bool on_ack_frame(std::size_t m, const ack_frame &a, time_ns now);
@@ -410,6 +451,15 @@ class connection {
   stream_buffer rx_arena_;
   uint64_t arena_tail_ = 0, arena_polled_ = 0, arena_released_ = 0;
   uint64_t conn_bytes_sent_ = 0;  ///< sum over streams of sent_end: the group's connection-level offset
+  uint64_t held_events_ = 0;      ///< unpolled data events pointing into the connection's buffers or arena
+  uint32_t in_packet_events_ = 0;  ///< events of this call pointing into its packet
+  bool zc_now_ = false;            ///< this packet's data may be delivered in place
+  bool keepable_ = false;          ///< set_zero_copy_delivery() was used: keep_packet_data() may follow
+  bool arena_reserve(std::size_t bytes);
+  /// The caller polls every event before its next call (zero copy by
+  /// config): what events showed is free at the next call.
+  bool polls_every_call() const { return cfg_.zero_copy_delivery && !keepable_; }
+  uint64_t pieces_released_ = 0;  ///< over all streams: released pieces not yet polled
   bool flush_requested_ = false;
   bool send_blocked_ = false;  ///< new data waits for tracking room or validation: no timer wakes it
   bool ready_reported_ = false;

@@ -94,6 +94,19 @@ struct connection::send_stream {
   /// seq * members + m, live for [msg_head, msg_tail).
   seq_ring<uint8_t> retx;
   time_ns oldest_unsent_ns = never;
+  /// Bytes the caller keeps (send_pieces), by offset: [ext_head,
+  /// ext_released) lie below `base` and wait for poll_released();
+  /// [ext_released, ext_tail) may still be read. Offsets increase with the
+  /// index; bytes of the stream in no piece are in `buf`.
+  struct piece {
+    uint64_t start = 0;
+    const std::byte *data = nullptr;
+    uint32_t len = 0;
+    uint64_t token = 0;
+  };
+  seq_ring<piece> ext;
+  uint64_t ext_head = 0, ext_released = 0, ext_tail = 0;
+  mutable uint64_t ext_cursor = 0;  ///< the piece the last read began in (reads mostly go forward)
 };
 
 /// A known message extent on a receive stream (message mode).

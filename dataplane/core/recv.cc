@@ -21,6 +21,9 @@ constexpr drop_reason absorbed_ok = drop_reason::count_;
 
 void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
   begin_call(now);
+  in_packet_events_ = 0;
+  // In place only while the caller polls at once, or the data can be kept.
+  zc_now_ = cfg_.zero_copy_delivery && (!keepable_ || arena_reserve(cfg_.max_packet_bytes));
   if (state_ == state::finished) {
     drop(drop_reason::after_close);
     return;
@@ -175,7 +178,10 @@ void connection::on_datagram_frame(std::size_t mi, std::span<const std::byte> da
     ++stats_.datagrams_dropped;
     return;
   }
-  if (!cfg_.zero_copy_delivery && !data.empty()) {
+  if (zc_now_) {
+    e.in_packet = true;
+    ++in_packet_events_;
+  } else if (!data.empty()) {
     // Into the arena, never across a chunk: skip to the next one if need be.
     uint64_t at = arena_tail_;
     const uint64_t chunk = rx_arena_.chunk();
@@ -186,8 +192,9 @@ void connection::on_datagram_frame(std::size_t mi, std::span<const std::byte> da
     }
     rx_arena_.write(at, data);
     e.data = rx_arena_.piece(at, at + data.size());
-    e.offset = at;
     arena_tail_ = at + data.size();
+    e.arena_end = arena_tail_;
+    ++held_events_;
   }
   push_data_event(e);
 }
@@ -291,7 +298,7 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &ab
   // nothing pending before it goes straight to delivery. Zero copy: the
   // event points into the packet, which the caller keeps until its next
   // call (see on_packet); the buffer is not touched.
-  if (cfg_.zero_copy_delivery && f.message && !r.unordered && off == f.msg_start && end == f.msg_start + f.msg_length &&
+  if (zc_now_ && f.message && !r.unordered && off == f.msg_start && end == f.msg_start + f.msg_length &&
       r.ext_head == r.extents.size() && off >= r.released && r.delivered.contiguous_end(r.released) == off &&
       data_events_room(1)) {
     if (!r.received.make_room(off, end) || !r.delivered.make_room(off, end)) return refuse(drop_reason::not_absorbed);
@@ -306,6 +313,8 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &ab
     e.offset = off;
     e.data = f.data;
     e.end_of_message = true;
+    e.in_packet = true;
+    ++in_packet_events_;
     push_data_event(e);
     ++stats_.messages_delivered;
     return;
@@ -424,6 +433,7 @@ bool connection::emit_data(std::size_t mi, recv_stream &r, uint64_t stream_id, u
     e.end_of_message = eom && off == end;
     push_data_event(e);
     ++r.unpolled;
+    ++held_events_;
   }
   r.delivered.insert(start, end);
   if (eom && r.mode == stream_mode::message) ++stats_.messages_delivered;
@@ -454,6 +464,7 @@ void connection::deliver(std::size_t mi, recv_stream &r, uint64_t stream_id) {
           return;
         }
         ++r.unpolled;
+        ++held_events_;
       }
       if (at_fin) r.fin_delivered = true;
       r.read_offset = avail;
@@ -500,7 +511,7 @@ void connection::release_delivered(std::size_t mi) {
     recv_stream &r = *m.recv[id];
     if (r.needs_scan) deliver(mi, r, id);
     // Without zero copy, space shown in events not yet polled is kept.
-    if (!cfg_.zero_copy_delivery && r.unpolled) continue;
+    if (!polls_every_call() && r.unpolled) continue;
     const uint64_t rel = r.delivered.contiguous_end(r.released);
     if (rel > r.released) {
       m.conn_released += rel - r.released;

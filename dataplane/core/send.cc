@@ -324,7 +324,7 @@ connection::repair_result connection::repair_frame(std::size_t mi, const frame_r
   if (b.stream_room(sf) < len || b.frames() >= max_frames_per_packet) return repair_result::full;
   const std::span<std::byte> dst = b.append_stream_header(sf, len);
   if (dst.size() != len || b.size() == 0) return repair_result::full;
-  s.buf.read(sf.offset, dst);
+  read_stream(s, sf.offset, dst);
   if (s.mode == stream_mode::message) {
     message_record *r = find_message(s, f.msg_seq);
     if (r && r->rel == reliability::partial && !retx_counted(f.stream, f.msg_seq)) {
@@ -637,7 +637,7 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
         full = true;
         break;
       }
-      s.buf.read(s.sent_end, dst);
+      read_stream(s, s.sent_end, dst);
       if (sf.fin) s.fin_sent = true;
       frame_record f;
       f.kind = frame_record::stream_data;

@@ -43,6 +43,8 @@ constexpr uint32_t command_burst = 32;
 constexpr uint32_t app_max_events = 1u << 16;
 /// Events one command may post at most (buffer_returned + send_error).
 constexpr uint32_t events_per_command = 2;
+/// Pieces of one message sent in several (send_more) mtpd holds at most.
+constexpr std::size_t max_gather_pieces = 4096;
 
 reason reason_of(core::status st) {
   switch (st) {
@@ -135,6 +137,10 @@ void endpoint::break_channel(app_link &link, app_channel &ch, const char *why, c
     session *s = sessions_[index].get();
     if (s == nullptr || s->app != &link) continue;
     s->app = nullptr;
+    note_held(-static_cast<int64_t>(s->gather.size()));
+    s->gather.clear();
+    s->gather_bytes = 0;
+    s->gathering = false;
     // Not no_error: the peers must not take a dead application's end for
     // a graceful close (they see Closed / MemberLeft with code 0x100).
     s->conn->abort(core::error_code::application, why, now_ns);
@@ -306,6 +312,17 @@ endpoint::session *endpoint::app_session(app_channel &ch, uint64_t handle) {
 void endpoint::forget_handle(session &s) {
   if (s.app == nullptr) return;
   app_channel &ch = s.app->channels[s.channel];
+  // Pieces of a message whose last piece never came: back to it.
+  note_held(-static_cast<int64_t>(s.gather.size()));
+  for (const auto &g : s.gather) {
+    s.app->ledger.complete_send(static_cast<uint32_t>(g.token));
+    descriptor e = event_for(shm::event::buffer_returned, s.handle);
+    e.buffer = static_cast<uint32_t>(g.token);
+    post(ch, e);
+  }
+  s.gather.clear();
+  s.gather_bytes = 0;
+  s.gathering = false;
   ch.handles.erase(s.handle);
   if (ch.last_handle == s.handle) ch.last_handle = 0;
   s.app = nullptr;
@@ -557,9 +574,12 @@ void endpoint::listen(app_link &link, uint32_t c, const descriptor &d) {
 }
 
 // A message (or a piece of one) from a send buffer into the engine, which
-// copies it; the buffer goes back at once (buffer_returned). A message in
-// pieces is gathered here first. @return false: the connection has no
-// room now; nothing changed, and the command is run again later.
+// builds packets from that buffer in place: mtpd holds it until the
+// engine hands it back (its bytes stable, given up, or the connection
+// closed), then buffer_returned gives it back. The pieces of a message
+// sent in several (send_more) are held until its last arrives.
+// @return false: the connection has no room now; nothing changed, and the
+// command is run again later.
 bool endpoint::app_send(app_link &link, app_channel &ch, session &s, const descriptor &d, core::time_ns now_ns) {
   const shm::buffer_check taken = link.ledger.take_for_send(d);
   if (taken != shm::buffer_check::ok) {
@@ -567,18 +587,20 @@ bool endpoint::app_send(app_link &link, app_channel &ch, session &s, const descr
     return true;
   }
   const std::byte *p = shm::buffer_at(link.handoff->base, link.handoff->layout, d.buffer) + d.offset;
-  const std::span<const std::byte> bytes{p, d.length};
-  auto give_back = [&] {
-    link.ledger.complete_send(d.buffer);
-    descriptor e = event_for(shm::event::buffer_returned, d.connection);
-    e.buffer = d.buffer;
-    e.user = d.user;
-    post(ch, e);
-  };
+  const core::connection::send_piece piece{{p, d.length}, d.buffer};
+  // Refused: the gathered pieces go back, and this one with the error.
   auto fail = [&](reason why) {
-    link.ledger.complete_send(d.buffer);
+    note_held(-static_cast<int64_t>(s.gather.size()));
+    for (const auto &g : s.gather) {
+      link.ledger.complete_send(static_cast<uint32_t>(g.token));
+      descriptor e = event_for(shm::event::buffer_returned, d.connection);
+      e.buffer = static_cast<uint32_t>(g.token);
+      post(ch, e);
+    }
     s.gather.clear();
+    s.gather_bytes = 0;
     s.gathering = false;
+    link.ledger.complete_send(d.buffer);
     descriptor e = event_for(shm::event::send_error, d.connection);
     e.buffer = d.buffer;
     e.stream = d.stream;
@@ -593,36 +615,38 @@ bool endpoint::app_send(app_link &link, app_channel &ch, session &s, const descr
   }
   const bool more = (d.flags & shm::send_more) != 0;
   if (more || s.gathering) {
-    if (s.gather.size() + bytes.size() > (std::size_t{1} << 22)) {
+    // A message is at most the stream window; its pieces at most what
+    // the ring can hold of them, so a gather never grows without bound.
+    if (s.gather_bytes + d.length > (uint64_t{1} << 22) || s.gather.size() >= max_gather_pieces) {
       fail(reason::too_large);
       return true;
     }
     if (more) {
-      s.gather.insert(s.gather.end(), bytes.begin(), bytes.end());
+      // Its buffer stays with mtpd until the message is handed back.
+      s.gather.push_back(piece);
+      s.gather_bytes += d.length;
       s.gathering = true;
+      note_held(1);
       s.gather_stream = d.stream;
-      give_back();
       return true;
     }
   }
   core::message_options opt;
   opt.rel = d.flags & shm::send_unreliable ? core::reliability::unreliable
             : d.flags & shm::send_partial  ? core::reliability::partial
+            : d.flags & shm::send_reliable ? core::reliability::reliable
                                            : s.conn_default_rel;
   opt.lifetime_ns = d.value;
   opt.max_retransmissions = d.member;
   opt.low_latency = (d.flags & shm::send_low_latency) != 0;
-  std::span<const std::byte> message = bytes;
-  if (s.gathering) {
-    s.gather.insert(s.gather.end(), bytes.begin(), bytes.end());
-    message = s.gather;
-  }
-  const core::status st = s.conn->send(d.stream, message, opt, now_ns);
+  if (s.gathering) s.gather.push_back(piece);
+  const std::span<const core::connection::send_piece> pieces =
+      s.gathering ? std::span<const core::connection::send_piece>(s.gather) : std::span(&piece, 1);
+  const core::status st = s.conn->send_pieces(d.stream, pieces, opt, now_ns);
+  if (s.gathering) s.gather.pop_back();
   if (st == core::status::would_block) {
-    // Waits for Sent to free room: the last piece comes off again so the
-    // retry appends it once, and the buffer is the application's meanwhile
-    // in the ledger's eyes (the retry takes it again).
-    if (s.gathering) s.gather.resize(s.gather.size() - bytes.size());
+    // Waits for Sent to free room; the buffer is the application's
+    // meanwhile in the ledger's eyes (the retry takes it again).
     link.ledger.complete_send(d.buffer);
     mark_dirty(s);
     return false;
@@ -634,12 +658,38 @@ bool endpoint::app_send(app_link &link, app_channel &ch, session &s, const descr
   }
   if (s.cookies.size() <= d.stream) s.cookies.resize(d.stream + 1);
   s.cookies[d.stream].push_back(d.user);
+  note_held(1);
   w_.counters.app_sends.inc();
-  w_.counters.app_send_bytes.add(message.size());
+  w_.counters.app_send_bytes.add(s.gather_bytes + d.length);
   s.gather.clear();
+  s.gather_bytes = 0;
   s.gathering = false;
-  give_back();
   mark_dirty(s);
+  return true;
+}
+
+bool endpoint::return_buffers(session &s, bool force) {
+  uint64_t tokens[64];
+  if (s.app == nullptr) {
+    // The application is gone (or its channel broke): nobody to tell.
+    for (std::size_t n; (n = s.conn->poll_released(tokens)) != 0;) note_held(-static_cast<int64_t>(n));
+    return true;
+  }
+  app_link &link = *s.app;
+  app_channel &ch = link.channels[s.channel];
+  while (s.conn->has_released()) {
+    const uint32_t room = ch.events.room();
+    if (room == 0 && !force) return false;
+    const std::size_t n = s.conn->poll_released(std::span<uint64_t>(tokens, force ? 64 : std::min<uint32_t>(room, 64)));
+    note_held(-static_cast<int64_t>(n));
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto b = static_cast<uint32_t>(tokens[i]);
+      link.ledger.complete_send(b);
+      descriptor e = event_for(shm::event::buffer_returned, s.handle);
+      e.buffer = b;
+      post(ch, e);
+    }
+  }
   return true;
 }
 
@@ -661,35 +711,51 @@ void endpoint::note_joined(session &s, app_channel &ch) {
   }
 }
 
-// Copies what is staged into receive buffers, one piece per buffer.
-// @return everything staged went.
-bool endpoint::deliver_stage(session &s, app_channel &ch) {
+bool endpoint::post_received(session &s, app_channel &ch, std::span<const std::byte> bytes, std::size_t &done) {
   app_link &link = *s.app;
   const uint32_t piece_max = link.handoff->layout.plan.buffer_bytes;
   for (;;) {
     if (!ch.events.has_room(2)) return false;
     const uint32_t b = link.ledger.lend_for_receive();
     if (b == shm::no_buffer) return false;
-    const std::size_t n = std::min<std::size_t>(piece_max, s.stage.bytes.size() - s.stage.done);
-    std::memcpy(shm::buffer_at(link.handoff->base, link.handoff->layout, b), s.stage.bytes.data() + s.stage.done, n);
+    const std::size_t n = std::min<std::size_t>(piece_max, bytes.size() - done);
+    std::memcpy(shm::buffer_at(link.handoff->base, link.handoff->layout, b), bytes.data() + done, n);
     descriptor e = event_for(shm::event::received, s.handle);
     e.buffer = b;
     e.offset = 0;
     e.length = static_cast<uint32_t>(n);
     e.stream = s.stage.stream;
     e.member = s.stage.member;
-    e.value = s.stage.offset + s.stage.done;
-    s.stage.done += n;
-    const bool last = s.stage.done >= s.stage.bytes.size();
+    e.value = s.stage.offset + done;
+    done += n;
+    const bool last = done >= bytes.size();
     e.flags = static_cast<uint16_t>(last ? s.stage.flags : s.stage.flags & ~shm::end_of_message);
     post(ch, e);
     w_.counters.app_received_bytes.add(n);
-    if (last) break;
+    if (last) return true;
   }
+}
+
+// What waited for receive room (copied out of the engine) goes now.
+// @return everything staged went.
+bool endpoint::deliver_stage(session &s, app_channel &ch) {
+  std::size_t done = s.stage.done;
+  const bool all = post_received(s, ch, s.stage.bytes, done);
+  s.stage.done = done;
+  if (!all) return false;
   s.stage.active = false;
   s.stage.bytes.clear();
   s.stage.done = 0;
   return true;
+}
+
+bool endpoint::app_has_room(const session &s) {
+  if (s.app == nullptr || s.app_stalled || s.stage.active) return false;
+  app_channel &ch = s.app->channels[s.channel];
+  // A packet carries at most 64 messages (core::connection::
+  // max_frames_per_packet), each a buffer and an event; the rest is for
+  // the Sent events an ACK in it may bring.
+  return ch.events.room() >= 512 && s.app->ledger.free_receive() >= 64;
 }
 
 // An application's connection: its events become ring events, data
@@ -700,6 +766,7 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
   core::event e;
   if (s.app == nullptr) {
     // The application is gone: nothing to tell.
+    return_buffers(s);
     while (s.conn->poll_event(e)) {
     }
     return;
@@ -724,6 +791,9 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
   if (s.stage.active && !deliver_stage(s, ch)) return stall();
   note_joined(s, ch);
   for (;;) {
+    // Send buffers the engine is done with go back first: all of them
+    // before Closed or ConnectionError, after which the handle is gone.
+    if (!return_buffers(s)) return stall();
     // Room for one event of any kind, or a received piece.
     if (!ch.events.has_room(2) || link.ledger.free_receive() == 0) return stall();
     if (!s.conn->poll_event(e)) break;
@@ -740,20 +810,25 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
         break;
       case core::event_type::received:
       case core::event_type::datagram: {
-        // Piece by piece into receive buffers; what has no room waits in
-        // the session's stage (copied out of the engine, whose span lives
-        // only until the next call into it).
+        // Piece by piece into receive buffers, straight from the engine's
+        // span (the packet itself, with zero copy: one copy in all); what
+        // has no room waits in the session's stage, copied out of the
+        // engine, whose span lives only until the next call into it.
         const bool dgram = e.type == core::event_type::datagram;
-        s.stage.active = true;
         s.stage.flags = static_cast<uint16_t>(dgram ? shm::is_datagram | shm::end_of_message
                                                     : (e.end_of_message ? shm::end_of_message : 0));
         s.stage.stream = dgram ? 0 : e.stream_id;
         s.stage.member = e.member;
         s.stage.offset = dgram ? 0 : e.offset;
+        std::size_t done = 0;
+        const bool all = post_received(s, ch, e.data, done);
+        if (e.in_packet) w_.counters.app_received_in_place.add(done);
+        if (all) continue;
+        s.stage.active = true;
+        s.stage.offset += done;
         s.stage.done = 0;
-        s.stage.bytes.assign(e.data.begin(), e.data.end());
-        if (!deliver_stage(s, ch)) return stall();
-        continue;
+        s.stage.bytes.assign(e.data.begin() + static_cast<long>(done), e.data.end());
+        return stall();
       }
       case core::event_type::sent:
         d.type = static_cast<uint16_t>(shm::event::sent);

@@ -205,6 +205,11 @@ endpoint::session *endpoint::add(std::unique_ptr<session> s) {
 // the worker's budget, its connection id may open a new connection.
 void endpoint::remove(session &s) {
   account(s);
+  if (s.app_owned) {
+    // The engine goes: the send buffers it still reads go back first.
+    s.conn->release_all_pieces(now_ns_);
+    return_buffers(s, true);
+  }
   if (s.app != nullptr) {
     // Removed while its application still holds the handle (evicted, or
     // drained before the application took its last events): it hears so.
@@ -376,9 +381,14 @@ void endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, c
     return;
   }
   w_.counters.mtp_packets_in.inc();
+  // An application that can take this packet's data at once gets it
+  // straight from the packet (one copy, into its receive buffer).
+  if (s->app_owned) s->conn->set_zero_copy_delivery(app_has_room(*s));
   s->conn->on_packet(v.payload, now_ns);
-  // Events may point into this packet: consume them before it is freed.
+  // Events may point into this packet: consume them before it is freed;
+  // what an application had no room for is copied out of it.
   drain_events(*s, now_ns);
+  if (s->app_owned) s->conn->keep_packet_data();
   mark_dirty(*s);
 }
 
@@ -391,6 +401,9 @@ void endpoint::mark_dirty(session &s) {
 void endpoint::drain_events(session &s, core::time_ns now_ns) {
   if (s.app_owned) return drain_app_events(s, now_ns);
   core::event e;
+  uint64_t tokens[64];
+  while (s.conn->poll_released(tokens) != 0) {
+  }
   const auto &src = rt_.config.test.source;
   while (s.conn->poll_event(e)) {
     switch (e.type) {
@@ -492,8 +505,10 @@ bool endpoint::feed_source(session &s, core::time_ns now_ns) {
     const uint64_t stream_msg = msg_index / src.streams;
     const uint64_t len = std::min<uint64_t>(src.message_bytes, src.total_bytes - source_next_);
     const uint64_t off = stream_msg * src.message_bytes;
-    const core::status st =
-        s.conn->send(stream, {pattern_.at(stream, off), static_cast<std::size_t>(len)}, opt, now_ns);
+    // The pattern lives as long as the worker: the engine reads it in
+    // place, like an application's send buffer.
+    const core::connection::send_piece piece{{pattern_.at(stream, off), static_cast<std::size_t>(len)}, 0};
+    const core::status st = s.conn->send_pieces(stream, {&piece, 1}, opt, now_ns);
     if (st != core::status::ok) break;
     if (src.pingpong) {
       ping_outstanding_ = true;

@@ -161,8 +161,10 @@ class endpoint {
     /// Per stream, the `user` values of messages queued, in message order
     /// (Sent, Expired and SendError come in that order per stream).
     std::vector<std::deque<uint64_t>> cookies;
-    /// A message arriving in pieces (send_more), gathered until its last.
-    std::vector<std::byte> gather;
+    /// A message arriving in pieces (send_more): the buffers of its pieces
+    /// (held by mtpd, token = buffer index) until its last.
+    std::vector<core::connection::send_piece> gather;
+    uint64_t gather_bytes = 0;
     uint64_t gather_stream = 0;
     bool gathering = false;
     /// A received piece the application had no buffer or ring room for,
@@ -195,6 +197,17 @@ class endpoint {
   void forget_handle(session &s);
   void drain_app_events(session &s, core::time_ns now_ns);
   bool deliver_stage(session &s, app_channel &ch);
+  /// Posts `bytes` from `done` on into receive buffers, one piece per
+  /// buffer, as the stage's stream, member, offset and flags say.
+  /// @return all of it went (else `done` says how far).
+  bool post_received(session &s, app_channel &ch, std::span<const std::byte> bytes, std::size_t &done);
+  /// Send buffers the engine reads no more go back (buffer_returned).
+  /// @return all went; false: the event ring is full (or, with `force`,
+  /// their events were lost: the ledger has them back anyway).
+  bool return_buffers(session &s, bool force = false);
+  /// The application can take a packet's data at once: its Received
+  /// events may point into the packet (zero copy).
+  bool app_has_room(const session &s);
   void note_joined(session &s, app_channel &ch);
   session *accept_for_app(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid, uint32_t sender,
                           core::time_ns now_ns);
@@ -235,6 +248,12 @@ class endpoint {
   std::vector<uint32_t> app_stalled_;  ///< sessions whose events wait for their application
   std::vector<uint32_t> resolving_;    ///< application sessions with members still unresolved
   std::size_t app_connections_ = 0;
+  /// Send buffers taken from applications and not handed back yet.
+  uint64_t app_buffers_held_ = 0;
+  void note_held(int64_t delta) {
+    app_buffers_held_ += static_cast<uint64_t>(delta);
+    w_.counters.app_buffers_held.set(app_buffers_held_);
+  }
   core::session_memory memory_;  ///< every session's buffers and tables
   rte_hash *table_ = nullptr;    ///< connection id -> session index
   std::vector<std::unique_ptr<session>> sessions_;  ///< slots; null when free

@@ -135,6 +135,11 @@ class TestLibmtp:
         assert any(line.startswith("CLOSED") for line in rx.lines)
         assert a.counter("app_sends") == 20000
         assert b.counter("app_received_bytes") == 20000 * 1000
+        # Payload moves once in mtpd: in-order messages go from the packet
+        # straight into the receive buffer while the application keeps up.
+        assert b.counter("app_received_in_place") > 0
+        # Every send buffer came back once its messages were stable.
+        assert a.counter("app_buffers_held") == 0
 
     def test_a_killed_application_is_noticed_and_reclaimed(self, pair):
         """Steps: daemon a's counters at rest are read; a receiver listens
@@ -154,6 +159,7 @@ class TestLibmtp:
         tx.wait_line("READY")
         wait_for("data flowing", lambda: b.counter("app_received_bytes") > 1 << 20)
         assert apps_now(a) == 1 and a.counter("app_connections") == 1
+        assert a.counter("app_buffers_held") > 0  # mtpd reads the sender's buffers in place
         killed = time.monotonic()
         tx.kill()
         line = rx.wait_line("CLOSED", timeout=5)
@@ -164,6 +170,7 @@ class TestLibmtp:
                  lambda: a.counter("app_links") == 0 and a.counter("app_connections") == 0)
         wait_for("sessions drained", lambda: a.counter("sessions_live") == rest_sessions, timeout=5)
         wait_for("session memory back", lambda: a.counter("session_memory_bytes") == rest_memory, timeout=5)
+        assert a.counter("app_buffers_held") == 0
         assert "detached" in a.read_log()
         rx.finish()
 

@@ -78,6 +78,11 @@ struct sender_app {
   uint64_t would_block = 0;
   time_ns last_drain_ns = 0;
   bool dead = false;  ///< crashed: no more calls
+  /// Bytes lent to the connection (send_pieces), by token, until it hands
+  /// them back; poisoned then, so a read after the release corrupts what
+  /// the receivers check.
+  std::map<uint64_t, std::vector<std::byte>> lent;
+  uint64_t next_token = 0;
   bool all_queued() const {
     for (std::size_t k = 0; k < streams.size(); ++k)
       if (next[k] < sizes[k].size()) return false;
@@ -122,6 +127,7 @@ class run_state {
   void plan(sender_app &a, uint32_t streams, uint32_t messages);
   void app_step();
   void drive_sender(sender_app &a);
+  void take_back(sender_app &a);
   void drain_sender(sender_app &a);
   void drain_receiver(connection &c, receiver_app &r, bool is_member);
   void on_received(receiver_app &r, const event &e, uint32_t sender_node);
@@ -451,7 +457,28 @@ sender_app *run_state::app_of(connection *c) {
   return it == member_senders_.end() ? nullptr : &it->second;
 }
 
+// What the connection hands back must be what it borrowed, each once, in
+// the order lent (per stream; the harness lends on one stream at a time
+// in message order, so a stream's tokens are increasing).
+void run_state::take_back(sender_app &a) {
+  if (a.dead) return;
+  uint64_t tokens[64];
+  for (std::size_t n; (n = a.conn->poll_released(tokens)) != 0;)
+    for (std::size_t i = 0; i < n; ++i) {
+      auto it = a.lent.find(tokens[i]);
+      if (it == a.lent.end()) {
+        fail("a piece handed back twice, or never lent: token " + std::to_string(tokens[i]));
+        return;
+      }
+      std::fill(it->second.begin(), it->second.end(), std::byte{0xdd});
+      a.lent.erase(it);
+    }
+  if (a.conn->is_closed() && !a.lent.empty())
+    fail(std::to_string(a.lent.size()) + " piece(s) still lent after the connection closed");
+}
+
 void run_state::drive_sender(sender_app &a) {
+  take_back(a);
   if (a.dead || a.conn->is_closed() || a.close_called) return;
   connection &c = *a.conn;
   bool wrote = false;
@@ -468,7 +495,26 @@ void run_state::drive_sender(sender_app &a) {
       o.low_latency = work_.below(16) == 0;
       uint64_t id = 0;
       const stream_mode mode = a.node == client_node ? sc_.mode : stream_mode::message;
-      const status st = c.send(k, payload, o, net_.now(), &id);
+      // Every other message is lent in up to three pieces (send_pieces),
+      // the rest copied: both paths, and streams that mix them.
+      status st;
+      if (seq % 2 == 0 || payload.size() < 3) {
+        st = c.send(k, payload, o, net_.now(), &id);
+      } else {
+        const std::size_t cut1 = payload.size() / 3, cut2 = payload.size() - (seq % 7);
+        const std::size_t cuts[4] = {0, cut1, std::max(cut1, cut2), payload.size()};
+        connection::send_piece pieces[3];
+        std::vector<uint64_t> tokens;
+        for (int j = 0; j < 3; ++j) {
+          const uint64_t t = a.next_token++;
+          a.lent[t].assign(payload.begin() + static_cast<long>(cuts[j]), payload.begin() + static_cast<long>(cuts[j + 1]));
+          pieces[j] = {a.lent[t], t};
+          tokens.push_back(t);
+        }
+        st = c.send_pieces(k, pieces, o, net_.now(), &id);
+        if (st != status::ok)
+          for (uint64_t t : tokens) a.lent.erase(t);  // not referenced
+      }
       if (st == status::would_block) {
         ++a.would_block;
         break;
@@ -798,6 +844,8 @@ run_result run_state::run() {
   if (res_.failure.empty() && !oracle_.failures().empty()) res_.failure = "oracle: " + oracle_.failures().front();
   if (res_.failure.empty()) {
     final_poll();
+    take_back(client_);
+    for (auto &[conn, app] : member_senders_) take_back(app);
     check_end();
   }
   res_.corrupted = net_.corrupted();

@@ -79,6 +79,7 @@ enum send_flags : uint16_t {
   send_partial = 1 << 2,     ///< partially reliable: lifetime and max retransmissions apply
   send_unreliable = 1 << 3,  ///< sent once, never repaired
   send_low_latency = 1 << 4, ///< send now, without waiting to fill a packet
+  send_reliable = 1 << 5,    ///< fully reliable, whatever the connection's default
 };
 
 /// open_stream flags.

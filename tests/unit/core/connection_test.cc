@@ -776,3 +776,141 @@ TEST(connection, a_late_poller_gets_what_arrived_before_close) {
   s1.on_expiry(now);
   EXPECT_LE(s1.memory_bytes() + 20u * 300u, held);
 }
+
+// send_pieces: packets are built from the caller's memory (not copied into
+// the connection), repairs read it again, and each piece's token comes
+// back, in order, only once the member holds its bytes.
+TEST(connection, pieces_are_read_in_place_and_returned_once_stable) {
+  time_ns now = 0;
+  connection client(client_cfg({1}), now);
+  connection s1(server_cfg(1), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, {&s1}, now);
+  // 40 messages of two pieces each (700 + 300 B), and one copied message
+  // in the middle: a stream mixes both.
+  std::vector<std::vector<std::byte>> store;
+  for (uint8_t i = 0; i < 40; ++i) {
+    store.emplace_back(700, std::byte{i});
+    store.emplace_back(300, std::byte{static_cast<uint8_t>(i + 100)});
+  }
+  const uint64_t held_before = client.memory_bytes();
+  for (uint64_t i = 0; i < 40; ++i) {
+    const connection::send_piece p[2] = {{store[2 * i], 2 * i}, {store[2 * i + 1], 2 * i + 1}};
+    ASSERT_EQ(client.send_pieces(0, p, {}, now), status::ok);
+    if (i == 19) {
+      std::vector<std::byte> copied(500, std::byte{0xee});
+      ASSERT_EQ(client.send(0, copied, {}, now), status::ok);
+    }
+  }
+  // The pieces' 40 KB are not in the connection's memory (the copied
+  // message is: one chunk).
+  EXPECT_LT(client.memory_bytes() - held_before, 24u * 1024u);
+  uint64_t tokens[128];
+  EXPECT_FALSE(client.has_released());
+  EXPECT_EQ(client.poll_released(tokens), 0u);
+  // The first two data packets are lost: their repair reads the pieces again.
+  client.flush();
+  std::vector<std::byte> buf(1500);
+  int data_packets = 0;
+  for (transmit t; (t = client.poll_transmit(buf, now)).bytes;)
+    if (++data_packets > 2) {
+      s1.on_packet({buf.data(), t.bytes}, now);
+      collect(s1);
+    }
+  ASSERT_GE(data_packets, 5);
+  EXPECT_EQ(client.poll_released(tokens), 0u);  // nothing acknowledged yet
+  for (int step = 0; step < 20; ++step) {
+    now += 5'000'000;
+    s1.on_expiry(now);
+    client.on_expiry(now);
+    exchange(client, {&s1}, now);
+  }
+  std::vector<std::vector<std::byte>> got;
+  std::vector<std::byte> partial;
+  for (const auto &c : drain(s1))
+    if (c.e.type == event_type::received) {
+      partial.insert(partial.end(), c.data.begin(), c.data.end());
+      if (!c.e.end_of_message) continue;
+      got.push_back(std::move(partial));
+      partial.clear();
+    }
+  ASSERT_EQ(got.size(), 41u);
+  for (std::size_t k = 0, i = 0; k < got.size(); ++k) {
+    if (k == 20) {
+      EXPECT_EQ(got[k], std::vector<std::byte>(500, std::byte{0xee}));
+      continue;
+    }
+    std::vector<std::byte> want = store[2 * i];
+    want.insert(want.end(), store[2 * i + 1].begin(), store[2 * i + 1].end());
+    EXPECT_EQ(got[k], want) << "message " << k;
+    ++i;
+  }
+  EXPECT_GT(client.stats().retransmitted_frames, 0u);
+  EXPECT_EQ(client.send_buffered_bytes(), 0u);
+  EXPECT_TRUE(client.has_released());
+  // Returned in order, each once, in two polls.
+  const std::size_t first = client.poll_released(std::span<uint64_t>(tokens, 30));
+  ASSERT_EQ(first, 30u);
+  const std::size_t rest = client.poll_released(std::span<uint64_t>(tokens + 30, 98));
+  ASSERT_EQ(first + rest, 80u);
+  for (uint64_t i = 0; i < 80; ++i) EXPECT_EQ(tokens[i], i);
+  EXPECT_FALSE(client.has_released());
+  EXPECT_EQ(client.poll_released(tokens), 0u);
+}
+
+// Closing ends every reference: aborted pieces come back at once (their
+// messages are SendErrors), and release_all_pieces() does the same for an
+// open connection about to be destroyed.
+TEST(connection, pieces_come_back_when_the_connection_ends) {
+  time_ns now = 0;
+  std::vector<std::byte> bytes(4000, std::byte{7});
+  uint64_t tokens[16];
+  for (int variant = 0; variant < 2; ++variant) {
+    connection client(client_cfg({1}), now);
+    connection s1(server_cfg(1), now);
+    ASSERT_EQ(client.open_stream(0, stream_mode::bytes, ordering::fifo), status::ok);
+    connect(client, {&s1}, now);
+    for (uint64_t i = 0; i < 4; ++i) {
+      const connection::send_piece p{std::span<const std::byte>(bytes).subspan(i * 1000, 1000), 10 + i};
+      ASSERT_EQ(client.send_pieces(0, {&p, 1}, {}, now), status::ok);
+    }
+    client.flush();
+    std::vector<std::byte> buf(1500);
+    while (client.poll_transmit(buf, now).bytes) {
+    }
+    EXPECT_EQ(client.poll_released(tokens), 0u);
+    if (variant == 0)
+      client.abort(error_code::application, "stop", now);
+    else
+      client.release_all_pieces(now);
+    EXPECT_TRUE(client.is_closed());
+    ASSERT_EQ(client.poll_released(tokens), 4u);
+    for (uint64_t i = 0; i < 4; ++i) EXPECT_EQ(tokens[i], 10 + i);
+    // Nothing more is built from them.
+    client.on_expiry(now + 1'000'000'000);
+    for (transmit t; (t = client.poll_transmit(buf, now + 1'000'000'000)).bytes;) {
+      EXPECT_LT(t.bytes, 200u) << "only a CLOSE may leave";
+    }
+  }
+}
+
+TEST(connection, send_pieces_checks_like_send) {
+  time_ns now = 0;
+  connection client(client_cfg({1}), now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  std::vector<std::byte> big((1 << 16) + 1);
+  const connection::send_piece too_big{big, 1};
+  EXPECT_EQ(client.send_pieces(0, {&too_big, 1}, {}, now), status::too_large);
+  EXPECT_EQ(client.send_pieces(0, {}, {}, now), status::invalid);  // an empty message
+  const connection::send_piece small{std::span<const std::byte>(big).first(10), 1};
+  EXPECT_EQ(client.send_pieces(3, {&small, 1}, {}, now), status::bad_stream);
+  // The window (64 KiB) fills: would_block, and nothing is referenced.
+  std::vector<std::byte> half(1 << 15);
+  const connection::send_piece h{half, 2};
+  EXPECT_EQ(client.send_pieces(0, {&h, 1}, {}, now), status::ok);
+  EXPECT_EQ(client.send_pieces(0, {&h, 1}, {}, now), status::ok);
+  EXPECT_EQ(client.send_pieces(0, {&h, 1}, {}, now), status::would_block);
+  client.release_all_pieces(now);
+  uint64_t tokens[8];
+  EXPECT_EQ(client.poll_released(tokens), 2u);
+}
