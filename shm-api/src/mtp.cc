@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -72,6 +73,15 @@ MTP_SAME_REASON(DAEMON_GONE, daemon_gone)
 MTP_SAME_REASON(REFUSED, refused)
 MTP_SAME_REASON(CHANNEL_BROKEN, channel_broken)
 #undef MTP_SAME_REASON
+
+// mtp_channel_stats_get copies field by field: a field added to the struct
+// must be added there too (then update these: seven counters, two buffer
+// counts, nothing after them).
+static_assert(offsetof(mtp_channel_stats, send_buffers_total) ==
+                      offsetof(mtp_channel_stats, commands_posted) + 7 * sizeof(uint64_t) + sizeof(uint32_t) &&
+                  sizeof(mtp_channel_stats) - offsetof(mtp_channel_stats, send_buffers_total) - sizeof(uint32_t) <
+                      alignof(mtp_channel_stats),
+              "mtp_channel_stats changed: update mtp_channel_stats_get");
 
 namespace {
 
@@ -420,6 +430,17 @@ uint64_t max_message_bytes_of(const mtp_channel &ch) {
 
 // -- sending -----------------------------------------------------------------
 
+/// An enum field of a struct the application filled, as the integer it
+/// wrote: C may store any int there, and C++ may not load a value outside
+/// the enum's range as the enum (undefined; UBSan says so).
+template <class E>
+int32_t raw_enum(const E &field) {
+  static_assert(sizeof(E) == sizeof(int32_t));
+  int32_t v;
+  std::memcpy(&v, &field, sizeof v);
+  return v;
+}
+
 struct send_options {
   uint16_t flags = 0;
   uint64_t lifetime_ns = 0;
@@ -431,9 +452,12 @@ int options_of(const mtp_message_properties *p, send_options &o) {
   o = send_options{};
   if (p == nullptr) return MTP_OK;
   if (p->struct_size < sizeof(mtp_message_properties)) return MTP_EINVAL;  // not from mtp_message_properties_init
-  switch (p->reliability) {
+  switch (raw_enum(p->reliability)) {
+    case MTP_RELIABILITY_DEFAULT:
+      break;  // no flag: mtpd applies the connection's default
     case MTP_RELIABLE:
-      break;  // no flag: mtpd applies the connection's default (there is no flag to force reliable)
+      o.flags |= shm::send_reliable;  // fully reliable whatever the connection's default
+      break;
     case MTP_PARTIAL:
       o.flags |= shm::send_partial;
       break;
@@ -557,7 +581,8 @@ bool valid_preference(mtp_preference p) { return p >= MTP_PROHIBIT && p <= MTP_R
 /// listen, which ignores them.
 int params_of(const mtp_preconnection *p, bool members, shm::initiate_params &ip) {
   if (p->struct_size < sizeof(mtp_preconnection)) return MTP_EINVAL;  // not from mtp_preconnection_init
-  if (p->reliability < MTP_RELIABLE || p->reliability > MTP_UNRELIABLE) return MTP_EINVAL;
+  const int32_t reliability = raw_enum(p->reliability);
+  if (reliability < MTP_RELIABILITY_DEFAULT || reliability > MTP_UNRELIABLE) return MTP_EINVAL;
   if (p->ordering < MTP_ORDER_NONE || p->ordering > MTP_ORDER_TOTAL) return MTP_EINVAL;
   if (!valid_preference(p->multicast) || !valid_preference(p->security)) return MTP_EINVAL;
   if (p->security == MTP_PREFER || p->security == MTP_REQUIRE) return MTP_ENOTSUP;  // no native security yet
@@ -568,7 +593,8 @@ int params_of(const mtp_preconnection *p, bool members, shm::initiate_params &ip
   ip.magic = shm::initiate_params::current_magic;
   ip.stream_mode = p->byte_stream ? 1 : 0;
   ip.ordering = static_cast<uint8_t>(p->ordering);
-  ip.reliability = static_cast<uint8_t>(p->reliability);
+  // initiate_params: 0 reliable, 1 partial, 2 unreliable.
+  ip.reliability = reliability == MTP_PARTIAL ? 1 : reliability == MTP_UNRELIABLE ? 2 : 0;
   ip.congestion = p->congestion_newreno ? 1 : 0;
   ip.security = 0;
   ip.multicast = p->multicast == MTP_PROHIBIT ? 0 : 1;
@@ -852,8 +878,10 @@ int status_of(const shm::attach_result &r) {
     case shm::attach_status::no_resources:
       // attach_client says no_resources both when it cannot reach the
       // socket and when mtpd refused for lack of room; only the latter's
-      // sentence starts so.
-      return r.error.rfind("mtpd refused", 0) == 0 ? MTP_EAGAIN : MTP_ECONNECT;
+      // sentence starts so. mtpd's no_resources (app_listener through
+      // attach_server) is its app limit, a region it could not make, or
+      // eventfds it could not open; the reply's reason text says which.
+      return r.error.rfind("mtpd refused", 0) == 0 ? MTP_EFULL : MTP_ECONNECT;
   }
   return MTP_ECONNECT;
 }
@@ -878,6 +906,7 @@ void init_channel(mtp_context &ctx, mtp_channel &ch, uint32_t c, uint32_t per_ch
   ch.pending_bits.assign(receive_words, 0);
   ch.handles.init(64);
   ch.heartbeat = ch.header->app_heartbeat.load(std::memory_order_relaxed);
+  ch.stats.struct_size = sizeof ch.stats;
   ch.stats.send_buffers_total = per_channel;
   ch.max_message = max_message_bytes_of(ch);
 }
@@ -902,6 +931,8 @@ const char *mtp_status_text(int status) {
     case MTP_ENOMEM: return "out of memory in this process";
     case MTP_ECONNECT: return "mtpd's socket could not be reached (is mtpd running?)";
     case MTP_EBROKEN: return "the channel's rings were corrupted: detach";
+    case MTP_EFULL: return "mtpd has no room for another application (application limit or memory): attach again later";
+    case MTP_ETIMEDOUT: return "the wait timed out: nothing woke the channel";
     default: return "unknown status";
   }
 }
@@ -988,7 +1019,7 @@ void mtp_preconnection_init(mtp_preconnection *p) {
   if (p == nullptr) return;
   *p = mtp_preconnection{};
   p->struct_size = sizeof *p;
-  p->reliability = MTP_RELIABLE;
+  p->reliability = MTP_RELIABLE;  // MTP_RELIABILITY_DEFAULT would say the same here
   p->ordering = MTP_ORDER_FIFO;
   p->multicast = MTP_NO_PREFERENCE;
   p->streams = 1;
@@ -1029,7 +1060,7 @@ void mtp_message_properties_init(mtp_message_properties *m) {
   if (m == nullptr) return;
   *m = mtp_message_properties{};
   m->struct_size = sizeof *m;
-  m->reliability = MTP_RELIABLE;
+  m->reliability = MTP_RELIABILITY_DEFAULT;  // the connection's
 }
 
 size_t mtp_max_message_bytes(const mtp_channel *ch) {
@@ -1303,7 +1334,8 @@ int mtp_wait(mtp_channel *ch, int timeout_ms) {
   if (r == 0) {
     // Releases waiting for room in the command ring: only mtpd's worker
     // makes that room, and on a shared CPU a spin here keeps it off. A
-    // short nap instead (mtpd does not signal ring room).
+    // short nap instead (mtpd does not signal ring room); then MTP_OK, so
+    // the caller polls and the next poll posts them.
     if (ch->pending_count > 0 && ch->stash_count == 0 && ch->rx.size() == 0 && timeout_ms != 0)
       ::poll(nullptr, 0, 1);
     return MTP_OK;
@@ -1312,11 +1344,12 @@ int mtp_wait(mtp_channel *ch, int timeout_ms) {
   pollfd fds[2] = {{ctx.att.app_eventfd, POLLIN, 0}, {ctx.att.socket_fd, POLLIN | POLLRDHUP, 0}};
   const int got = ::poll(fds, 2, timeout_ms);
   disarm(*ch);
+  if (got == 0) return MTP_ETIMEDOUT;
   if (got > 0) {
     if (fds[0].revents & POLLIN) drain_eventfd(ctx, ch);
     if (fds[1].revents != 0) check_daemon(ctx);
   }
-  return MTP_OK;  // woken, timed out or interrupted: mtp_poll says which
+  return MTP_OK;  // woken (perhaps for another channel) or interrupted: poll
 }
 
 int mtp_channel_fd(const mtp_channel *ch) { return ch != nullptr ? ch->ctx->wait_fd : -1; }
@@ -1332,11 +1365,28 @@ int mtp_arm(mtp_channel *ch) {
 
 void mtp_channel_stats_get(const mtp_channel *ch, mtp_channel_stats *out) {
   if (out == nullptr) return;
-  *out = mtp_channel_stats{};
-  if (ch == nullptr) return;
-  *out = ch->stats;
-  out->send_buffers_free = ch->free_count;
-  out->send_buffers_total = ch->buffer_total;
+  mtp_channel_stats s{};
+  if (ch != nullptr) {
+    s = ch->stats;
+    s.send_buffers_free = ch->free_count;
+    s.send_buffers_total = ch->buffer_total;
+  }
+  // Whole fields within the caller's struct_size only: an older caller's
+  // struct ends before our newer fields, and a field cut in two is not
+  // written at all.
+  const std::size_t size = out->struct_size;
+#define MTP_FILL(field)                                                                   \
+  if (offsetof(mtp_channel_stats, field) + sizeof s.field <= size) out->field = s.field;
+  MTP_FILL(commands_posted)
+  MTP_FILL(events_polled)
+  MTP_FILL(sends)
+  MTP_FILL(send_eagain)
+  MTP_FILL(bytes_sent)
+  MTP_FILL(messages_received)
+  MTP_FILL(bytes_received)
+  MTP_FILL(send_buffers_free)
+  MTP_FILL(send_buffers_total)
+#undef MTP_FILL
 }
 
 }  // extern "C"

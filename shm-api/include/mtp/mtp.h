@@ -26,8 +26,11 @@
  *
  * Buffers and back-pressure: sends copy the message into the channel's
  * shared send buffers (mtp_send) or take a buffer the application filled
- * (mtp_buffer_get + mtp_send_buffer, no copy); each buffer returns to the
- * channel once mtpd has taken its bytes. When mtpd's send buffer for a
+ * (mtp_buffer_get + mtp_send_buffer, no copy); mtpd builds its packets
+ * from the buffer in place, so each buffer returns to the channel only
+ * once its message is stable (Sent), given up (Expired) or failed
+ * (SendError), or its connection closed: the channel's send buffers bound
+ * what is in flight, as a socket's send buffer does. When mtpd's send buffer for a
  * stream is full, mtpd holds that send (and the channel's later commands,
  * in order) until Sent events free room; the command ring then fills, and
  * when it or the channel's buffers are exhausted sends return MTP_EAGAIN:
@@ -38,8 +41,8 @@
  * release stops receiving, and its peers are slowed by flow control;
  * nothing mtpd acknowledged is lost.
  *
- * ABI: C, stable within MTP_API_VERSION; structs passed in carry their
- * size in their first field so they can grow.
+ * ABI: C, stable within MTP_API_VERSION; structs passed in or filled in
+ * carry their size in their first field so they can grow.
  */
 #ifndef MTP_MTP_H
 #define MTP_MTP_H
@@ -67,7 +70,10 @@ typedef enum mtp_status {
   MTP_ETOOBIG = 8,     /* larger than a message or datagram may be */
   MTP_ENOMEM = 9,      /* no memory in this process */
   MTP_ECONNECT = 10,   /* the socket could not be reached (mtpd not running?) */
-  MTP_EBROKEN = 11     /* the channel's rings were corrupted; detach */
+  MTP_EBROKEN = 11,    /* the channel's rings were corrupted; detach */
+  MTP_EFULL = 12,      /* mtpd refused the attach: it serves as many applications as it may, or has
+                          no memory for another region; attach again later, not in a tight loop */
+  MTP_ETIMEDOUT = 13   /* mtp_wait: timeout_ms passed and nothing woke the channel (not an error) */
 } mtp_status;
 
 /* A sentence for a status. Never NULL. */
@@ -118,7 +124,11 @@ typedef uint64_t mtp_connection;
  * $MTP_SOCKET, else /run/mtpd/mtpd.sock) with `channels` channels (1 ..
  * 64, one per thread that will use MTP). Blocks up to about 2 s.
  * On failure returns the status and writes a sentence to `error` (when
- * non-NULL, at most error_bytes with its NUL).
+ * non-NULL, at most error_bytes with its NUL): MTP_ECONNECT (no mtpd
+ * there), MTP_EDENIED (this user may not attach), MTP_ELAYOUT (another
+ * shared layout), MTP_EFULL (mtpd has no room for another application:
+ * its app limit, or no memory for the region; `error` says which),
+ * MTP_EINVAL, MTP_ENOMEM.
  */
 int mtp_attach(const char *socket_path, uint32_t channels, mtp_context **out, char *error, size_t error_bytes);
 
@@ -138,9 +148,12 @@ uint64_t mtp_app_id(const mtp_context *ctx);
 /* ---- preconnection --------------------------------------------------- */
 
 typedef enum mtp_reliability {
-  MTP_RELIABLE = 0,    /* every byte arrives (default) */
-  MTP_PARTIAL = 1,     /* given up after a lifetime or a number of retransmissions */
-  MTP_UNRELIABLE = 2   /* sent once */
+  /* Message properties: the connection's (its preconnection's) reliability.
+   * In a preconnection: the same as MTP_RELIABLE. */
+  MTP_RELIABILITY_DEFAULT = 0,
+  MTP_RELIABLE = 1,    /* every byte arrives (in message properties: on any connection) */
+  MTP_PARTIAL = 2,     /* given up after a lifetime or a number of retransmissions */
+  MTP_UNRELIABLE = 3   /* sent once */
 } mtp_reliability;
 
 typedef enum mtp_ordering {
@@ -167,7 +180,7 @@ typedef struct mtp_preconnection {
   const char *group;
   /* Transport properties. */
   uint32_t threshold;            /* t of n: Ready when t members accepted, alive while t live; 0: all */
-  mtp_reliability reliability;   /* the default of every message */
+  mtp_reliability reliability;   /* the default of every message (MTP_RELIABILITY_DEFAULT: reliable) */
   mtp_ordering ordering;         /* of every stream */
   int byte_stream;               /* 0: messages (default); 1: stream 0 is a byte stream */
   int congestion_newreno;        /* 0: CUBIC (default); 1: NewReno */
@@ -204,9 +217,16 @@ int mtp_stop_listen(mtp_channel *ch, mtp_connection listener);
 
 /* ---- sending --------------------------------------------------------- */
 
+/*
+ * Per message. Zero in a field (as mtp_message_properties_init leaves it)
+ * means the connection's default. reliability: MTP_RELIABILITY_DEFAULT
+ * follows the connection's preconnection; MTP_RELIABLE makes this message
+ * fully reliable even on a partially reliable or unreliable connection;
+ * MTP_PARTIAL and MTP_UNRELIABLE make it so on any connection.
+ */
 typedef struct mtp_message_properties {
   uint32_t struct_size;          /* set by mtp_message_properties_init */
-  mtp_reliability reliability;   /* default: the connection's */
+  mtp_reliability reliability;   /* MTP_RELIABILITY_DEFAULT (0): the connection's */
   uint64_t lifetime_ns;          /* partial: give up this long after the send; 0 none */
   uint32_t max_retransmissions;  /* partial: per member */
   int low_latency;               /* send at once, without waiting to fill a packet */
@@ -327,8 +347,16 @@ void mtp_release(mtp_channel *ch, const mtp_event *e);
 
 /*
  * Blocking use. mtp_wait() sleeps until an event may be ready or
- * `timeout_ms` passes (-1: no limit); it returns MTP_OK either way, and
- * MTP_EDAEMON / MTP_EBROKEN once the channel is dead. For epoll:
+ * `timeout_ms` passes (-1: no limit; 0: only looks). It returns
+ *   MTP_OK         woken, or events were waiting already: mtp_poll() now
+ *                  (a wake-up may be spurious: a signal, another
+ *                  channel's event, a release that waited for ring room);
+ *   MTP_ETIMEDOUT  timeout_ms passed and nothing woke it;
+ *   MTP_EDAEMON / MTP_EBROKEN  the channel is dead (after its last events
+ *                  were polled; a daemon that just went away wakes it with
+ *                  MTP_OK first, for the CONNECTION_ERRORs);
+ *   MTP_EINVAL     ch is NULL.
+ * For epoll:
  * mtp_channel_fd() is readable when events may be ready, after mtp_arm()
  * said 1 (it returns 0 when events are waiting already: poll instead of
  * sleeping; -MTP_EDAEMON or -MTP_EBROKEN when the channel is dead). The
@@ -342,9 +370,18 @@ int mtp_arm(mtp_channel *ch);
 
 /* Counters of the channel (this process's view). */
 typedef struct mtp_channel_stats {
+  uint32_t struct_size;  /* set by the caller: sizeof(mtp_channel_stats) */
   uint64_t commands_posted, events_polled, sends, send_eagain, bytes_sent, messages_received, bytes_received;
   uint32_t send_buffers_free, send_buffers_total;
 } mtp_channel_stats;
+/*
+ * Fills the fields of *out that lie wholly within out->struct_size bytes
+ * (all of them: 0 when ch is NULL) and leaves the rest, and struct_size,
+ * as they were: a struct_size from an older header gets what that header
+ * knew, a newer header's fields this library does not know keep what the
+ * caller put there (zero-initialise the struct), and a struct_size too
+ * small for commands_posted leaves *out untouched.
+ */
 void mtp_channel_stats_get(const mtp_channel *ch, mtp_channel_stats *out);
 
 #ifdef __cplusplus

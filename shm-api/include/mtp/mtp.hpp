@@ -142,10 +142,14 @@ class preconnection {
   std::string group_;
 };
 
-/// Per-message properties (mtp_message_properties) with a builder.
+/// Per-message properties (mtp_message_properties) with a builder. Fresh,
+/// every property is the connection's default.
 class message_properties {
  public:
   message_properties() { mtp_message_properties_init(&m_); }
+  /// MTP_RELIABILITY_DEFAULT (as constructed): the connection's;
+  /// MTP_RELIABLE: fully reliable even on a partial or unreliable
+  /// connection; MTP_PARTIAL, MTP_UNRELIABLE: so on any connection.
   message_properties &reliability(mtp_reliability r) {
     m_.reliability = r;
     return *this;
@@ -170,6 +174,12 @@ class message_properties {
 
  private:
   mtp_message_properties m_{};
+};
+
+/// What channel::wait() came back for (mtp_wait).
+enum class wait_outcome {
+  woken,      ///< MTP_OK: events may be ready (or were already): poll now. May be spurious.
+  timed_out,  ///< MTP_ETIMEDOUT: the timeout passed and nothing woke the channel
 };
 
 /// The bytes of a RECEIVED, RECEIVED_PARTIAL or DATAGRAM event (valid until
@@ -230,7 +240,15 @@ class channel {
   /// Events taken now, in `out`'s front.
   std::span<mtp_event> poll(std::span<mtp_event> out) { return out.first(mtp_poll(ch_, out.data(), out.size())); }
   void release(const mtp_event &e) { mtp_release(ch_, &e); }
-  result<void> wait(int timeout_ms) { return result<void>::of(mtp_wait(ch_, timeout_ms)); }
+  /// Sleeps until events may be ready or `timeout_ms` passes (-1: no
+  /// limit). Not ok() only when the channel is dead (MTP_EDAEMON,
+  /// MTP_EBROKEN) or empty (MTP_EINVAL).
+  result<wait_outcome> wait(int timeout_ms) {
+    const int st = mtp_wait(ch_, timeout_ms);
+    if (st == MTP_OK) return wait_outcome::woken;
+    if (st == MTP_ETIMEDOUT) return wait_outcome::timed_out;
+    return result<wait_outcome>(static_cast<mtp_status>(st));
+  }
   int fd() const { return mtp_channel_fd(ch_); }
   int arm() { return mtp_arm(ch_); }
 
@@ -243,6 +261,7 @@ class channel {
 
   mtp_channel_stats stats() const {
     mtp_channel_stats s{};
+    s.struct_size = sizeof s;
     mtp_channel_stats_get(ch_, &s);
     return s;
   }

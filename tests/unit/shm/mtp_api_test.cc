@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -211,7 +212,8 @@ struct bed {
     return c;
   }
   uint32_t free_buffers(mtp_channel *c = nullptr) {
-    mtp_channel_stats s;
+    mtp_channel_stats s{};
+    s.struct_size = sizeof s;
     mtp_channel_stats_get(c != nullptr ? c : ch, &s);
     return s.send_buffers_free;
   }
@@ -256,7 +258,8 @@ TEST(mtp_api, attach_gives_channels_with_their_share_of_send_buffers_and_detach_
   ASSERT_NE(c1, nullptr);
   EXPECT_NE(c0, c1);
   EXPECT_EQ(mtp_channel_get(b.ctx, 2), nullptr);
-  mtp_channel_stats s;
+  mtp_channel_stats s{};
+  s.struct_size = sizeof s;
   mtp_channel_stats_get(c1, &s);
   EXPECT_EQ(s.send_buffers_total, 32u) << "64 send buffers split over 2 channels";
   EXPECT_EQ(s.send_buffers_free, 32u);
@@ -297,6 +300,38 @@ TEST(mtp_api, attach_failures_say_why) {
   EXPECT_STRNE(mtp_status_text(MTP_EDENIED), "unknown status");
   EXPECT_STREQ(mtp_reason_text(MTP_REASON_DAEMON_GONE), "mtpd stopped or detached this application");
   EXPECT_STREQ(mtp_reason_text(999), "unknown reason");
+}
+
+// mtpd refuses an attach for want of room (attach_status::no_resources:
+// its application limit, or a region it cannot make): MTP_EFULL with
+// mtpd's sentence, not MTP_EAGAIN (which says "retry now").
+TEST(mtp_api, a_full_mtpd_refuses_the_attach_with_efull) {
+  bed b(0);
+  attach_policy p;
+  p.plan = small_plan();
+  p.hugepages = false;
+  p.max_apps = 1;
+  b.server.set_policy(p);
+  mtp_context *first = nullptr, *second = nullptr;
+  ASSERT_EQ(b.attach(1, &first), MTP_OK);
+  std::string why;
+  EXPECT_EQ(b.attach(1, &second, &why), MTP_EFULL);
+  EXPECT_EQ(second, nullptr);
+  EXPECT_NE(why.find("mtpd serves 1 applications already"), std::string::npos) << why;
+  // A region mtpd cannot make (here a plan it cannot lay out; no memory
+  // for it is the same refusal): the same status.
+  p.max_apps = 64;
+  p.plan.buffer_bytes = 100;
+  b.server.set_policy(p);
+  EXPECT_EQ(b.attach(1, &second, &why), MTP_EFULL);
+  EXPECT_NE(why.find("cannot make the shared region"), std::string::npos) << why;
+  EXPECT_EQ(b.server.counters().refused, 2u);
+  EXPECT_STREQ(mtp_status_text(MTP_EFULL),
+               "mtpd has no room for another application (application limit or memory): attach again later");
+  // Not reaching the socket is still MTP_ECONNECT (attach_client calls
+  // that no_resources too).
+  EXPECT_EQ(mtp_attach("/nonexistent/mtpd.sock", 1, &second, nullptr, 0), MTP_ECONNECT);
+  mtp_detach(first);
 }
 
 // -- initiate and listen ---------------------------------------------------------
@@ -473,7 +508,8 @@ TEST(mtp_api, a_64_byte_send_is_one_command_with_its_bytes_and_properties) {
   EXPECT_EQ(cmds[1].user, 78u);
   EXPECT_EQ(cmds[2].flags, send_unreliable);
   EXPECT_EQ(cmds[2].length, 10u);
-  mtp_channel_stats s;
+  mtp_channel_stats s{};
+  s.struct_size = sizeof s;
   mtp_channel_stats_get(b.ch, &s);
   EXPECT_EQ(s.sends, 3u);
   EXPECT_EQ(s.bytes_sent, 64u + 64u + 10u);
@@ -486,6 +522,100 @@ TEST(mtp_api, a_64_byte_send_is_one_command_with_its_bytes_and_properties) {
   EXPECT_EQ(mtp_send(b.ch, c, 0, msg.data(), 5, &props, 0), MTP_EINVAL) << "final_message on a message stream";
   std::vector<char> huge(mtp_max_message_bytes(b.ch) + 1);
   EXPECT_EQ(mtp_send(b.ch, c, 0, huge.data(), huge.size(), nullptr, 0), MTP_ETOOBIG);
+  EXPECT_TRUE(b.daemon->take().empty());
+}
+
+// MTP_RELIABILITY_DEFAULT (what mtp_message_properties_init and zeroes
+// leave) posts no reliability flag, so mtpd applies the connection's
+// default; MTP_RELIABLE asked for posts send_reliable, which mtpd honours
+// whatever that default is. Every way of sending carries it.
+TEST(mtp_api, reliable_asked_for_is_send_reliable_and_the_default_posts_no_flag) {
+  bed b;
+  ASSERT_EQ(b.status, MTP_OK);
+  const mtp_connection c = b.connect();
+  mtp_message_properties def;
+  mtp_message_properties_init(&def);
+  EXPECT_EQ(def.reliability, MTP_RELIABILITY_DEFAULT);
+  mtp_message_properties zero{};
+  zero.struct_size = sizeof zero;
+  mtp_message_properties rel = def;
+  rel.reliability = MTP_RELIABLE;
+  mtp_message_properties rel_fast = rel;
+  rel_fast.low_latency = 1;
+  ASSERT_EQ(mtp_send(b.ch, c, 0, "a", 1, nullptr, 1), MTP_OK);
+  ASSERT_EQ(mtp_send(b.ch, c, 0, "b", 1, &def, 2), MTP_OK);
+  ASSERT_EQ(mtp_send(b.ch, c, 0, "c", 1, &zero, 3), MTP_OK);
+  ASSERT_EQ(mtp_send(b.ch, c, 0, "d", 1, &rel, 4), MTP_OK);
+  ASSERT_EQ(mtp_send(b.ch, c, 0, "e", 1, &rel_fast, 5), MTP_OK);
+  const std::string big = pattern(2 * payload + 5, 7);  // three pieces
+  ASSERT_EQ(mtp_send(b.ch, c, 1, big.data(), big.size(), &rel, 6), MTP_OK);
+  mtp_buffer buf;
+  ASSERT_EQ(mtp_buffer_get(b.ch, &buf), MTP_OK);
+  std::memcpy(buf.data, "f", 1);
+  ASSERT_EQ(mtp_send_buffer(b.ch, c, 0, &buf, 1, &rel, 7), MTP_OK);
+  const mtp_send_request burst[2] = {{c, 0, "g", 1, 8}, {c, 0, "h", 1, 9}};
+  int st = -1;
+  ASSERT_EQ(mtp_send_burst(b.ch, burst, 2, &rel, &st), 2u);
+  EXPECT_EQ(st, MTP_OK);
+  mtp::channel cpp(b.ch);
+  const mtp::message_properties cpp_rel = mtp::message_properties().reliability(MTP_RELIABLE);
+  const mtp::message_properties cpp_def;
+  ASSERT_TRUE(cpp.send(c, 0, "i", 10, &cpp_rel).ok());
+  ASSERT_TRUE(cpp.send(c, 0, "j", 11, &cpp_def).ok());
+  const std::map<uint64_t, uint16_t> want = {
+      {1, 0}, {2, 0}, {3, 0}, {4, send_reliable}, {5, send_reliable | send_low_latency}, {6, send_reliable},
+      {7, send_reliable}, {8, send_reliable}, {9, send_reliable}, {10, send_reliable}, {11, 0}};
+  const std::vector<descriptor> cmds = b.daemon->take();
+  ASSERT_EQ(cmds.size(), 13u);
+  for (const descriptor &d : cmds) {
+    ASSERT_EQ(d.type, static_cast<uint16_t>(command::send));
+    ASSERT_EQ(want.count(d.user), 1u) << d.user;
+    EXPECT_EQ(d.flags & ~send_more, want.at(d.user)) << "user " << d.user;
+  }
+  // Anything else is refused before it takes a buffer; partial and
+  // unreliable stay what they were (no send_reliable with them).
+  // (4 is written as a C program may: C++ may not make that enum value.)
+  const int32_t four = 4;
+  mtp_message_properties bad = def;
+  std::memcpy(&bad.reliability, &four, sizeof four);
+  EXPECT_EQ(mtp_send(b.ch, c, 0, "x", 1, &bad, 0), MTP_EINVAL);
+  mtp_message_properties partial = def;
+  partial.reliability = MTP_PARTIAL;
+  mtp_message_properties unreliable = def;
+  unreliable.reliability = MTP_UNRELIABLE;
+  ASSERT_EQ(mtp_send(b.ch, c, 0, "y", 1, &partial, 0), MTP_OK);
+  ASSERT_EQ(mtp_send(b.ch, c, 0, "z", 1, &unreliable, 0), MTP_OK);
+  const std::vector<descriptor> more = b.daemon->take();
+  ASSERT_EQ(more.size(), 2u);
+  EXPECT_EQ(more[0].flags, send_partial);
+  EXPECT_EQ(more[1].flags, send_unreliable);
+
+  // A preconnection's reliability is the connection's default:
+  // MTP_RELIABILITY_DEFAULT there means reliable.
+  const std::pair<mtp_reliability, uint8_t> defaults[] = {
+      {MTP_RELIABILITY_DEFAULT, 0}, {MTP_RELIABLE, 0}, {MTP_PARTIAL, 1}, {MTP_UNRELIABLE, 2}};
+  for (const auto &[r, wire] : defaults) {
+    mtp_preconnection p;
+    mtp_preconnection_init(&p);
+    p.group = "all";
+    p.reliability = r;
+    mtp_connection h = 0;
+    ASSERT_EQ(mtp_initiate(b.ch, &p, &h), MTP_OK) << r;
+    const std::vector<descriptor> init = b.daemon->take();
+    ASSERT_EQ(init.size(), 1u);
+    ASSERT_EQ(b.daemon->ledger.take_for_send(init[0]), buffer_check::ok);
+    initiate_params ip;
+    std::memcpy(&ip, b.daemon->bytes(init[0]), sizeof ip);
+    EXPECT_EQ(ip.reliability, wire) << r;
+    b.daemon->give_back(init[0]);
+  }
+  mtp_preconnection p;
+  mtp_preconnection_init(&p);
+  EXPECT_EQ(p.reliability, MTP_RELIABLE);
+  p.group = "all";
+  std::memcpy(&p.reliability, &four, sizeof four);
+  mtp_connection h = 0;
+  EXPECT_EQ(mtp_initiate(b.ch, &p, &h), MTP_EINVAL);
   EXPECT_TRUE(b.daemon->take().empty());
 }
 
@@ -609,7 +739,8 @@ TEST(mtp_api, sends_without_buffers_or_ring_room_say_eagain_and_post_nothing) {
   EXPECT_EQ(mtp_send(b.ch, c, 0, big.data(), big.size(), nullptr, 0), MTP_EAGAIN);
   EXPECT_TRUE(b.daemon->take().empty()) << "nothing half-posted";
   EXPECT_EQ(b.free_buffers(), 3u);
-  mtp_channel_stats s;
+  mtp_channel_stats s{};
+  s.struct_size = sizeof s;
   mtp_channel_stats_get(b.ch, &s);
   EXPECT_EQ(s.send_eagain, 3u) << "the one that ended the loop, and two more";
 }
@@ -763,7 +894,8 @@ TEST(mtp_api, received_events_map_to_received_partial_and_datagram_and_release_p
   EXPECT_EQ(text_of(static_cast<const std::byte *>(ev[1].data), ev[1].length), "first piece");
   EXPECT_EQ(ev[2].type, MTP_EVENT_DATAGRAM);
   EXPECT_EQ(text_of(static_cast<const std::byte *>(ev[2].data), ev[2].length), "dgram");
-  mtp_channel_stats s;
+  mtp_channel_stats s{};
+  s.struct_size = sizeof s;
   mtp_channel_stats_get(b.ch, &s);
   EXPECT_EQ(s.messages_received, 2u) << "a partial piece is not a message";
   EXPECT_EQ(s.bytes_received, 5u + 11u + 5u);
@@ -1126,7 +1258,7 @@ TEST(mtp_api, wait_sleeps_until_mtpd_signals_after_seeing_app_sleeping) {
   const mtp_connection c = b.connect();
   // Nothing comes: the timeout.
   uint64_t t0 = now_ns();
-  EXPECT_EQ(mtp_wait(b.ch, 30), MTP_OK);
+  EXPECT_EQ(mtp_wait(b.ch, 30), MTP_ETIMEDOUT);
   EXPECT_GE(now_ns() - t0, 25'000'000u);
   channel_header *h = b.daemon->channels[0].header;
   EXPECT_EQ(h->app_sleeping.load(), 0u) << "cleared on waking";
@@ -1155,6 +1287,59 @@ TEST(mtp_api, wait_sleeps_until_mtpd_signals_after_seeing_app_sleeping) {
   EXPECT_EQ(mtp_wait(b.ch, 10'000), MTP_OK);
   EXPECT_LT(now_ns() - t0, 1'000'000'000u);
   EXPECT_EQ(mtp_poll(b.ch, ev, 4), 1u);
+}
+
+// mtp_wait's result tells a timeout from a wake-up; a dead channel's
+// status is what it was (MTP_EDAEMON, MTP_EBROKEN).
+TEST(mtp_api, wait_says_whether_it_was_woken_or_timed_out) {
+  bed b;
+  ASSERT_EQ(b.status, MTP_OK);
+  const mtp_connection c = b.connect();
+  // Nothing posted: the timeout, once it passed.
+  uint64_t t0 = now_ns();
+  EXPECT_EQ(mtp_wait(b.ch, 20), MTP_ETIMEDOUT);
+  EXPECT_GE(now_ns() - t0, 15'000'000u);
+  EXPECT_EQ(mtp_wait(b.ch, 0), MTP_ETIMEDOUT) << "0 only looks";
+  // An event waiting already: woken at once.
+  b.daemon->post(stand_in::make_event(event::ready, c));
+  EXPECT_EQ(mtp_wait(b.ch, 0), MTP_OK);
+  t0 = now_ns();
+  EXPECT_EQ(mtp_wait(b.ch, 10'000), MTP_OK);
+  EXPECT_LT(now_ns() - t0, 1'000'000'000u);
+  mtp_event ev[4];
+  ASSERT_EQ(mtp_poll(b.ch, ev, 4), 1u);
+  // An event posted (and signalled) while asleep: woken.
+  std::atomic<int> woke{-1};
+  std::thread app([&] { woke = mtp_wait(b.ch, 10'000); });
+  channel_header *h = b.daemon->channels[0].header;
+  for (int i = 0; i < 2000 && h->app_sleeping.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_EQ(h->app_sleeping.load(), 1u);
+  b.daemon->post(stand_in::make_event(event::ready, c));
+  b.daemon->signal_app();
+  app.join();
+  EXPECT_EQ(woke, MTP_OK);
+  ASSERT_EQ(mtp_poll(b.ch, ev, 4), 1u);
+  // mtp.hpp: the same as a value.
+  mtp::channel cpp(b.ch);
+  auto w = cpp.wait(0);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w.value(), mtp::wait_outcome::timed_out);
+  b.daemon->post(stand_in::make_event(event::ready, c));
+  w = cpp.wait(1000);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w.value(), mtp::wait_outcome::woken);
+  ASSERT_EQ(mtp_poll(b.ch, ev, 4), 1u);
+  EXPECT_STREQ(mtp_status_text(MTP_ETIMEDOUT), "the wait timed out: nothing woke the channel");
+  // Dead: the status, as before; in C++ not ok().
+  b.daemon.reset();
+  b.server.close_all();
+  ASSERT_EQ(b.events(1).size(), 1u);  // the CONNECTION_ERROR
+  EXPECT_EQ(mtp_wait(b.ch, 1000), MTP_EDAEMON);
+  const auto dead = cpp.wait(1000);
+  EXPECT_FALSE(dead.ok());
+  EXPECT_EQ(dead.status(), MTP_EDAEMON);
+  EXPECT_EQ(mtp_wait(nullptr, 0), MTP_EINVAL);
+  EXPECT_EQ(mtp::channel().wait(0).status(), MTP_EINVAL);
 }
 
 TEST(mtp_api, arm_and_the_channel_fd_for_an_epoll_loop) {
@@ -1228,6 +1413,89 @@ TEST(mtp_api, a_wake_up_read_by_the_wrong_channel_is_passed_on) {
   EXPECT_TRUE(woke);
   EXPECT_EQ(mtp_poll(c1, ev, 2), 1u);
   EXPECT_EQ(mtp_poll(c0, ev, 2), 0u);
+}
+
+// -- stats -----------------------------------------------------------------------------
+
+namespace {
+// The counters of an mtp_channel_stats: where each lies, its size, its value.
+struct stats_field {
+  const char *name;
+  std::size_t offset, size;
+  uint64_t value;
+};
+std::vector<stats_field> fields_of(const mtp_channel_stats &s) {
+#define MTP_FIELD(f) stats_field{#f, offsetof(mtp_channel_stats, f), sizeof s.f, static_cast<uint64_t>(s.f)}
+  return {MTP_FIELD(commands_posted), MTP_FIELD(events_polled),     MTP_FIELD(sends),
+          MTP_FIELD(send_eagain),     MTP_FIELD(bytes_sent),        MTP_FIELD(messages_received),
+          MTP_FIELD(bytes_received),  MTP_FIELD(send_buffers_free), MTP_FIELD(send_buffers_total)};
+#undef MTP_FIELD
+}
+}  // namespace
+
+// mtp_channel_stats_get writes the fields that lie wholly within the
+// caller's struct_size, and nothing else: an older (shorter) struct gets
+// its prefix, a struct_size too small for the first counter is left alone.
+TEST(mtp_api, stats_fill_only_the_fields_within_struct_size) {
+  bed b;
+  ASSERT_EQ(b.status, MTP_OK);
+  const mtp_connection c = b.connect();
+  ASSERT_EQ(mtp_send(b.ch, c, 0, "abc", 3, nullptr, 0), MTP_OK);
+  b.daemon->post(b.daemon->receive(c, "hello", end_of_message));
+  ASSERT_EQ(b.events(1).size(), 1u);
+  mtp_channel_stats full{};
+  full.struct_size = sizeof full;
+  mtp_channel_stats_get(b.ch, &full);
+  EXPECT_EQ(full.struct_size, sizeof full) << "not written";
+  EXPECT_EQ(full.commands_posted, 2u);
+  EXPECT_EQ(full.sends, 1u);
+  EXPECT_EQ(full.bytes_sent, 3u);
+  EXPECT_EQ(full.messages_received, 1u);
+  EXPECT_EQ(full.bytes_received, 5u);
+  EXPECT_EQ(full.send_buffers_free, 63u);
+  EXPECT_EQ(full.send_buffers_total, 64u);
+  const std::vector<stats_field> truth = fields_of(full);
+  const uint64_t mark = 0xabababababababab;
+  const auto check = [&](uint32_t size) {
+    mtp_channel_stats s;
+    std::memset(&s, 0xab, sizeof s);
+    s.struct_size = size;
+    mtp_channel_stats_get(b.ch, &s);
+    EXPECT_EQ(s.struct_size, size);
+    const std::vector<stats_field> got = fields_of(s);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      const bool fits = got[i].offset + got[i].size <= size;
+      const uint64_t untouched = got[i].size == 8 ? mark : mark & 0xffffffffu;
+      EXPECT_EQ(got[i].value, fits ? truth[i].value : untouched) << got[i].name << " with struct_size " << size;
+    }
+  };
+  for (uint32_t size : {0u, 4u, 8u, 15u}) check(size);  // too small for commands_posted: untouched
+  check(16);                                               // commands_posted only
+  check(offsetof(mtp_channel_stats, sends) + 4);           // sends cut in two: not written
+  check(offsetof(mtp_channel_stats, messages_received));   // an older header's struct
+  check(offsetof(mtp_channel_stats, send_buffers_total));  // all but the last
+  check(sizeof(mtp_channel_stats));                        // everything
+  // A newer header's larger struct: what this library knows; the rest as it was.
+  struct {
+    mtp_channel_stats known;
+    uint64_t later;
+  } newer;
+  std::memset(&newer, 0xab, sizeof newer);
+  newer.known.struct_size = sizeof newer;
+  mtp_channel_stats_get(b.ch, &newer.known);
+  EXPECT_EQ(newer.known.send_buffers_total, 64u);
+  EXPECT_EQ(newer.later, mark);
+  // No channel: zeroes, within struct_size too.
+  mtp_channel_stats none;
+  std::memset(&none, 0xab, sizeof none);
+  none.struct_size = offsetof(mtp_channel_stats, events_polled);
+  mtp_channel_stats_get(nullptr, &none);
+  EXPECT_EQ(none.commands_posted, 0u);
+  EXPECT_EQ(none.events_polled, mark);
+  mtp_channel_stats_get(b.ch, nullptr);  // no crash
+  // The C++ layer sets struct_size itself.
+  EXPECT_EQ(mtp::channel(b.ch).stats().send_buffers_total, 64u);
+  EXPECT_EQ(mtp::channel(b.ch).stats().bytes_received, 5u);
 }
 
 // -- C++ -------------------------------------------------------------------------------
