@@ -914,3 +914,69 @@ TEST(connection, send_pieces_checks_like_send) {
   uint64_t tokens[8];
   EXPECT_EQ(client.poll_released(tokens), 2u);
 }
+
+// A caller that cannot always poll at once (mtpd serving a slow
+// application): zero copy while it takes the data, keep_packet_data()
+// for what it left, so nothing it polls later points into a freed packet.
+TEST(connection, kept_packet_data_outlives_the_packet) {
+  time_ns now = 0;
+  connection client(client_cfg({1}), now);
+  connection_config sc = server_cfg(1);
+  sc.zero_copy_delivery = false;
+  connection s1(sc, now);
+  s1.set_zero_copy_delivery(true);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, {&s1}, now);
+  for (uint8_t i = 0; i < 30; ++i) {
+    std::vector<std::byte> m(200, std::byte{i});
+    ASSERT_EQ(client.send(0, m, now), status::ok);
+  }
+  client.flush();
+  std::vector<std::byte> buf(1500);
+  std::vector<std::vector<std::byte>> got;
+  std::size_t in_place = 0, packets = 0;
+  for (transmit t; (t = client.poll_transmit(buf, now)).bytes;) {
+    ++packets;
+    s1.on_packet({buf.data(), t.bytes}, now);
+    // Takes one event at once (in place), leaves the rest.
+    event e;
+    if (s1.poll_event(e) && e.type == event_type::received) {
+      in_place += e.in_packet;
+      got.emplace_back(e.data.begin(), e.data.end());
+    }
+    s1.keep_packet_data();
+    std::fill(buf.begin(), buf.end(), std::byte{0xdd});  // the packet is gone
+  }
+  ASSERT_GE(packets, 4u);
+  // The first packet's messages were delivered in place (zero copy resumes
+  // once the caller has caught up: the others queue behind them).
+  EXPECT_GE(in_place, 1u);
+  std::size_t kept = 0;
+  for (event e; s1.poll_event(e);)
+    if (e.type == event_type::received) {
+      EXPECT_FALSE(e.in_packet);
+      kept += e.arena_end != 0;
+      got.emplace_back(e.data.begin(), e.data.end());
+    }
+  EXPECT_GE(kept, 3u);  // the rest of the first packet, copied out of it
+  ASSERT_EQ(got.size(), 30u);
+  for (std::size_t i = 0; i < got.size(); ++i)
+    EXPECT_EQ(got[i], std::vector<std::byte>(200, std::byte{static_cast<uint8_t>(i)})) << "message " << i;
+  // Turned off, nothing points into packets.
+  s1.set_zero_copy_delivery(false);
+  for (uint8_t i = 0; i < 5; ++i) {
+    std::vector<std::byte> m(100, std::byte{i});
+    ASSERT_EQ(client.send(0, m, now), status::ok);
+  }
+  client.flush();
+  std::size_t later = 0;
+  for (transmit t; (t = client.poll_transmit(buf, now)).bytes;) {
+    s1.on_packet({buf.data(), t.bytes}, now);
+    for (event e; s1.poll_event(e);)
+      if (e.type == event_type::received) {
+        EXPECT_FALSE(e.in_packet);
+        ++later;
+      }
+  }
+  EXPECT_EQ(later, 5u);
+}
