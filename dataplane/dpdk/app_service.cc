@@ -125,7 +125,7 @@ void endpoint::take_app(app_handoff *h) {
   MTP_LOG(INFO, "application %llu (pid %d): served by worker lcore %u, %u channel(s)\n",
           static_cast<unsigned long long>(h->app_id), h->pid, w_.lcore, l.plan.channel_count);
   apps_.push_back(std::move(link));
-  w_.counters.app_links.set(apps_.size());
+  w_.counters.app_links.set(apps_.size() - builtin_links_);
 }
 
 // The application is gone (or its channel broke): its connections are
@@ -179,7 +179,7 @@ unsigned endpoint::serve_apps(core::time_ns now_ns) {
       leave_app(link, now_ns);
       apps_[i] = std::move(apps_.back());
       apps_.pop_back();
-      w_.counters.app_links.set(apps_.size());
+      w_.counters.app_links.set(apps_.size() - builtin_links_);
       ++work;
       continue;
     }
@@ -477,17 +477,26 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
     if (ci == rt_.config.peers.size()) return refuse(reason::unknown_member);
     peers.push_back(peer_of(ci));
   }
+  uint64_t cid = ip.connection_id;
+  if (cid != 0) {
+    // Asked for (the test source's, a steering test's): frames of it must
+    // come to this worker, and no connection here may have it.
+    if (rt_.session_owner(cid) != w_.queue) return refuse(reason::bad_params);
+    if (const session *old = find(cid); old != nullptr) {
+      if (!old->conn->is_closed() || old->app != nullptr) return refuse(reason::handle_in_use);
+      remove(*const_cast<session *>(old));
+    }
+  }
   if (memory_.budget.used() + (64u << 10) > memory_.budget.limit() || !make_room(now_ns))
     return refuse(reason::no_resources);
   // A connection id this worker owns (its frames come here), not in use.
-  uint64_t cid = 0;
   for (int tries = 0; tries < 1024 && cid == 0; ++tries) {
     const uint64_t x = rte_rand();
     if (x != 0 && rt_.session_owner(x) == w_.queue && find(x) == nullptr) cid = x;
   }
   if (cid == 0) return refuse(reason::no_resources);
   auto sp = std::make_unique<session>();
-  core::connection_config cc = base_config(cid, 1u << 22);
+  core::connection_config cc = base_config(cid, ip.window_log2 ? 1u << ip.window_log2 : 1u << 22);
   cc.side = core::role::client;
   cc.members = members;
   cc.threshold = threshold;
@@ -507,6 +516,7 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
     if (sp->conn->open_stream(k, k == 0 ? mode : core::stream_mode::message, ord) != core::status::ok)
       return refuse(reason::bad_params);
   sp->conn_default_rel = cc.defaults.rel;
+  sp->source = link.builtin;
   sp->app_owned = true;
   sp->app = &link;
   sp->channel = c;
@@ -551,7 +561,6 @@ void endpoint::listen(app_link &link, uint32_t c, const descriptor &d) {
   if (d.connection == 0 || (d.connection >> 63) != 0) return refuse(reason::bad_params);
   if (ch.handles.count(d.connection)) return refuse(reason::handle_in_use);
   if (listener_.link != nullptr) return refuse(reason::listener_exists);
-  if (rt_.config.test.sink.enabled) return refuse(reason::listener_exists);  // the test sink takes them
   if (have_params)
     if (const reason why = shm::check_initiate_params(ip, rt_.config.limits.streams_per_session, true);
         why != reason::none)
@@ -562,6 +571,7 @@ void endpoint::listen(app_link &link, uint32_t c, const descriptor &d) {
   listener_.streams = have_params ? std::max<uint32_t>(ip.streams, 1) : 1;
   listener_.order = have_params && ip.ordering == 0 ? core::ordering::none : core::ordering::fifo;
   listener_.mode = have_params && ip.stream_mode == 1 ? core::stream_mode::bytes : core::stream_mode::message;
+  listener_.window_bytes = have_params && ip.window_log2 ? 1u << ip.window_log2 : 1u << 22;
   if (give_back) {
     descriptor e = event_for(shm::event::buffer_returned, d.connection);
     e.buffer = d.buffer;
@@ -905,7 +915,7 @@ endpoint::session *endpoint::accept_for_app(std::size_t port_index, const core::
     return nullptr;
   }
   auto sp = std::make_unique<session>();
-  core::connection_config c = base_config(cid, 1u << 22);
+  core::connection_config c = base_config(cid, listener_.window_bytes);
   c.side = core::role::server;
   c.members = {sender};
   c.zero_copy_delivery = false;

@@ -25,41 +25,6 @@ core::checksums checksums_for(const port_runtime &port, uint8_t family) {
   return core::checksums::no_udp4;
 }
 
-const char *member_left_text(uint32_t reason) {
-  switch (static_cast<core::member_left_reason>(reason)) {
-    case core::member_left_reason::timeout:
-      return "timeout: nothing from it for member_timeout";
-    case core::member_left_reason::closed:
-      return "closed: it sent CLOSE";
-    case core::member_left_reason::protocol_violation:
-      return "protocol violation: it acknowledged packets never sent to it";
-    case core::member_left_reason::version_mismatch:
-      return "version mismatch: it does not speak version 1";
-  }
-  return "unknown reason";
-}
-
-const char *error_text(uint64_t code) {
-  switch (static_cast<core::error_code>(code)) {
-    case core::error_code::no_error:
-      return "no error";
-    case core::error_code::internal:
-      return "internal error";
-    case core::error_code::flow_control:
-      return "flow control";
-    case core::error_code::protocol_violation:
-      return "protocol violation";
-    case core::error_code::member_timeout:
-      return "member timeout: no live member left";
-    case core::error_code::threshold_lost:
-      return "threshold lost: fewer than t live members";
-    case core::error_code::version_mismatch:
-      return "version mismatch";
-    default:
-      return code >= static_cast<uint64_t>(core::error_code::application) ? "application error" : "unknown error";
-  }
-}
-
 }  // namespace
 
 endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
@@ -67,7 +32,6 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
       w_(w),
       memory_(uint64_t{rt.config.limits.session_memory_mb} << 20),
       wheel_(std::max<uint32_t>(rt.config.limits.sessions, 1)),
-      start_ns_(now_ns),
       now_ns_(now_ns),
       tx_(rt.ports.size()),
       tx_progress_ns_(rt.ports.size(), now_ns) {
@@ -91,19 +55,19 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
             hp.entries, rte_strerror(rte_errno));
     return;
   }
-  const auto &src = rt_.config.test.source;
-  if (!src.enabled || rt_.session_owner(src.connection_id) != w_.queue) return;
-  // The source's members, resolved by ARP / ND where the config gives no
-  // MAC; its connection starts once they are (or after 3 s with whom it
-  // has), so its first packets and its member timeouts do not run ahead
-  // of the addresses.
-  for (uint32_t id : src.members)
-    for (std::size_t ci = 0; ci < rt_.config.peers.size(); ++ci)
-      if (rt_.config.peers[ci].id == id) {
-        source_members_.push_back(peer_of(ci));
-        unresolved_ += !source_members_.back().known;
-      }
-  source_pending_ = true;
+  // The test source runs on the worker owning its connection id; a sink
+  // listens on every worker (each accepts the connections it owns).
+  const auto &test = rt_.config.test;
+  const bool source = test.source.enabled && rt_.session_owner(test.source.connection_id) == w_.queue;
+  if (source || test.sink.enabled) {
+    test_app_ = std::make_unique<test_app>(rt_, w_, source, test.sink.enabled, now_ns);
+    if (app_handoff *h = test_app_->handoff()) {
+      take_app(h);
+      apps_.back()->builtin = true;
+      ++builtin_links_;
+      w_.counters.app_links.set(apps_.size() - builtin_links_);
+    }
+  }
 }
 
 endpoint::~endpoint() {
@@ -139,33 +103,6 @@ core::connection_config endpoint::base_config(uint64_t cid, uint32_t window_byte
   // point into the mbuf being processed.
   c.zero_copy_delivery = true;
   return c;
-}
-
-void endpoint::start_source(core::time_ns now_ns) {
-  const auto &src = rt_.config.test.source;
-  source_pending_ = false;
-  auto s = std::make_unique<session>();
-  s->source = true;
-  core::connection_config c = base_config(src.connection_id, src.window_bytes);
-  c.side = core::role::client;
-  c.threshold = src.threshold;
-  c.members.assign(src.members.begin(), src.members.end());
-  s->members = source_members_;
-  s->conn = std::make_unique<core::connection>(c, now_ns);
-  for (uint32_t k = 0; k < src.streams; ++k)
-    if (s->conn->open_stream(k, core::stream_mode::message, src.unordered ? core::ordering::none
-                                                                           : core::ordering::fifo) != core::status::ok)
-      MTP_LOG(ERR, "source: cannot open stream %u (streams_per_session is %u)\n", k,
-              rt_.config.limits.streams_per_session);
-  source_ = add(std::move(s));
-  if (source_ == nullptr) {
-    MTP_LOG(ERR, "source: no room for its session on worker lcore %u\n", w_.lcore);
-    return;
-  }
-  start_ns_ = now_ns;
-  MTP_LOG(INFO, "source: connection %llx on worker lcore %u to %zu member(s), %llu bytes in %u B messages on %u stream(s)\n",
-          static_cast<unsigned long long>(src.connection_id), w_.lcore, src.members.size(),
-          static_cast<unsigned long long>(src.total_bytes), src.message_bytes, src.streams);
 }
 
 endpoint::session *endpoint::find(uint64_t cid) {
@@ -226,7 +163,6 @@ void endpoint::remove(session &s) {
   if (s.blocked) blocked_.erase(std::find(blocked_.begin(), blocked_.end(), index));
   wheel_.cancel(index);
   rte_hash_del_key(table_, &s.cid);
-  if (&s == source_) source_ = nullptr;
   s.dirty = false;
   sessions_[index].reset();
   free_slots_.push_back(index);
@@ -254,31 +190,7 @@ bool endpoint::make_room(core::time_ns) {
 
 endpoint::session *endpoint::accept(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid,
                                     uint32_t sender, core::time_ns now_ns) {
-  if (!rt_.config.test.sink.enabled) return accept_for_app(port_index, v, cid, sender, now_ns);
-  // A connection with no data costs a few KiB; refuse while the budget
-  // cannot give even that, or the table is full of validated sessions.
-  if (memory_.budget.used() + (64u << 10) > memory_.budget.limit() || !make_room(now_ns)) {
-    w_.counters.sessions_refused.inc();
-    return nullptr;
-  }
-  auto s = std::make_unique<session>();
-  core::connection_config c = base_config(cid, rt_.config.test.sink.window_bytes);
-  c.side = core::role::server;
-  c.members = {sender};
-  s->members.push_back(peer_from(port_index, v));
-  s->conn = std::make_unique<core::connection>(c, now_ns);
-  s->next_offset.assign(c.max_streams, 0);
-  if (rt_.config.test.sink.echo)
-    for (uint16_t k = 0; k < c.max_streams; ++k) s->conn->open_stream(k, core::stream_mode::message, core::ordering::fifo);
-  session *added = add(std::move(s));
-  if (added == nullptr) {
-    w_.counters.sessions_refused.inc();
-    return nullptr;
-  }
-  unvalidated_.emplace_back(added->index, added->generation);
-  MTP_LOG(INFO, "sink: accepted connection %llx from member %u (%s) on worker lcore %u\n",
-          static_cast<unsigned long long>(cid), sender, core::format_ip(v.ends.src_ip).c_str(), w_.lcore);
-  return added;
+  return accept_for_app(port_index, v, cid, sender, now_ns);
 }
 
 // The client of an accepted connection: answered where it came from, from
@@ -400,136 +312,10 @@ void endpoint::mark_dirty(session &s) {
 
 void endpoint::drain_events(session &s, core::time_ns now_ns) {
   if (s.app_owned) return drain_app_events(s, now_ns);
+  // A session no application took (refused: nothing listened).
   core::event e;
-  uint64_t tokens[64];
-  while (s.conn->poll_released(tokens) != 0) {
-  }
-  const auto &src = rt_.config.test.source;
   while (s.conn->poll_event(e)) {
-    switch (e.type) {
-      case core::event_type::received: {
-        if (s.source) {
-          // Ping-pong: the echo of the outstanding message is back.
-          if (e.end_of_message && ping_outstanding_) {
-            const uint64_t rtt_ns = now_ns - ping_sent_ns_;
-            w_.counters.record_rtt(rtt_ns);
-            ping_outstanding_ = false;
-          }
-          break;
-        }
-        if (rt_.config.test.sink.echo) {
-          s.echo_buf.insert(s.echo_buf.end(), e.data.begin(), e.data.end());
-          if (e.end_of_message) {
-            core::message_options o;
-            o.low_latency = true;
-            s.conn->send(e.stream_id, s.echo_buf, o, now_ns);
-            s.echo_buf.clear();
-          }
-        }
-        if (e.stream_id < s.next_offset.size()) {
-          if (e.offset != s.next_offset[e.stream_id]) w_.counters.sink_order_errors.inc();
-          s.next_offset[e.stream_id] = e.offset + e.data.size();
-        }
-        if (rt_.config.test.sink.verify) {
-          // Pieces of one message are at most the window long; check in
-          // chunks no longer than the pattern table allows.
-          for (std::size_t done = 0; done < e.data.size();) {
-            const std::size_t n = std::min(e.data.size() - done, test_pattern::max_message);
-            const std::byte *want = pattern_.at(e.stream_id, e.offset + done);
-            if (std::memcmp(e.data.data() + done, want, n) != 0) {
-              uint64_t bad = 0;
-              for (std::size_t i = 0; i < n; ++i) bad += e.data[done + i] != want[i];
-              w_.counters.sink_verify_errors.add(bad);
-            }
-            done += n;
-          }
-        }
-        w_.counters.sink_bytes.add(e.data.size());
-        if (e.end_of_message) w_.counters.sink_messages.inc();
-        break;
-      }
-      case core::event_type::expired:
-        w_.counters.source_messages_expired.inc();
-        break;
-      case core::event_type::sent: {
-        if (!s.source) break;
-        w_.counters.source_messages_stable.inc();
-        // Messages are message_bytes long except the very last one.
-        const uint64_t before = std::min(src.total_bytes, stable_msgs_ * src.message_bytes);
-        ++stable_msgs_;
-        w_.counters.source_bytes_stable.add(std::min(src.total_bytes, stable_msgs_ * src.message_bytes) - before);
-        break;
-      }
-      case core::event_type::member_left:
-        w_.counters.members_left.inc();
-        MTP_LOG(WARNING, "connection %llx: member %u left (%s)\n", static_cast<unsigned long long>(s.conn->id()),
-                e.member, member_left_text(e.reason));
-        break;
-      case core::event_type::closed:
-        if (!s.source) {
-          w_.counters.sink_closed.inc();
-          MTP_LOG(INFO, "sink: connection %llx closed by its sender (code %llu)\n",
-                  static_cast<unsigned long long>(s.conn->id()), static_cast<unsigned long long>(e.error_code));
-        } else {
-          MTP_LOG(INFO, "source: connection %llx closed (code %llu)\n", static_cast<unsigned long long>(s.conn->id()),
-                  static_cast<unsigned long long>(e.error_code));
-        }
-        break;
-      case core::event_type::connection_error:
-        w_.counters.connections_failed.inc();
-        MTP_LOG(ERR, "connection %llx failed: %s (error %llu)\n", static_cast<unsigned long long>(s.conn->id()),
-                error_text(e.error_code), static_cast<unsigned long long>(e.error_code));
-        break;
-      default:
-        break;
-    }
   }
-}
-
-bool endpoint::feed_source(session &s, core::time_ns now_ns) {
-  const auto &src = rt_.config.test.source;
-  bool wrote = false;
-  core::message_options opt;
-  opt.rel = static_cast<core::reliability>(src.reliability);
-  opt.max_retransmissions = src.max_retransmissions;
-  opt.low_latency = src.pingpong;
-  // A rate, if set, caps what has been queued since the start.
-  const uint64_t allowed = src.rate_bytes_per_s == 0
-                               ? src.total_bytes
-                               : static_cast<uint64_t>(static_cast<double>(src.rate_bytes_per_s) *
-                                                       static_cast<double>(now_ns - start_ns_) / 1e9) + src.message_bytes;
-  while (source_next_ < std::min(src.total_bytes, allowed) && !(src.pingpong && ping_outstanding_)) {
-    // Round-robin over streams, one message at a time.
-    const uint64_t msg_index = source_next_ / src.message_bytes;
-    const uint64_t stream = msg_index % src.streams;
-    const uint64_t stream_msg = msg_index / src.streams;
-    const uint64_t len = std::min<uint64_t>(src.message_bytes, src.total_bytes - source_next_);
-    const uint64_t off = stream_msg * src.message_bytes;
-    // The pattern lives as long as the worker: the engine reads it in
-    // place, like an application's send buffer.
-    const core::connection::send_piece piece{{pattern_.at(stream, off), static_cast<std::size_t>(len)}, 0};
-    const core::status st = s.conn->send_pieces(stream, {&piece, 1}, opt, now_ns);
-    if (st != core::status::ok) break;
-    if (src.pingpong) {
-      ping_outstanding_ = true;
-      ping_sent_ns_ = now_ns;
-    }
-    source_next_ += len;
-    w_.counters.source_bytes_queued.add(len);
-    wrote = true;
-  }
-  if (wrote) s.conn->flush();
-  if (!source_done_ && source_next_ >= src.total_bytes && s.conn->send_buffered_bytes() == 0) {
-    source_done_ = true;
-    const double secs = static_cast<double>(now_ns - start_ns_) / 1e9;
-    w_.counters.source_complete_us.add(std::max<uint64_t>(1, (now_ns - start_ns_) / 1000));
-    MTP_LOG(INFO, "source: all %llu bytes stable at %u member(s) in %.3f s (%.2f Gbit/s); closing\n",
-            static_cast<unsigned long long>(src.total_bytes), static_cast<unsigned>(src.members.size()), secs,
-            static_cast<double>(src.total_bytes) * 8 / secs / 1e9);
-    s.conn->close(core::error_code::no_error, "transfer complete", now_ns);
-    return true;
-  }
-  return wrote;
 }
 
 void endpoint::transmit(session &s, core::time_ns now_ns) {
@@ -633,30 +419,6 @@ void endpoint::emit(const peer &p, rte_mbuf *head, std::byte *headers, std::span
   queue_tx(p.port, head);
 }
 
-/// Members without a static MAC: asks for them on their port (ARP for
-/// IPv4, a solicitation for IPv6), every 20 ms at first, backing off to 1 s,
-/// and picks up what any worker learnt. @return all members known.
-bool endpoint::resolve_members(core::time_ns now_ns) {
-  if (unresolved_ == 0) return true;
-  const bool ask = now_ns >= next_request_ns_;
-  unresolved_ = 0;
-  for (peer &p : source_ != nullptr ? source_->members : source_members_) {
-    if (p.known) continue;
-    if (rt_.peer_mac(p.config_index, p.to.dst_mac)) {
-      p.known = true;
-      continue;
-    }
-    ++unresolved_;
-    if (!ask) continue;
-    ask_neighbour(p);
-  }
-  if (ask) {
-    request_interval_ns_ = std::clamp<core::time_ns>(request_interval_ns_ * 2, 20'000'000, 1'000'000'000);
-    next_request_ns_ = now_ns + request_interval_ns_;
-  }
-  return unresolved_ == 0;
-}
-
 // An ARP request (IPv4) or a neighbour solicitation (IPv6) for a member.
 void endpoint::ask_neighbour(const peer &p) {
   rte_mbuf *m = rte_pktmbuf_alloc(rt_.pool);
@@ -747,7 +509,7 @@ bool endpoint::backlogged(const session &s) const {
 
 void endpoint::service(session &s, core::time_ns now_ns) {
   s.dirty = false;
-  // Events of timers first: a sink's echo of them leaves in this transmit.
+  // Events of timers first: what an application answers leaves in this transmit.
   drain_events(s, now_ns);
   transmit(s, now_ns);
   account(s);
@@ -774,7 +536,9 @@ void endpoint::account(session &s) {
 unsigned endpoint::poll(core::time_ns now_ns) {
   now_ns_ = now_ns;
   const uint64_t before = w_.counters.mtp_packets_out.get();
-  const unsigned app_work = apps_.empty() && w_.app_inbox == nullptr ? 0 : serve_apps(now_ns);
+  // The test application first: what it posts is served at once.
+  unsigned app_work = test_app_ ? test_app_->run(now_ns) : 0;
+  if (!apps_.empty() || w_.app_inbox != nullptr) app_work += serve_apps(now_ns);
   const std::size_t fired = wheel_.advance(now_ns, [&](uint32_t id) {
     session &s = *sessions_[id];
     s.conn->on_expiry(now_ns);
@@ -795,21 +559,7 @@ unsigned endpoint::poll(core::time_ns now_ns) {
     }
     blocked_.resize(kept);
   }
-  if (source_pending_ || source_ != nullptr) {
-    // The source starts once its members are resolved, or after 3 s with
-    // whom it has (the others' packets are dropped until they answer).
-    const bool resolved = resolve_members(now_ns);
-    if (!resolved && !resolve_warned_ && now_ns - start_ns_ > 3'000'000'000) {
-      resolve_warned_ = true;
-      MTP_LOG(WARNING, "source: %zu member(s) still unresolved after 3 s (no ARP / ND answer); starting anyway\n",
-              unresolved_);
-    }
-    if (source_pending_ && (resolved || resolve_warned_)) start_source(now_ns);
-    // Only new data makes the source work here; ACKs and timers mark it
-    // themselves.
-    if (source_ != nullptr && !source_done_ && feed_source(*source_, now_ns)) mark_dirty(*source_);
-  }
-  // Only sessions a frame, a timer or the source touched (a slot may have
+  // Only sessions a frame, a timer or an application touched (a slot may have
   // been emptied since it was marked).
   for (std::size_t i = 0; i < dirty_.size(); ++i)
     if (session *s = sessions_[dirty_[i]].get(); s != nullptr && s->dirty) service(*s, now_ns);

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: BSD-3-Clause
 // The MTP engine on a worker lcore: sessions (one core::connection each)
 // keyed by connection id, member addresses, the frames in and the packets
-// out, and the daemon's built-in test applications (a source that sends a
-// verifiable pattern to a group, a sink that checks it).
+// out, and the applications' channels (app_service.cc), the daemon's
+// built-in test source and sink among them (test_app.h).
 //
 // One endpoint per worker, holding the sessions whose connection id that
 // worker owns (runtime::session_owner; the worker loop hands other frames
@@ -35,34 +35,11 @@
 #include "mtp/shm_ledger.h"
 #include "mtp/shm_ring.h"
 #include "runtime.h"
+#include "test_app.h"
 #include "timer_wheel.h"
 #include "udp_frame.h"
 
 namespace mtp::dp {
-
-/// The bytes the test source sends and the sink checks: a pseudo-random
-/// cycle of a prime length, so a byte misplaced by any offset shows. The
-/// pattern at `offset` of `stream` starts at pattern_at(stream, offset);
-/// the table is long enough for a whole message from any start.
-class test_pattern {
- public:
-  static constexpr std::size_t cycle = 4093;
-  static constexpr std::size_t max_message = 65536;
-  test_pattern() : bytes_(cycle + max_message) {
-    uint32_t x = 0x2545f491u;
-    for (std::size_t i = 0; i < cycle; ++i) {
-      x = x * 1664525u + 1013904223u;
-      bytes_[i] = static_cast<std::byte>(x >> 24);
-    }
-    for (std::size_t i = cycle; i < bytes_.size(); ++i) bytes_[i] = bytes_[i % cycle];
-  }
-  const std::byte *at(uint64_t stream, uint64_t offset) const {
-    return bytes_.data() + (offset + stream * 1009) % cycle;
-  }
-
- private:
-  std::vector<std::byte> bytes_;
-};
 
 class endpoint {
  public:
@@ -116,6 +93,7 @@ class endpoint {
     shm::buffer_ledger ledger;
     std::vector<app_channel> channels;
     uint64_t next_accept_handle = uint64_t{1} << 63;
+    bool builtin = false;  ///< the daemon's own test application (test_app.h)
   };
   struct listener {
     app_link *link = nullptr;
@@ -124,6 +102,7 @@ class endpoint {
     uint32_t streams = 1;
     core::ordering order = core::ordering::fifo;
     core::stream_mode mode = core::stream_mode::message;
+    uint32_t window_bytes = 1u << 22;
   };
   struct peer {
     bool known = false;      ///< its MAC is known: frames can be sent
@@ -137,11 +116,9 @@ class endpoint {
     uint64_t cid = 0;
     uint32_t index = 0;  ///< in sessions_, and its timer's id
     uint64_t generation = 0;  ///< bumped each time the slot is reused
-    bool source = false;
+    bool source = false;                ///< the test source's (an opening packet never replaces it)
     bool dirty = false;                 ///< on the dirty_ list
     bool blocked = false;               ///< on the blocked_ list
-    std::vector<uint64_t> next_offset;  ///< sink: per stream, next expected byte
-    std::vector<std::byte> echo_buf;    ///< sink with echo: the message being gathered
     core::connection_stats seen;        ///< the engine counters already added to the worker's
     // An application's connection (libmtp): its channel and handle there.
     // `app` is null for the test source and sink, and once the handle is
@@ -226,16 +203,12 @@ class endpoint {
   bool from_member(const session &s, const core::udp_frame_view &v, uint32_t sender) const;
   void answer_version(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid, core::time_ns now_ns);
   core::connection_config base_config(uint64_t cid, uint32_t window_bytes);
-  void start_source(core::time_ns now_ns);
   void mark_dirty(session &s);
   void service(session &s, core::time_ns now_ns);
   void account(session &s);
   void drain_events(session &s, core::time_ns now_ns);
-  /// Queues what the source may send now. @return it queued or closed.
-  bool feed_source(session &s, core::time_ns now_ns);
   void transmit(session &s, core::time_ns now_ns);
   void emit(const peer &p, rte_mbuf *head, std::byte *headers, std::span<const std::byte> payload);
-  bool resolve_members(core::time_ns now_ns);
   void queue_tx(std::size_t port, rte_mbuf *mb, bool mtp = true);
   void flush_port(std::size_t port);
   void flush_tx();
@@ -267,21 +240,9 @@ class endpoint {
   std::vector<uint32_t> dirty_;  ///< sessions with work since the last poll
   std::vector<uint32_t> blocked_;  ///< sessions waiting for a full TX ring
   std::vector<uint32_t> finished_;  ///< sessions to remove at the end of this poll
-  session *source_ = nullptr;    ///< the test source's session, while it feeds
-  bool source_pending_ = false;  ///< the source waits for its members' addresses
-  std::vector<peer> source_members_;
-  test_pattern pattern_;
-  core::time_ns start_ns_ = 0;
-  uint64_t source_next_ = 0;  ///< next byte offset the source queues (over all streams)
-  uint64_t stable_msgs_ = 0;
-  bool ping_outstanding_ = false;
-  core::time_ns ping_sent_ns_ = 0;
-  bool source_done_ = false;
-  // Members of the source still to be resolved by ARP / ND.
-  std::size_t unresolved_ = 0;
-  core::time_ns next_request_ns_ = 0;
-  core::time_ns request_interval_ns_ = 0;
-  bool resolve_warned_ = false;
+  /// The test source and sink, served like any application (test_app.h).
+  std::unique_ptr<test_app> test_app_;
+  std::size_t builtin_links_ = 0;
   // Version negotiation replies: a token bucket, so a flood of packets of
   // other versions cannot make this worker a reflector.
   double vn_tokens_ = 0;

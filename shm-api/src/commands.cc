@@ -16,6 +16,7 @@ reason check_initiate_params(initiate_params &ip, uint32_t max_streams, bool lis
   if (ip.security > 2 || ip.ordering > 3 || ip.multicast > 2) return reason::bad_params;
   if (ip.stream_mode > 1 || ip.reliability > 2 || ip.congestion > 1 || ip.streams > max_streams)
     return reason::bad_params;
+  if (ip.window_log2 != 0 && (ip.window_log2 < 12 || ip.window_log2 > 26)) return reason::bad_params;
   if (listen) return reason::none;
   if (ip.member_count > initiate_params::max_members) return reason::bad_params;
   if (ip.member_count == 0) return ip.group[0] == '\0' ? reason::bad_params : reason::none;

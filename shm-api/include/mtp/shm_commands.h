@@ -14,8 +14,11 @@
 //
 // Buffers. A command that carries bytes names one of the application's
 // send buffers (buffer, offset, length; offset >= the region's headroom).
-// mtpd takes the buffer, copies what it needs, and hands it back with a
-// buffer_returned event (user echoed), at once for most commands; a
+// mtpd takes the buffer and hands it back with a buffer_returned event:
+// at once for initiate, listen and datagram (their bytes are copied); for
+// send only once the message's bytes are stable, given up or the
+// connection closed, since mtpd builds its packets from the buffer in
+// place (every piece of a send_more message is held until then). A
 // refused command returns its buffer in its command_error event. Received
 // bytes arrive in mtpd's receive buffers, named in `received` events; the
 // application hands each back with cmd_release once it has read it.
@@ -142,11 +145,18 @@ struct initiate_params {
   uint8_t congestion;     ///< 0 cubic, 1 newreno
   uint8_t security;       ///< 0 none; 1 optional; 2 required (2: not_supported until native security)
   uint8_t multicast;      ///< 0 prohibited, 1 permitted (sent as unicast copies), 2 required (not_supported yet)
-  uint8_t reserved0[2];
+  /// Stream buffer and receive window per stream, 2^window_log2 bytes,
+  /// 12 .. 26 (4 KiB .. 64 MiB); 0: mtpd's default (4 MiB). Both ends of a
+  /// connection must agree until a handshake carries it.
+  uint8_t window_log2;
+  uint8_t reserved0;
   uint32_t streams;       ///< streams to open at once, 0 .. 16 (0 means 1)
   char group[32];         ///< NUL-terminated group name, when member_count is 0
   uint32_t members[max_members];  ///< member node ids, each one of the daemon's peers
-  uint8_t reserved1[8];
+  /// The connection id to use (initiate); 0: mtpd picks one. Refused
+  /// (bad_params) unless the worker serving the channel owns it, and
+  /// (handle_in_use) while a connection of this node has it.
+  uint64_t connection_id;
 };
 static_assert(sizeof(initiate_params) == 320);
 
