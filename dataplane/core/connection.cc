@@ -59,8 +59,9 @@ connection::connection(const connection_config &cfg, time_ns now)
   }
   sent_.bind(&acct_, cfg_.max_sent_packets);
   frames_.bind(&acct_, uint64_t{cfg_.max_sent_packets} * 32);
-  dgram_len_.bind(&acct_, cfg_.max_datagrams);
-  dgram_bytes_.bind(&acct_, uint64_t{cfg_.max_datagrams} * cfg_.max_packet_bytes);
+  dgrams_.bind(&acct_, cfg_.max_datagrams);
+  dgram_stride_ = round_up_pow2(cfg_.max_packet_bytes);
+  dgram_bytes_.bind(&acct_, uint64_t{cfg_.max_datagrams} * dgram_stride_);
   rx_arena_.init(&acct_, 1u << 18);
   send_streams_.resize(cfg_.max_streams);
 
@@ -442,7 +443,7 @@ void connection::enter_draining(time_ns now) {
     m->lost_head = m->lost_tail;
     m->bytes_in_flight = 0;
   }
-  dgram_head_ = dgram_tail_;
+  datagrams_gone(dgram_tail_);
   frame_head_ = frame_tail_;
   sent_head_pn_ = next_pn_;
   trim_memory();
@@ -590,6 +591,12 @@ std::size_t connection::poll_released(std::span<uint64_t> out) {
     }
     if (n == out.size()) break;
   }
+  while (dgram_polled_ < dgram_head_ && n < out.size()) {
+    const queued_datagram &d = dgrams_.at(dgram_polled_++);
+    if (!d.lent) continue;
+    out[n++] = d.token;
+    --pieces_released_;
+  }
   return n;
 }
 
@@ -631,18 +638,34 @@ status connection::finish_stream(uint64_t stream_id) {
   return status::ok;
 }
 
-status connection::send_datagram(std::span<const std::byte> data, time_ns) {
+status connection::send_datagram(std::span<const std::byte> data, time_ns) { return queue_datagram(data, nullptr); }
+
+status connection::send_datagram_piece(const send_piece &piece, time_ns) { return queue_datagram(piece.data, &piece); }
+
+status connection::queue_datagram(std::span<const std::byte> data, const send_piece *lent) {
   if (state_ != state::open) return status::closed;
   if (data.size() > max_datagram_bytes()) return status::too_large;
   const uint64_t queued = dgram_tail_ - dgram_head_;
-  const uint64_t mp = cfg_.max_packet_bytes;
-  if (queued >= cfg_.max_datagrams || !dgram_len_.ensure(queued + 1, dgram_head_, dgram_tail_) ||
-      !dgram_bytes_.ensure((queued + 1) * mp, dgram_head_ * mp, dgram_tail_ * mp))
+  const uint64_t mp = dgram_stride_;
+  // Sent ones whose tokens wait to be polled keep their slots.
+  if (queued >= cfg_.max_datagrams || !dgrams_.ensure(dgram_tail_ - dgram_polled_ + 1, dgram_polled_, dgram_tail_))
     return status::would_block;
-  for (std::size_t i = 0; i < data.size(); ++i) dgram_bytes_.at(dgram_tail_ * mp + i) = data[i];
-  dgram_len_.at(dgram_tail_) = static_cast<uint16_t>(data.size());
+  queued_datagram &d = dgrams_.at(dgram_tail_);
+  d.len = static_cast<uint16_t>(data.size());
+  d.lent = lent != nullptr;
+  d.token = lent != nullptr ? lent->token : 0;
+  d.data = lent != nullptr ? data.data() : nullptr;  // a copy is found by its number (the ring may move)
+  if (lent == nullptr) {
+    if (!dgram_bytes_.ensure((queued + 1) * mp, dgram_head_ * mp, dgram_tail_ * mp)) return status::would_block;
+    std::memcpy(&dgram_bytes_.at(dgram_tail_ * mp), data.data(), data.size());
+  }
   ++dgram_tail_;
   return status::ok;
+}
+
+// Datagrams up to `to` went (or were dropped): their tokens are due.
+void connection::datagrams_gone(uint64_t to) {
+  for (; dgram_head_ < to; ++dgram_head_) pieces_released_ += dgrams_.at(dgram_head_).lent;
 }
 
 void connection::close(error_code code, std::string_view reason, time_ns) {
@@ -710,8 +733,8 @@ void connection::trim_memory() {
     frames_.reset();
     if (sending) (void)frames_.ensure(4 * max_frames_per_packet, frame_head_, frame_tail_);
   }
-  if (dgram_head_ == dgram_tail_ && dgram_len_.capacity() > 0) {
-    dgram_len_.reset();
+  if (dgram_polled_ == dgram_tail_ && dgrams_.capacity() > 0) {
+    dgrams_.reset();
     dgram_bytes_.reset();
   }
   for (auto &m : members_) {

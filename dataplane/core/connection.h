@@ -256,6 +256,10 @@ class connection {
   status finish_stream(uint64_t stream_id);
   /// Queues an unreliable, unordered datagram (at most max_datagram_bytes()).
   status send_datagram(std::span<const std::byte> data, time_ns now);
+  /// The same without a copy: the bytes are read in place when its packet
+  /// is built, and the token comes back (poll_released) once it was sent
+  /// or dropped.
+  status send_datagram_piece(const send_piece &piece, time_ns now);
   /// The largest datagram one packet carries (protocol.md 4.6).
   std::size_t max_datagram_bytes() const;
   /// Turns zero-copy delivery (connection_config::zero_copy_delivery) on
@@ -442,10 +446,21 @@ class connection {
   std::size_t skipped_count_ = 0;
   seq_ring<frame_record> frames_;
   uint64_t frame_head_ = 0, frame_tail_ = 0;
-  // Datagrams queued: lengths, and bytes at seq * max_packet_bytes.
-  seq_ring<uint16_t> dgram_len_;
+  // Datagrams queued, [dgram_head_, dgram_tail_): where their bytes are
+  // (copies at seq * max_packet_bytes in dgram_bytes_, or the caller's);
+  // [dgram_polled_, dgram_head_) went, their tokens not yet polled.
+  struct queued_datagram {
+    const std::byte *data = nullptr;
+    uint64_t token = 0;
+    uint16_t len = 0;
+    bool lent = false;
+  };
+  seq_ring<queued_datagram> dgrams_;
   seq_ring<std::byte> dgram_bytes_;
-  uint64_t dgram_head_ = 0, dgram_tail_ = 0;
+  uint64_t dgram_polled_ = 0, dgram_head_ = 0, dgram_tail_ = 0;
+  uint64_t dgram_stride_ = 0;  ///< bytes per copy in dgram_bytes_: max_packet_bytes to a power of two (no copy wraps)
+  void datagrams_gone(uint64_t to);
+  status queue_datagram(std::span<const std::byte> data, const send_piece *lent);
   // Received datagrams without zero copy: an arena of chunks, [arena_
   // released_, arena_tail_); a datagram never spans two chunks.
   stream_buffer rx_arena_;

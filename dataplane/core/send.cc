@@ -559,14 +559,14 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   }
   const std::size_t before_data = b.size();
 
-  const uint64_t mp = cfg_.max_packet_bytes;
   while (dgram_head_ < dgram_tail_) {
-    const uint16_t len = dgram_len_.at(dgram_head_);
+    const queued_datagram &d = dgrams_.at(dgram_head_);
     const std::size_t before = b.size();
-    const std::span<std::byte> dst = b.append_datagram_header(len);
+    const std::span<std::byte> dst = b.append_datagram_header(d.len);
     if (b.size() == before) break;
-    for (std::size_t i = 0; i < len; ++i) dst[i] = dgram_bytes_.at(dgram_head_ * mp + i);
-    ++dgram_head_;
+    const std::byte *src = d.lent ? d.data : &dgram_bytes_.at(dgram_head_ * dgram_stride_);
+    std::memcpy(dst.data(), src, d.len);
+    datagrams_gone(dgram_head_ + 1);
   }
 
   uint64_t conn_room = connection_send_room();

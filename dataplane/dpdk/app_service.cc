@@ -372,16 +372,15 @@ bool endpoint::run_command(app_link &link, uint32_t c, const descriptor &d, core
         command_error(link, ch, d, reason::bad_buffer, r == shm::buffer_check::bad_range);
         return true;
       }
+      // Read in place when its packet is built; the buffer comes back
+      // then (return_buffers), like a send's.
       const std::byte *p = shm::buffer_at(link.handoff->base, link.handoff->layout, d.buffer) + d.offset;
-      const core::status st = s->conn->send_datagram({p, d.length}, now_ns);
-      link.ledger.complete_send(d.buffer);
+      const core::status st = s->conn->send_datagram_piece({{p, d.length}, d.buffer}, now_ns);
       if (st != core::status::ok) {
+        link.ledger.complete_send(d.buffer);
         command_error(link, ch, d, reason_of(st), true);
       } else {
-        descriptor e = event_for(shm::event::buffer_returned, d.connection);
-        e.buffer = d.buffer;
-        e.user = d.user;
-        post(ch, e);
+        note_held(1);
       }
       mark_dirty(*s);
       return true;

@@ -543,7 +543,16 @@ void run_state::drive_sender(sender_app &a) {
          a.datagram_times[a.datagrams_sent] <= net_.now()) {
     payload.assign(16 + a.datagrams_sent % 200, std::byte{0});
     fill(payload, a.node, 99, a.datagrams_sent);
-    const status st = c.send_datagram(payload, net_.now());
+    // Every other datagram lent in place (send_datagram_piece).
+    status st;
+    if (a.datagrams_sent % 2 == 0) {
+      st = c.send_datagram(payload, net_.now());
+    } else {
+      const uint64_t t = a.next_token++;
+      a.lent[t] = payload;
+      st = c.send_datagram_piece({a.lent[t], t}, net_.now());
+      if (st != status::ok) a.lent.erase(t);
+    }
     if (st == status::would_block) break;
     if (st != status::ok) fail("send_datagram failed");
     ++a.datagrams_sent;

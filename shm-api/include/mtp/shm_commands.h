@@ -15,10 +15,11 @@
 // Buffers. A command that carries bytes names one of the application's
 // send buffers (buffer, offset, length; offset >= the region's headroom).
 // mtpd takes the buffer and hands it back with a buffer_returned event:
-// at once for initiate, listen and datagram (their bytes are copied); for
-// send only once the message's bytes are stable, given up or the
-// connection closed, since mtpd builds its packets from the buffer in
-// place (every piece of a send_more message is held until then). A
+// at once for initiate and listen (their bytes are copied); for send only
+// once the message's bytes are stable, given up or the connection closed,
+// and for datagram once its packet was built (or it was dropped), since
+// mtpd builds its packets from the buffer in place (every piece of a
+// send_more message is held until then). A
 // refused command returns its buffer in its command_error event. Received
 // bytes arrive in mtpd's receive buffers, named in `received` events; the
 // application hands each back with cmd_release once it has read it.

@@ -980,3 +980,37 @@ TEST(connection, kept_packet_data_outlives_the_packet) {
   }
   EXPECT_EQ(later, 5u);
 }
+
+// A lent datagram is read when its packet is built, and handed back then
+// (or when the connection drops it unsent).
+TEST(connection, lent_datagrams_come_back_once_sent_or_dropped) {
+  time_ns now = 0;
+  connection client(client_cfg({1}), now);
+  connection s1(server_cfg(1), now);
+  connect(client, {&s1}, now);
+  std::vector<std::vector<std::byte>> lent;
+  for (uint8_t i = 0; i < 3; ++i) lent.emplace_back(100 + i, std::byte{i});
+  for (uint64_t i = 0; i < 3; ++i) ASSERT_EQ(client.send_datagram_piece({lent[i], 50 + i}, now), status::ok);
+  uint64_t tokens[8];
+  EXPECT_EQ(client.poll_released(tokens), 0u);
+  std::vector<std::byte> buf(1500);
+  for (transmit t; (t = client.poll_transmit(buf, now)).bytes;) {
+    s1.on_packet({buf.data(), t.bytes}, now);
+    collect(s1);
+  }
+  ASSERT_EQ(client.poll_released(tokens), 3u);
+  for (uint64_t i = 0; i < 3; ++i) EXPECT_EQ(tokens[i], 50 + i);
+  std::size_t got = 0;
+  for (const auto &c : drain(s1))
+    if (c.e.type == event_type::datagram) {
+      ASSERT_LT(got, 3u);
+      EXPECT_EQ(c.data, lent[got]);
+      ++got;
+    }
+  EXPECT_EQ(got, 3u);
+  // Queued, never sent: back when the connection ends.
+  ASSERT_EQ(client.send_datagram_piece({lent[0], 77}, now), status::ok);
+  client.abort(error_code::application, "stop", now);
+  ASSERT_EQ(client.poll_released(tokens), 1u);
+  EXPECT_EQ(tokens[0], 77u);
+}
