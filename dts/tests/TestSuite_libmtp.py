@@ -263,6 +263,31 @@ class TestLibmtp:
         assert r["msgs"] == 5000 and r["verify_errors"] == 0 and r["order_errors"] == 0
         assert a.proc.poll() is None and b.proc.poll() is None
 
+    def test_datagrams_are_sent_from_the_buffer_and_it_comes_back(self, pair):
+        """Steps: a receiver listens on b; a sender on a sends 4000
+        datagrams of 1000 B (mtp_send_datagram), at most 32 outstanding
+        (a buffer comes back when its datagram left in a packet), waits
+        until every send buffer is back, and closes.
+        Verify: the receiver got datagrams, each byte right, no more than
+        were sent and, over this lossless link, nearly all; the sender's
+        channel has every send buffer back (mtpd built each datagram's
+        packet from its buffer, then returned it) and daemon a holds none."""
+        a, b = pair
+        rx = App(b, "rx", "--seconds", 60)
+        rx.wait_line("LISTENING")
+        tx = App(a, "tx", "--members", 2, "--datagrams", "--messages", 4000, "--size", 1000, "--seconds", 30)
+        assert tx.finish() == 0, "\n".join(tx.lines)
+        assert rx.finish() == 0, "\n".join(rx.lines)
+        s, r = tx.summary(), rx.summary()
+        assert s["msgs"] == 4000 and s["errors"] == 0  # paced by its buffers: none refused
+        free = next(line for line in tx.lines if line.startswith("BUFFERS"))
+        used, total = free.split()[1], free.split()[3]
+        assert used == total, free
+        assert a.counter("app_buffers_held") == 0
+        assert r["verify_errors"] == 0
+        assert 3600 <= r["msgs"] <= 4000, r
+        assert b.counter("app_received_bytes") == r["bytes"]
+
     def test_a_slow_receiver_slows_the_sender_and_loses_nothing(self, pair):
         """Steps: the receiver on b sleeps 100 us after each message; the
         sender on a queues 30000 messages of 1000 B as fast as it can.

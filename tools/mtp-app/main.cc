@@ -4,7 +4,7 @@
 // same summary fields) and the misbehaving applications the robustness
 // tests need.
 //
-//   mtp-app --socket S tx     --members 2[,3..] | --group NAME [--threshold T] [--size B]
+//   mtp-app --socket S tx     --members 2[,3..] | --group NAME [--threshold T] [--size B] [--datagrams]
 //                             [--messages N] [--seconds S] [--burst K] [--hold]
 //   mtp-app --socket S rx     [--messages N] [--seconds S] [--slow-us U] [--verify on|off]
 //   mtp-app --socket S echo   [--seconds S]
@@ -46,6 +46,7 @@ const char usage[] =
     "  --messages N          tx: messages to send (default 1000000); rx: exit after N\n"
     "  --seconds S           stop after S seconds (default 10)\n"
     "  --burst K             tx: messages per mtp_send_burst (default 32)\n"
+    "  --datagrams           tx: send the messages as unreliable datagrams (size <= one packet's)\n"
     "  --hold                tx: keep the connection open after everything is Sent\n"
     "  --slow-us U           rx: sleep U microseconds per message (a slow receiver)\n"
     "  --verify on|off       rx: check every byte (default on)\n"
@@ -58,7 +59,7 @@ struct options {
   uint32_t threshold = 0, size = 64, burst = 32;
   uint64_t messages = 1000000, count = 10000, slow_us = 0;
   double seconds = 10;
-  bool hold = false, verify = true;
+  bool hold = false, verify = true, datagrams = false;
 };
 
 uint64_t now_ns() {
@@ -133,11 +134,78 @@ mtp_connection initiate(app &a, const options &o) {
   fail("initiate: not Ready within 10 s (are the members' daemons up?)");
 }
 
+// Datagrams: each sent once (mtp_send_datagram); the summary counts what
+// was posted (nothing acknowledges a datagram), then the connection closes
+// once mtpd has handed every buffer back (each datagram is in a packet).
+// At most --burst are outstanding: a buffer comes back when its datagram
+// left in a packet, so this paces the sender to what mtpd sends (mtpd
+// refuses a datagram its connection has no queue room for: it would be
+// lost).
+int run_tx_datagrams(app &a, mtp_connection c, const options &o) {
+  std::vector<uint8_t> msg(o.size);
+  uint64_t sent = 0, refused = 0;
+  mtp_event ev[256];
+  mtp_channel_stats st;
+  st.struct_size = sizeof st;
+  const uint64_t t0 = now_ns();
+  const uint64_t stop_at = t0 + static_cast<uint64_t>(o.seconds * 1e9);
+  while (sent < o.messages && now_ns() < stop_at) {
+    mtp_channel_stats_get(a.ch, &st);
+    if (st.send_buffers_total - st.send_buffers_free >= o.burst) {
+      const size_t n = mtp_poll(a.ch, ev, 256);
+      for (size_t i = 0; i < n; ++i) {
+        refused += ev[i].type == MTP_EVENT_COMMAND_ERROR;
+        mtp_release(a.ch, &ev[i]);
+      }
+      if (n == 0) mtp_wait(a.ch, 1);
+      continue;
+    }
+    fill(msg.data(), o.size, sent);
+    const int st = mtp_send_datagram(a.ch, c, msg.data(), msg.size());
+    if (st == MTP_OK) {
+      ++sent;
+      continue;
+    }
+    if (st != MTP_EAGAIN) fail(std::string("datagram: ") + mtp_status_text(st));
+    const size_t n = mtp_poll(a.ch, ev, 256);
+    for (size_t i = 0; i < n; ++i) {
+      refused += ev[i].type == MTP_EVENT_COMMAND_ERROR;
+      mtp_release(a.ch, &ev[i]);
+    }
+    if (n == 0) mtp_wait(a.ch, 1);
+  }
+  const double secs = static_cast<double>(now_ns() - t0) / 1e9;
+  // Every buffer back: every datagram went into a packet.
+  const uint64_t deadline = now_ns() + 5'000'000'000ull;
+  for (;;) {
+    const size_t n = mtp_poll(a.ch, ev, 256);
+    for (size_t i = 0; i < n; ++i) {
+      refused += ev[i].type == MTP_EVENT_COMMAND_ERROR;
+      mtp_release(a.ch, &ev[i]);
+    }
+    mtp_channel_stats_get(a.ch, &st);
+    if (st.send_buffers_free == st.send_buffers_total || now_ns() > deadline) break;
+    if (n == 0) mtp_wait(a.ch, 1);
+  }
+  std::printf("BUFFERS %u of %u free\n", st.send_buffers_free, st.send_buffers_total);
+  summary(o, secs, sent, sent * o.size, refused, 0, 0);
+  mtp_close(a.ch, c);
+  const uint64_t closing = now_ns() + 5'000'000'000ull;
+  while (now_ns() < closing) {
+    const size_t n = mtp_poll(a.ch, ev, 256);
+    for (size_t i = 0; i < n; ++i)
+      if (ev[i].type == MTP_EVENT_CLOSED || ev[i].type == MTP_EVENT_CONNECTION_ERROR) return 0;
+    if (n == 0) mtp_wait(a.ch, 10);
+  }
+  return 0;
+}
+
 int run_tx(const options &o) {
   app a(o.socket);
   const mtp_connection c = initiate(a, o);
   std::printf("READY\n");
   std::fflush(stdout);
+  if (o.datagrams) return run_tx_datagrams(a, c, o);
   std::vector<std::vector<uint8_t>> msgs(o.burst, std::vector<uint8_t>(o.size));
   std::vector<mtp_send_request> reqs(o.burst);
   uint64_t queued = 0, stable = 0, errors = 0;
@@ -213,7 +281,7 @@ int run_rx(const options &o, bool echo) {
   if (const int st = mtp_listen(a.ch, &p, &l); st != MTP_OK) fail(std::string("listen: ") + mtp_status_text(st));
   std::printf("LISTENING\n");
   std::fflush(stdout);
-  uint64_t msgs = 0, bytes = 0, verify_errors = 0, order_errors = 0, next = 0, closed = 0, errors = 0;
+  uint64_t msgs = 0, bytes = 0, verify_errors = 0, order_errors = 0, next = 0, closed = 0, errors = 0, datagrams = 0;
   uint64_t t0 = 0;
   const uint64_t give_up = now_ns() + static_cast<uint64_t>(o.seconds * 1e9);
   mtp_event ev[256];
@@ -248,6 +316,14 @@ int run_rx(const options &o, bool echo) {
           gather.clear();
           if (o.slow_us) usleep(static_cast<useconds_t>(o.slow_us));
         }
+      } else if (e.type == MTP_EVENT_DATAGRAM) {
+        // Unordered and unreliable: counted and checked, never in order.
+        if (t0 == 0) t0 = now_ns();
+        ++msgs;
+        ++datagrams;
+        bytes += e.length;
+        uint64_t index = 0;
+        if (o.verify && e.length >= 8) verify_errors += check(static_cast<const uint8_t *>(e.data), e.length, &index);
       } else if (e.type == MTP_EVENT_CLOSED || e.type == MTP_EVENT_CONNECTION_ERROR) {
         ++closed;
         if (e.type == MTP_EVENT_CONNECTION_ERROR) ++errors;
@@ -264,6 +340,7 @@ int run_rx(const options &o, bool echo) {
     if (n == 0) mtp_wait(a.ch, 10);
   }
   const double secs = t0 ? static_cast<double>(now_ns() - t0) / 1e9 : 1e-9;
+  if (datagrams) std::printf("DATAGRAMS %" PRIu64 "\n", datagrams);
   summary(o, secs, msgs, bytes, errors, verify_errors, order_errors);
   return verify_errors == 0 && order_errors == 0 ? 0 : 2;
 }
@@ -434,6 +511,7 @@ int main(int argc, char **argv) {
     else if (a == "--seconds") o.seconds = std::strtod(next(), nullptr);
     else if (a == "--burst") o.burst = static_cast<uint32_t>(std::strtoul(next(), nullptr, 10));
     else if (a == "--hold") o.hold = true;
+    else if (a == "--datagrams") o.datagrams = true;
     else if (a == "--slow-us") o.slow_us = std::strtoull(next(), nullptr, 10);
     else if (a == "--verify") o.verify = std::string(next()) != "off";
     else if (a == "--count") o.count = std::strtoull(next(), nullptr, 10);
