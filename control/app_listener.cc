@@ -92,8 +92,10 @@ result<void> app_listener::open(const cfg::config &c) {
                        " id=" + std::to_string(c.node.id) + "\n");
   // Who may attach: app.users and app.groups, or, both empty, whoever the
   // socket's mode and group let in. Regions: the defaults of
-  // shm::region_plan, per application.
+  // shm::region_plan, per application, each telling the application this
+  // node's member id (mtp_node_id).
   shm::attach_policy policy;
+  policy.node_id = c.node.id;
   for (const std::string &u : c.app.users) {
     const auto id = cfg::resolve_user(u);
     if (!id) {

@@ -67,7 +67,7 @@ test_app::test_app(const runtime &rt, worker_context &w, bool source, bool sink,
     return;
   }
   std::memset(base_, 0, bytes);
-  shm::init_region(base_, layout_, static_cast<uint64_t>(getpid()));
+  shm::init_region(base_, layout_, static_cast<uint64_t>(getpid()), rt_.config.node.id);
   handoff_.app_id = 0;
   handoff_.pid = getpid();
   handoff_.base = base_;

@@ -153,7 +153,8 @@ void attach_server::serve_request(attached_app &a) {
                   "mtpd serves " + std::to_string(policy_.max_apps) + " applications already");
   region_plan plan = policy_.plan;
   plan.channel_count = q.channels;
-  if (std::string why = a.region.create(plan, static_cast<uint64_t>(getpid()), policy_.hugepages); !why.empty())
+  if (std::string why = a.region.create(plan, static_cast<uint64_t>(getpid()), policy_.node_id, policy_.hugepages);
+      !why.empty())
     return refuse(a, attach_status::no_resources, "cannot make the shared region: " + why);
   a.app_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   a.daemon_eventfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

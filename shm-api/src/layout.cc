@@ -40,7 +40,7 @@ const char *region_layout_of(const region_plan &p, region_layout &out) {
   return nullptr;
 }
 
-void init_region(void *base, const region_layout &l, uint64_t daemon_pid) {
+void init_region(void *base, const region_layout &l, uint64_t daemon_pid, uint32_t node_id) {
   std::memset(base, 0, l.buffers_offset);  // header and channels; buffers are left as the kernel gave them (zero)
   auto *h = static_cast<region_header *>(base);
   h->magic = region_magic;
@@ -58,6 +58,7 @@ void init_region(void *base, const region_layout &l, uint64_t daemon_pid) {
   h->buffer_bytes = l.plan.buffer_bytes;
   h->buffer_headroom = l.plan.buffer_headroom;
   h->tx_buffers = l.plan.tx_buffers;
+  h->node_id = node_id;
   h->daemon_pid = daemon_pid;
 }
 

@@ -205,6 +205,7 @@ struct mtp_context {
   shm::region_layout layout;
   void *base = nullptr;
   uint32_t payload_bytes = 0;  ///< per buffer, after the headroom
+  uint32_t node_id = 0;        ///< the region header's, read once at attach: mtp_node_id
   /// An epoll set of the app eventfd and the socket: mtp_channel_fd. It is
   /// readable when mtpd signalled or when the socket hung up (mtpd gone),
   /// so an application sleeping in its own epoll notices both.
@@ -967,6 +968,9 @@ int mtp_attach(const char *socket_path, uint32_t channels, mtp_context **out, ch
     }
     ctx->layout = ctx->att.region.layout();  // checked by check_region in attach_client
     ctx->base = ctx->att.region.base();
+    // Read once: the header is mtpd's and read-only, but a copy is all the
+    // application ever needs (0 from an mtpd that does not write it).
+    ctx->node_id = static_cast<const shm::region_header *>(ctx->base)->node_id;
     const shm::region_plan &p = ctx->layout.plan;
     ctx->payload_bytes = p.buffer_bytes - p.buffer_headroom;
     if (ctx->payload_bytes < sizeof(shm::initiate_params)) {
@@ -1014,6 +1018,8 @@ mtp_channel *mtp_channel_get(mtp_context *ctx, uint32_t index) {
 }
 
 uint64_t mtp_app_id(const mtp_context *ctx) { return ctx != nullptr ? ctx->att.app_id : 0; }
+
+uint32_t mtp_node_id(const mtp_context *ctx) { return ctx != nullptr ? ctx->node_id : 0; }
 
 void mtp_preconnection_init(mtp_preconnection *p) {
   if (p == nullptr) return;

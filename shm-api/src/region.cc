@@ -46,7 +46,7 @@ void mapped_region::reset() {
   hugepages_ = false;
 }
 
-std::string mapped_region::create(const region_plan &plan, uint64_t daemon_pid, bool try_hugepages) {
+std::string mapped_region::create(const region_plan &plan, uint64_t daemon_pid, uint32_t node_id, bool try_hugepages) {
   reset();
   region_layout l;
   if (const char *why = region_layout_of(plan, l)) return std::string("region plan: ") + why;
@@ -71,7 +71,7 @@ std::string mapped_region::create(const region_plan &plan, uint64_t daemon_pid, 
       if (huge) continue;
       return why;
     }
-    init_region(base, l, daemon_pid);
+    init_region(base, l, daemon_pid, node_id);
     fd_ = fd;
     base_ = base;
     mapped_bytes_ = bytes;

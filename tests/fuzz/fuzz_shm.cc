@@ -55,7 +55,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   // new[] of the exact size: one byte past the last buffer is a heap overflow.
   std::unique_ptr<std::byte[]> region(new std::byte[l.region_bytes]);
   void *base = region.get();
-  init_region(base, l, 1);
+  init_region(base, l, 1, 1);
   channel_header *ch = channel_at(base, l, 0);
 
   // mtpd's side: its own ring ends and its private ledger.

@@ -39,7 +39,7 @@ void ring(benchmark::State &state) {
   uint64_t wrong = 0;
   for (auto _ : state) {
     mapped_region r;
-    if (!r.create(p, 0, false).empty()) {
+    if (!r.create(p, 0, 0, false).empty()) {
       state.SkipWithError("no region");
       return;
     }

@@ -145,6 +145,13 @@ mtp_channel *mtp_channel_get(mtp_context *ctx, uint32_t index);
 /* mtpd's number for this attachment (its logs say "application <id>"). */
 uint64_t mtp_app_id(const mtp_context *ctx);
 
+/*
+ * This node's MTP member id (mtpd's node.id): the id peers know it by, e.g.
+ * in their MemberJoined / Received events; 0 if mtpd did not say (an older
+ * mtpd) or ctx is NULL.
+ */
+uint32_t mtp_node_id(const mtp_context *ctx);
+
 /* ---- preconnection --------------------------------------------------- */
 
 typedef enum mtp_reliability {

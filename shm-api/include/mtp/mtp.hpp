@@ -304,6 +304,8 @@ class context {
   /// Channel `i`; an empty channel (operator bool false) when out of range.
   mtp::channel channel(uint32_t i) const { return mtp::channel(mtp_channel_get(ctx_, i)); }
   uint64_t app_id() const { return mtp_app_id(ctx_); }
+  /// This node's MTP member id (mtp_node_id); 0 when unknown or empty.
+  uint32_t node_id() const { return mtp_node_id(ctx_); }
   mtp_context *get() const { return ctx_; }
 
  private:

@@ -76,6 +76,7 @@ struct attach_policy {
   uint32_t max_pending = 16;
   region_plan plan;  ///< channel_count is the application's request
   bool hugepages = true;
+  uint32_t node_id = 0;  ///< this node's MTP member id (config node.id), written into every region's header
 };
 
 /// An attached application as mtpd sees it.

@@ -80,13 +80,15 @@ struct region_header {
   uint32_t buffer_bytes;      ///< stride between buffers, headroom included; a multiple of cache_line_bytes
   uint32_t buffer_headroom;   ///< bytes at a buffer's start reserved for headers; < buffer_bytes
   uint32_t tx_buffers;        ///< buffers [0, tx_buffers) are the application's; the rest, mtpd's
-  uint32_t reserved0;
+  uint32_t node_id;           ///< the node's MTP member id (config node.id), for the application to know itself;
+                              ///< 0 from an mtpd older than this field: unknown
   uint64_t daemon_pid;        ///< for diagnostics only
   uint8_t reserved[256 - 88];
 };
 static_assert(sizeof(region_header) == 256);
 static_assert(offsetof(region_header, channels_offset) == 24);
 static_assert(offsetof(region_header, buffers_offset) == 56);
+static_assert(offsetof(region_header, node_id) == 76);  // was reserved0: no layout_version change
 static_assert(offsetof(region_header, daemon_pid) == 80);
 
 /// Producer and consumer indices of one single-producer single-consumer
@@ -170,9 +172,9 @@ struct region_layout {
 /// one (a static string: "to_daemon_slots is not a power of two", ...).
 const char *region_layout_of(const region_plan &plan, region_layout &out);
 
-/// Writes the header and zeroes every channel of a region of
-/// layout.region_bytes at `base`.
-void init_region(void *base, const region_layout &layout, uint64_t daemon_pid);
+/// Writes the header (with this node's MTP member id, `node_id`) and
+/// zeroes every channel of a region of layout.region_bytes at `base`.
+void init_region(void *base, const region_layout &layout, uint64_t daemon_pid, uint32_t node_id);
 
 /// Checks a region the application mapped (`mapped_bytes` long): magic,
 /// version, sizes, and that every section lies inside the mapping.

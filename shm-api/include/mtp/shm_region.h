@@ -25,8 +25,9 @@ class mapped_region {
   /// `try_hugepages` and the host has the pages (MFD_HUGETLB), else normal
   /// pages; sealed against shrinking and growing, so no one holding the
   /// descriptor can truncate it under the other side's mapping (a SIGBUS).
+  /// Its header carries `daemon_pid` and `node_id` (this node's MTP member id).
   /// @return an empty string, or why it failed.
-  std::string create(const region_plan &plan, uint64_t daemon_pid, bool try_hugepages);
+  std::string create(const region_plan &plan, uint64_t daemon_pid, uint32_t node_id, bool try_hugepages);
 
   /// Maps a region received as `fd` (taken over, closed on failure) and
   /// checks its header. @return an empty string, or why it cannot be used.

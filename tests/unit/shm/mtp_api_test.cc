@@ -53,6 +53,7 @@ region_plan small_plan() {
 }
 
 constexpr uint32_t payload = 2048 - 128;
+constexpr uint32_t stand_in_node = 7;  // the stand-in mtpd's node.id, in its regions' headers
 
 // mtpd's side of one attached application.
 struct stand_in {
@@ -140,8 +141,9 @@ struct bed {
     attach_policy p;
     p.plan = plan;
     p.hugepages = false;
+    p.node_id = stand_in_node;
     server.set_policy(p);
-    server.set_greeting("MTPD 1 test node=1 id=1\n");
+    server.set_greeting("MTPD 1 test node=n7 id=7\n");
     if (channels == 0) return;  // the test attaches itself
     status = attach(channels, &ctx);
     if (status == MTP_OK) {
@@ -253,6 +255,8 @@ TEST(mtp_api, attach_gives_channels_with_their_share_of_send_buffers_and_detach_
   ASSERT_EQ(b.status, MTP_OK);
   ASSERT_EQ(b.server.attached_count(), 1u);
   EXPECT_EQ(mtp_app_id(b.ctx), b.server.apps()[0]->id);
+  EXPECT_EQ(mtp_node_id(b.ctx), stand_in_node) << "the node id mtpd wrote in the region's header";
+  EXPECT_EQ(mtp_node_id(nullptr), 0u);
   mtp_channel *c0 = mtp_channel_get(b.ctx, 0), *c1 = mtp_channel_get(b.ctx, 1);
   ASSERT_NE(c0, nullptr);
   ASSERT_NE(c1, nullptr);
@@ -1520,6 +1524,8 @@ TEST(mtp_api, the_cpp_layer_attaches_sends_polls_and_detaches) {
   mtp::context ctx = std::move(attached).value();
   mtp::context moved = std::move(ctx);
   EXPECT_EQ(ctx.get(), nullptr);
+  EXPECT_EQ(moved.node_id(), stand_in_node);
+  EXPECT_EQ(ctx.node_id(), 0u) << "an empty context knows no node";
   mtp::channel ch = moved.channel(0);
   ASSERT_TRUE(ch);
   EXPECT_FALSE(moved.channel(1));

@@ -27,11 +27,12 @@ region_layout layout_of(const region_plan &p) {
   return l;
 }
 
-// A region in ordinary memory, aligned like a mapping.
+// A region in ordinary memory, aligned like a mapping, as mtpd pid 1234
+// of node 77 would write it.
 struct heap_region {
-  explicit heap_region(const region_layout &l) : bytes(l.region_bytes) {
+  explicit heap_region(const region_layout &l, uint32_t node_id = 77) : bytes(l.region_bytes) {
     base = std::aligned_alloc(4096, (bytes + 4095) / 4096 * 4096);
-    init_region(base, l, 1234);
+    init_region(base, l, 1234, node_id);
   }
   ~heap_region() { std::free(base); }
   region_header &header() { return *static_cast<region_header *>(base); }
@@ -75,12 +76,20 @@ TEST(shm_layout, init_writes_a_header_the_check_accepts) {
   EXPECT_EQ(std::memcmp(r.base, "MTPSHM\0\1", 8), 0);
   EXPECT_EQ(r.header().layout_version, layout_version);
   EXPECT_EQ(r.header().daemon_pid, 1234u);
+  EXPECT_EQ(r.header().node_id, 77u);
+  uint32_t at_76 = 0;  // where reserved0 was: the layout is unchanged
+  std::memcpy(&at_76, static_cast<const std::byte *>(r.base) + 76, sizeof at_76);
+  EXPECT_EQ(at_76, 77u);
   region_layout seen;
   ASSERT_EQ(check_region(r.base, r.bytes, seen), nullptr);
   EXPECT_EQ(seen.region_bytes, l.region_bytes);
   EXPECT_EQ(seen.buffers_offset, l.buffers_offset);
   EXPECT_EQ(seen.to_app_offset, l.to_app_offset);
   EXPECT_EQ(seen.plan.tx_buffers, l.plan.tx_buffers);
+  // A region from an mtpd that wrote no node id (0 there) is as valid.
+  heap_region older(l, 0);
+  EXPECT_EQ(older.header().node_id, 0u);
+  EXPECT_EQ(check_region(older.base, older.bytes, seen), nullptr);
 }
 
 TEST(shm_layout, bad_plans_are_refused_with_a_reason) {
@@ -155,7 +164,7 @@ TEST(shm_layout, an_accepted_layout_always_fits_the_mapping) {
     EXPECT_LE(seen.buffers_offset + uint64_t{seen.plan.buffer_count} * seen.plan.buffer_bytes, r.bytes);
     EXPECT_LE(seen.plan.tx_buffers, seen.plan.buffer_count);
   }
-  // Flips in the reserved words and daemon_pid leave valid headers.
+  // Flips in node_id and daemon_pid leave valid headers.
   EXPECT_GT(accepted, 0);
 }
 
@@ -166,7 +175,7 @@ TEST(shm_region, created_regions_attach_and_share_memory) {
     p.buffer_count = 256;
     p.tx_buffers = 128;
     mapped_region daemon;
-    ASSERT_EQ(daemon.create(p, 42, huge), "");
+    ASSERT_EQ(daemon.create(p, 42, 7, huge), "");
     if (!huge) {
       EXPECT_FALSE(daemon.hugepages());
     } else {
@@ -176,6 +185,7 @@ TEST(shm_region, created_regions_attach_and_share_memory) {
     mapped_region app;
     ASSERT_EQ(app.attach(dup(daemon.fd())), "");
     EXPECT_EQ(app.layout().buffers_offset, daemon.layout().buffers_offset);
+    EXPECT_EQ(static_cast<const region_header *>(app.base())->node_id, 7u) << "the node id reaches the application";
     EXPECT_NE(app.base(), daemon.base());
     std::memcpy(buffer_at(app.base(), app.layout(), 255), "hello", 5);
     EXPECT_EQ(std::memcmp(buffer_at(daemon.base(), daemon.layout(), 255), "hello", 5), 0);

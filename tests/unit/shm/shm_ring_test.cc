@@ -208,7 +208,7 @@ TEST(shm_ring, two_processes_exchange_a_million_descriptors_each_way) {
   p.buffer_count = 16;
   p.tx_buffers = 8;
   mapped_region daemon;
-  ASSERT_EQ(daemon.create(p, static_cast<uint64_t>(getpid()), true), "");
+  ASSERT_EQ(daemon.create(p, static_cast<uint64_t>(getpid()), 1, true), "");
   const int app_fd = dup(daemon.fd());
   const pid_t child = fork();
   ASSERT_GE(child, 0);
