@@ -136,11 +136,8 @@ void endpoint::break_channel(app_link &link, app_channel &ch, const char *why, c
   for (const auto &[handle, index] : ch.handles) {
     session *s = sessions_[index].get();
     if (s == nullptr || s->app != &link) continue;
+    drop_gather(*s, false);  // the channel is gone: nobody to hand them to
     s->app = nullptr;
-    note_held(-static_cast<int64_t>(s->gather.size()));
-    s->gather.clear();
-    s->gather_bytes = 0;
-    s->gathering = false;
     // Not no_error: the peers must not take a dead application's end for
     // a graceful close (they see Closed / MemberLeft with code 0x100).
     s->conn->abort(core::error_code::application, why, now_ns);
@@ -312,17 +309,7 @@ endpoint::session *endpoint::app_session(app_channel &ch, uint64_t handle) {
 void endpoint::forget_handle(session &s) {
   if (s.app == nullptr) return;
   app_channel &ch = s.app->channels[s.channel];
-  // Pieces of a message whose last piece never came: back to it.
-  note_held(-static_cast<int64_t>(s.gather.size()));
-  for (const auto &g : s.gather) {
-    s.app->ledger.complete_send(static_cast<uint32_t>(g.token));
-    descriptor e = event_for(shm::event::buffer_returned, s.handle);
-    e.buffer = static_cast<uint32_t>(g.token);
-    post(ch, e);
-  }
-  s.gather.clear();
-  s.gather_bytes = 0;
-  s.gathering = false;
+  drop_gather(s, true);  // pieces of a message whose last piece never came
   ch.handles.erase(s.handle);
   if (ch.last_handle == s.handle) ch.last_handle = 0;
   s.app = nullptr;
@@ -599,16 +586,7 @@ bool endpoint::app_send(app_link &link, app_channel &ch, session &s, const descr
   const core::connection::send_piece piece{{p, d.length}, d.buffer};
   // Refused: the gathered pieces go back, and this one with the error.
   auto fail = [&](reason why) {
-    note_held(-static_cast<int64_t>(s.gather.size()));
-    for (const auto &g : s.gather) {
-      link.ledger.complete_send(static_cast<uint32_t>(g.token));
-      descriptor e = event_for(shm::event::buffer_returned, d.connection);
-      e.buffer = static_cast<uint32_t>(g.token);
-      post(ch, e);
-    }
-    s.gather.clear();
-    s.gather_bytes = 0;
-    s.gathering = false;
+    drop_gather(s, true);
     link.ledger.complete_send(d.buffer);
     descriptor e = event_for(shm::event::send_error, d.connection);
     e.buffer = d.buffer;
@@ -675,6 +653,22 @@ bool endpoint::app_send(app_link &link, app_channel &ch, session &s, const descr
   s.gathering = false;
   mark_dirty(s);
   return true;
+}
+
+void endpoint::drop_gather(session &s, bool give_back) {
+  note_held(-static_cast<int64_t>(s.gather.size()));
+  if (give_back && s.app != nullptr) {
+    app_channel &ch = s.app->channels[s.channel];
+    for (const auto &g : s.gather) {
+      s.app->ledger.complete_send(static_cast<uint32_t>(g.token));
+      descriptor e = event_for(shm::event::buffer_returned, s.handle);
+      e.buffer = static_cast<uint32_t>(g.token);
+      post(ch, e);
+    }
+  }
+  s.gather.clear();
+  s.gather_bytes = 0;
+  s.gathering = false;
 }
 
 bool endpoint::return_buffers(session &s, bool force) {

@@ -182,6 +182,9 @@ class endpoint {
   /// @return all went; false: the event ring is full (or, with `force`,
   /// their events were lost: the ledger has them back anyway).
   bool return_buffers(session &s, bool force = false);
+  /// Forgets the gathered pieces of an unfinished send_more message; with
+  /// `give_back` their buffers go back to the application (buffer_returned).
+  void drop_gather(session &s, bool give_back);
   /// The application can take a packet's data at once: its Received
   /// events may point into the packet (zero copy).
   bool app_has_room(const session &s);
