@@ -288,7 +288,14 @@ typedef struct mtp_send_request {
 size_t mtp_send_burst(mtp_channel *ch, const mtp_send_request *sends, size_t n, const mtp_message_properties *props,
                       int *status);
 
-/* An unreliable datagram (at most one packet's payload). */
+/*
+ * An unreliable datagram (at most one packet's payload), copied into a
+ * send buffer that comes back once mtpd built it into a packet. mtpd
+ * queues a connection's datagrams only up to a bound (256): one that
+ * finds the queue full is refused with COMMAND_ERROR (WOULD_BLOCK) and
+ * never sent, so a sender of many paces itself, e.g. by keeping few
+ * send buffers outstanding (mtp_channel_stats).
+ */
 int mtp_send_datagram(mtp_channel *ch, mtp_connection c, const void *data, size_t length);
 
 /* Opens stream `stream` of the connection (TAPS Clone: a new ordered
