@@ -114,6 +114,7 @@ class run_state {
   run_state(const scenario &sc, uint64_t seed)
       : sc_(sc),
         seed_(mix(seed ^ hash_name(sc.name))),
+        lend_((seed & 1) != 0),
         net_(seed_),
         work_(mix(seed_ ^ 0x5eed)),
         oracle_(oracle_cfg()) {}
@@ -148,6 +149,10 @@ class run_state {
 
   const scenario &sc_;
   uint64_t seed_;
+  /// Odd seeds lend every other message and datagram to the connection
+  /// (send_pieces, send_datagram_piece); even seeds copy all, so the
+  /// memory pressure of the copying path is what they test.
+  bool lend_ = false;
   // The nodes' session memory outlives the connections charged to it.
   std::vector<std::unique_ptr<session_memory>> memories_;
   std::map<uint32_t, session_memory *> memory_of_;
@@ -498,7 +503,7 @@ void run_state::drive_sender(sender_app &a) {
       // Every other message is lent in up to three pieces (send_pieces),
       // the rest copied: both paths, and streams that mix them.
       status st;
-      if (seq % 2 == 0 || payload.size() < 3) {
+      if (!lend_ || seq % 2 == 0 || payload.size() < 3) {
         st = c.send(k, payload, o, net_.now(), &id);
       } else {
         const std::size_t cut1 = payload.size() / 3, cut2 = payload.size() - (seq % 7);
@@ -545,7 +550,7 @@ void run_state::drive_sender(sender_app &a) {
     fill(payload, a.node, 99, a.datagrams_sent);
     // Every other datagram lent in place (send_datagram_piece).
     status st;
-    if (a.datagrams_sent % 2 == 0) {
+    if (!lend_ || a.datagrams_sent % 2 == 0) {
       st = c.send_datagram(payload, net_.now());
     } else {
       const uint64_t t = a.next_token++;

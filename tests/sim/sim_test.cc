@@ -339,7 +339,9 @@ std::vector<entry> scenarios() {
     s.members = 3;
     s.streams = 4;
     s.stream_buffer = 1u << 20;
-    s.memory_limit = 256u << 10;
+    // 224 KiB: tight enough, with the ranges open_stream reserves, that
+    // senders block on memory and the sent table cannot grow at seeds 0-15.
+    s.memory_limit = 224u << 10;
     s.link = lossy(0.05);
     s.need_would_block = true;
     add(s, {}, false);
