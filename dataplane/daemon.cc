@@ -10,6 +10,7 @@
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -134,8 +135,16 @@ int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, co
     for (std::size_t i = 0; workers.size() > 1 && i < workers.size(); ++i) {
       const std::string name = "mtp_handoff_" + std::to_string(i);
       workers[i].handoff = rte_ring_create(name.c_str(), handoff_ring_size, static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
-      if (workers[i].handoff == nullptr) {
-        std::fprintf(stderr, "%s: cannot create the hand-off ring of worker %zu: %s\n", hooks.name, i,
+      // Each redirect ends at most once per tag, and a worker holds at most
+      // (workers - 1) x sessions of them: this ring never fills but under
+      // a flood of stray frames (each may tell an end; counted when lost).
+      const std::string ends = "mtp_redirect_ends_" + std::to_string(i);
+      const unsigned ends_size =
+          std::max<unsigned>(cfg.limits.sessions * static_cast<unsigned>(workers.size() - 1), 64);
+      workers[i].redirect_ends = rte_ring_create_elem(ends.c_str(), sizeof(redirect_end), ends_size,
+                                                      static_cast<int>(rte_socket_id()), RING_F_SC_DEQ | RING_F_EXACT_SZ);
+      if (workers[i].handoff == nullptr || workers[i].redirect_ends == nullptr) {
+        std::fprintf(stderr, "%s: cannot create the hand-off rings of worker %zu: %s\n", hooks.name, i,
                      rte_strerror(rte_errno));
         status = exit_runtime;
       }
@@ -163,6 +172,7 @@ int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, co
   app.close();
   for (auto &w : workers) {
     rte_ring_free(w.app_inbox);  // what it holds belongs to app
+    rte_ring_free(w.redirect_ends);
     // Frames still in an inbox were never processed; free them with it.
     if (w.handoff == nullptr) continue;
     void *m = nullptr;

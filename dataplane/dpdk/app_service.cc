@@ -149,7 +149,7 @@ void endpoint::break_channel(app_link &link, app_channel &ch, const char *why, c
   ch.backlog.clear();
   ch.backlog_head = 0;
   ch.broken = true;
-  if (listener_.link == &link && &link.channels[listener_.channel] == &ch) listener_ = {};
+  if (listener_.link == &link && &link.channels[listener_.channel] == &ch) set_listener({});
   w_.counters.app_connections.set(app_connections_);
 }
 
@@ -329,7 +329,7 @@ bool endpoint::run_command(app_link &link, uint32_t c, const descriptor &d, core
       return true;
     case shm::command::stop_listen:
       if (listener_.link == &link && listener_.channel == c && listener_.handle == d.connection)
-        listener_ = {};
+        set_listener({});
       else
         command_error(link, ch, d, reason::bad_handle, false);
       return true;
@@ -551,13 +551,18 @@ void endpoint::listen(app_link &link, uint32_t c, const descriptor &d) {
     if (const reason why = shm::check_initiate_params(ip, rt_.config.limits.streams_per_session, true);
         why != reason::none)
       return refuse(why);
-  listener_.link = &link;
-  listener_.channel = c;
-  listener_.handle = d.connection;
-  listener_.streams = have_params ? std::max<uint32_t>(ip.streams, 1) : 1;
-  listener_.order = have_params && ip.ordering == 0 ? core::ordering::none : core::ordering::fifo;
-  listener_.mode = have_params && ip.stream_mode == 1 ? core::stream_mode::bytes : core::stream_mode::message;
-  listener_.window_bytes = have_params && ip.window_log2 ? 1u << ip.window_log2 : 1u << 22;
+  bool none = false;
+  if (!link.builtin && !rt_.app_listens.compare_exchange_strong(none, true, std::memory_order_acq_rel))
+    return refuse(reason::listener_exists);
+  listener l;
+  l.link = &link;
+  l.channel = c;
+  l.handle = d.connection;
+  l.streams = have_params ? std::max<uint32_t>(ip.streams, 1) : 1;
+  l.order = have_params && ip.ordering == 0 ? core::ordering::none : core::ordering::fifo;
+  l.mode = have_params && ip.stream_mode == 1 ? core::stream_mode::bytes : core::stream_mode::message;
+  l.window_bytes = have_params && ip.window_log2 ? 1u << ip.window_log2 : 1u << 22;
+  set_listener(l);
   if (give_back) {
     descriptor e = event_for(shm::event::buffer_returned, d.connection);
     e.buffer = d.buffer;
@@ -567,6 +572,13 @@ void endpoint::listen(app_link &link, uint32_t c, const descriptor &d) {
   MTP_LOG(INFO, "application %llu: listening (handle %llu) on worker lcore %u\n",
           static_cast<unsigned long long>(link.handoff->app_id), static_cast<unsigned long long>(d.connection),
           w_.lcore);
+}
+
+// The other workers see it: the connections whose ids they own come here.
+void endpoint::set_listener(const listener &l) {
+  if (listener_.link != nullptr && !listener_.link->builtin) rt_.app_listens.store(false, std::memory_order_release);
+  listener_ = l;
+  w_.app_listening.store(l.link != nullptr, std::memory_order_release);
 }
 
 // A message (or a piece of one) from a send buffer into the engine, which

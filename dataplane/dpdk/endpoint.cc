@@ -55,6 +55,16 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
             hp.entries, rte_strerror(rte_errno));
     return;
   }
+  if (w_.redirect_ends != nullptr) {
+    // At most one redirect per session another worker holds.
+    const std::string rname = "mtp_redirects_" + std::to_string(w_.queue);
+    hp.name = rname.c_str();
+    hp.entries = std::max<uint32_t>(rt_.config.limits.sessions * static_cast<uint32_t>(rt_.workers.size() - 1), 8);
+    redirects_ = rte_hash_create(&hp);
+    if (redirects_ == nullptr)
+      MTP_LOG(ERR, "worker lcore %u: cannot create the redirect table of %u entries: %s; connections it owns "
+              "reach only a listener on this worker\n", w_.lcore, hp.entries, rte_strerror(rte_errno));
+  }
   // The test source runs on the worker owning its connection id; a sink
   // listens on every worker (each accepts the connections it owns).
   const auto &test = rt_.config.test;
@@ -75,6 +85,7 @@ endpoint::~endpoint() {
   // Connections give their memory back before the budget goes.
   sessions_.clear();
   rte_hash_free(table_);
+  rte_hash_free(redirects_);
 }
 
 // The transport parameters both ends must agree on until a handshake
@@ -159,6 +170,7 @@ void endpoint::remove(session &s) {
     post(ch, e);
     forget_handle(s);
   }
+  if (s.redirect_tag != 0) end_redirect(s.cid, s.redirect_tag);
   const uint32_t index = s.index;
   if (s.blocked) blocked_.erase(std::find(blocked_.begin(), blocked_.end(), index));
   wheel_.cancel(index);
@@ -256,7 +268,8 @@ void endpoint::answer_version(std::size_t port_index, const core::udp_frame_view
   queue_tx(port_index, m, false);
 }
 
-void endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, core::time_ns now_ns) {
+endpoint::onward endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, core::time_ns now_ns,
+                                    uint32_t redirect_tag) {
   now_ns_ = now_ns;
   // The ids find the session (they sit at the same place in every
   // version); the engine then verifies and parses it all.
@@ -264,12 +277,12 @@ void endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, c
   uint64_t cid = 0;
   if (!core::peek_ids(v.payload, sender, cid)) {
     w_.counters.mtp_no_session.inc();
-    return;
+    return {};
   }
   const uint8_t version = std::to_integer<uint8_t>(v.payload[0]);
   if (version != core::protocol_version && version != core::version_negotiation_version) {
     answer_version(port_index, v, cid, now_ns);
-    return;
+    return {};
   }
   session *s = find(cid);
   const bool opening = version == core::protocol_version && core::is_opening_packet(v.payload);
@@ -281,17 +294,24 @@ void endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, c
     s = nullptr;
   }
   if (s == nullptr) {
+    if (redirects_ != nullptr && redirect_tag == 0) {
+      onward o;
+      if (redirect(cid, opening, o)) return o;
+    }
     // Only a client's opening packet creates a session (protocol.md 5.1):
     // never an ACK-only, mid-connection or version negotiation packet.
     if (opening) s = accept(port_index, v, cid, sender, now_ns);
     if (s == nullptr) {
       w_.counters.mtp_no_session.inc();
-      return;
+      // The owner's redirect leads nowhere: it may forget it.
+      if (redirect_tag != 0) end_redirect(cid, redirect_tag);
+      return {};
     }
   } else if (!from_member(*s, v, sender)) {
     w_.counters.mtp_wrong_address.inc();
-    return;
+    return {};
   }
+  if (redirect_tag != 0) s->redirect_tag = redirect_tag;
   w_.counters.mtp_packets_in.inc();
   // An application that can take this packet's data at once gets it
   // straight from the packet (one copy, into its receive buffer).
@@ -302,6 +322,70 @@ void endpoint::on_frame(std::size_t port_index, const core::udp_frame_view &v, c
   drain_events(*s, now_ns);
   if (s->app_owned) s->conn->keep_packet_data();
   mark_dirty(*s);
+  return {};
+}
+
+bool endpoint::redirect(uint64_t cid, bool opening, onward &o) {
+  void *data = nullptr;
+  const bool known = rte_hash_lookup_data(redirects_, &cid, &data) >= 0;
+  const auto r = reinterpret_cast<uintptr_t>(data);
+  if (!opening) {
+    if (!known) return false;
+    o = {static_cast<int>(r & 0xff), static_cast<uint32_t>(r >> 8)};
+    return true;
+  }
+  // A listener here takes it; else one listening on another worker.
+  const int to = listener_.link != nullptr ? -1 : listening_worker(cid);
+  if (to < 0) {
+    if (known) rte_hash_del_key(redirects_, &cid);
+    return false;
+  }
+  // A new tag for every opening packet (a retransmitted one, or a new
+  // connection with the id of one that ended): the host keeps the latest,
+  // so the end of an earlier session cannot remove this redirect.
+  last_redirect_tag_ = (last_redirect_tag_ + 1) & 0xffffff;
+  if (last_redirect_tag_ == 0) last_redirect_tag_ = 1;
+  const uintptr_t entry = uintptr_t{last_redirect_tag_} << 8 | static_cast<uintptr_t>(to);
+  if (rte_hash_add_key_data(redirects_, &cid, reinterpret_cast<void *>(entry)) != 0) {
+    w_.counters.redirects_refused.inc();
+    o = {};
+    return true;
+  }
+  if (!known) w_.counters.sessions_redirected.inc();
+  o = {to, last_redirect_tag_};
+  return true;
+}
+
+int endpoint::listening_worker(uint64_t cid) const {
+  unsigned n = 0;
+  for (const worker_context *w : rt_.workers) n += w != &w_ && w->app_listening.load(std::memory_order_acquire);
+  if (n == 0) return -1;
+  // Several listeners share the connections (each id always to the same one).
+  unsigned k = static_cast<unsigned>(cid % n);
+  for (unsigned i = 0; i < rt_.workers.size(); ++i)
+    if (rt_.workers[i] != &w_ && rt_.workers[i]->app_listening.load(std::memory_order_acquire) && k-- == 0)
+      return static_cast<int>(i);
+  return -1;
+}
+
+void endpoint::end_redirect(uint64_t cid, uint32_t tag) {
+  redirect_end e{cid, tag};
+  rte_ring *ends = rt_.workers[rt_.session_owner(cid)]->redirect_ends;
+  if (ends == nullptr || rte_ring_mp_enqueue_elem(ends, &e, sizeof e) != 0) w_.counters.redirect_ends_lost.inc();
+}
+
+unsigned endpoint::take_redirect_ends() {
+  redirect_end ends[32];
+  const unsigned n = rte_ring_sc_dequeue_burst_elem(w_.redirect_ends, ends, sizeof(redirect_end), 32, nullptr);
+  for (unsigned i = 0; i < n; ++i) {
+    void *data = nullptr;
+    if (rte_hash_lookup_data(redirects_, &ends[i].cid, &data) < 0 ||
+        reinterpret_cast<uintptr_t>(data) >> 8 != ends[i].tag)
+      continue;
+    rte_hash_del_key(redirects_, &ends[i].cid);
+    w_.counters.redirects_ended.inc();
+  }
+  return n;
 }
 
 void endpoint::mark_dirty(session &s) {
@@ -539,6 +623,7 @@ unsigned endpoint::poll(core::time_ns now_ns) {
   // The test application first: what it posts is served at once.
   unsigned app_work = test_app_ ? test_app_->run(now_ns) : 0;
   if (!apps_.empty() || w_.app_inbox != nullptr) app_work += serve_apps(now_ns);
+  if (redirects_ != nullptr) app_work += take_redirect_ends();
   const std::size_t fired = wheel_.advance(now_ns, [&](uint32_t id) {
     session &s = *sessions_[id];
     s.conn->on_expiry(now_ns);

@@ -46,10 +46,26 @@ class endpoint {
   endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns);
   ~endpoint();
 
+  /// Where a frame goes after on_frame(): to worker `to` with `tag` (a
+  /// redirect, see below), or nowhere (-1: taken or dropped here).
+  struct onward {
+    int to = -1;
+    uint32_t tag = 0;
+  };
   /// An MTP datagram received on port `port_index` (to this node: the
   /// worker checked its destination). The payload stays valid until the
-  /// caller frees the mbuf, after this returns.
-  void on_frame(std::size_t port_index, const core::udp_frame_view &v, core::time_ns now_ns);
+  /// caller frees the mbuf, after this returns. `redirect_tag` is 0 for a
+  /// frame whose connection id this worker owns, else the tag its owner
+  /// redirected it with.
+  ///
+  /// Redirects: an application listens on the one worker serving it, but
+  /// a connection's opening packet reaches the worker owning its id. With
+  /// no listener there and one on another worker, the owner sends the
+  /// opening on (onward) and remembers the id -> worker, so the frames
+  /// that follow go the same way; the session lives on that worker. When
+  /// it is removed there, its owner forgets the redirect (redirect_ends).
+  onward on_frame(std::size_t port_index, const core::udp_frame_view &v, core::time_ns now_ns,
+                  uint32_t redirect_tag = 0);
 
   /// Runs timers, feeds the source, sends what the sessions have to send,
   /// removes the sessions that finished.
@@ -120,6 +136,9 @@ class endpoint {
     bool dirty = false;                 ///< on the dirty_ list
     bool blocked = false;               ///< on the blocked_ list
     core::connection_stats seen;        ///< the engine counters already added to the worker's
+    /// Hosted for the worker owning its id (a redirect): the owner's tag,
+    /// from the latest frame (0: the id is owned here).
+    uint32_t redirect_tag = 0;
     // An application's connection (libmtp): its channel and handle there.
     // `app` is null for the test source and sink, and once the handle is
     // gone (Closed, ConnectionError, the application detached).
@@ -198,6 +217,17 @@ class endpoint {
   void ask_neighbour(const peer &p);
   void resolve_app_peers(core::time_ns now_ns);
   session *find(uint64_t connection_id);
+  /// A frame for a connection id owned here and no session here: is it
+  /// (or its connection) redirected? @return true: decided (`o` says
+  /// where, or -1: refused); false: this worker takes it.
+  bool redirect(uint64_t cid, bool opening, onward &o);
+  /// Another worker with an application listening, chosen by `cid`; -1: none.
+  int listening_worker(uint64_t cid) const;
+  /// Tells the owner of `cid` that the session it redirected here is gone.
+  void end_redirect(uint64_t cid, uint32_t tag);
+  /// Forgets the redirects whose sessions ended. @return how many.
+  unsigned take_redirect_ends();
+  void set_listener(const listener &l);
   session *add(std::unique_ptr<session> s);
   void remove(session &s);
   bool make_room(core::time_ns now_ns);
@@ -232,6 +262,11 @@ class endpoint {
   }
   core::session_memory memory_;  ///< every session's buffers and tables
   rte_hash *table_ = nullptr;    ///< connection id -> session index
+  /// Connection ids owned here whose sessions another worker hosts ->
+  /// (tag << 8 | worker); null with one worker. A tag is new for each
+  /// opening packet sent on, so an end told for an earlier one is ignored.
+  rte_hash *redirects_ = nullptr;
+  uint32_t last_redirect_tag_ = 0;  ///< 24 bits, never 0
   std::vector<std::unique_ptr<session>> sessions_;  ///< slots; null when free
   std::vector<uint32_t> free_slots_;
   uint64_t next_generation_ = 1;

@@ -62,6 +62,10 @@ class counter {
   X(handoff_out, "MTP frames passed to the worker owning their session")      \
   X(handoff_in, "MTP frames taken from other workers for sessions owned here") \
   X(handoff_dropped, "MTP frames dropped because the owner's ring was full")   \
+  X(sessions_redirected, "opening packets sent on to the worker where an application listens") \
+  X(redirects_ended, "redirects forgotten: the hosting worker's session ended") \
+  X(redirects_refused, "opening packets refused: the redirect table was full") \
+  X(redirect_ends_lost, "redirect ends not told: the owner's ring was full")   \
   X(mtp_unknown_peer, "packet copies for a member with no known address")      \
   X(sessions_opened, "MTP sessions created")                                   \
   X(sessions_removed, "MTP sessions closed, drained and removed")              \
@@ -196,6 +200,14 @@ struct app_handoff {
   std::atomic<uint32_t> state{handed};
 };
 
+/// A redirect that ended (worker_context::redirect_ends): its connection
+/// id and the tag its owner gave it, so that an end arriving after the id
+/// opened anew (a newer tag) forgets nothing.
+struct redirect_end {
+  uint64_t cid;
+  uint64_t tag;
+};
+
 /// One worker lcore: it owns rx and tx queue `queue` on every port.
 struct alignas(64) worker_context {
   unsigned lcore = 0;
@@ -207,6 +219,15 @@ struct alignas(64) worker_context {
   /// Applications the control lcore hands to this worker (app_handoff *;
   /// single producer, single consumer).
   rte_ring *app_inbox = nullptr;
+  /// Connection ids this worker owns whose sessions another worker hosted
+  /// (for the application listening there) and has removed: the owner
+  /// forgets their redirects (redirect_end elements; multi-producer, single
+  /// consumer); null with one worker.
+  rte_ring *redirect_ends = nullptr;
+  /// An application listens on this worker (set and cleared by this
+  /// worker, read by the others): where an opening packet goes when the
+  /// worker owning its connection id has no listener.
+  std::atomic<bool> app_listening{false};
   worker_counters counters;
 };
 
@@ -225,6 +246,12 @@ struct runtime {
   /// discovery by whichever worker receives them (they all write the same
   /// value) and read by the owners of the sessions that send to them.
   mutable std::vector<std::atomic<uint64_t>> peer_macs;
+
+  /// An attached application listens (on some worker): MTP version 1
+  /// carries no service name, so one per daemon (the built-in sink, which
+  /// listens on every worker, is not counted). Set by the worker that
+  /// took the listen, cleared by it.
+  mutable std::atomic<bool> app_listens{false};
 
   static uint64_t pack_mac(const std::array<uint8_t, 6> &mac) {
     uint64_t v = uint64_t{1} << 48;

@@ -210,6 +210,18 @@ void flush_handoffs(const runtime &rt, worker_context &w, worker_state &ws) {
   for (unsigned o = 0; o < ws.handoff_n.size(); ++o) flush_handoff(rt, w, ws, o);
 }
 
+/// Passes `m` (received on `port_index`) to worker `to`, with the tag of
+/// its redirect (0: `to` owns its connection id) in the mbuf's hash.usr
+/// beside the port (RTE_MAX_ETHPORTS < 256). The caller still frees it.
+void hand_to(const runtime &rt, worker_context &w, worker_state &ws, unsigned to, rte_mbuf *m,
+             std::size_t port_index, uint32_t tag) {
+  // The receiver frees it; the caller's free drops our reference.
+  rte_mbuf_refcnt_update(m, 1);
+  m->hash.usr = static_cast<uint32_t>(port_index) | tag << 8;
+  ws.handoff[to][ws.handoff_n[to]++] = m;
+  if (ws.handoff_n[to] == burst_pkts) flush_handoff(rt, w, ws, to);
+}
+
 /// The frame's bytes as one span: the first segment, or for a chained
 /// frame a copy gathered into the worker's buffer (valid until the next).
 std::span<const std::byte> frame_bytes(worker_context &w, worker_state &ws, const rte_mbuf *m) {
@@ -309,15 +321,12 @@ void classify(const runtime &rt, worker_context &w, worker_state &ws, std::size_
   if (w.handoff != nullptr && core::peek_ids(view.payload, sender, cid)) {
     const unsigned owner = rt.session_owner(cid);
     if (owner != w.queue) {
-      // The owner frees it; the burst's own free drops our reference.
-      rte_mbuf_refcnt_update(m, 1);
-      m->hash.usr = static_cast<uint32_t>(port_index);
-      ws.handoff[owner][ws.handoff_n[owner]++] = m;
-      if (ws.handoff_n[owner] == burst_pkts) flush_handoff(rt, w, ws, owner);
+      hand_to(rt, w, ws, owner, m, port_index, 0);
       return;
     }
   }
-  ws.ep->on_frame(port_index, view, now_ns);
+  if (const endpoint::onward o = ws.ep->on_frame(port_index, view, now_ns); o.to >= 0)
+    hand_to(rt, w, ws, static_cast<unsigned>(o.to), m, port_index, o.tag);
 }
 
 /// Frames other workers received for sessions owned here. They were
@@ -329,8 +338,14 @@ unsigned drain_inbox(const runtime &rt, worker_context &w, worker_state &ws, cor
   for (unsigned i = 0; i < n; ++i) {
     core::udp_frame_view view;
     if (core::parse_udp_frame(frame_bytes(w, ws, pkts[i]), rt.config.node.udp_port, core::csum_hint::good,
-                              core::csum_hint::good, view) == core::frame_verdict::accepted)
-      ws.ep->on_frame(pkts[i]->hash.usr, view, now_ns);
+                              core::csum_hint::good, view) != core::frame_verdict::accepted)
+      continue;
+    const std::size_t port_index = pkts[i]->hash.usr & 0xff;
+    const uint32_t tag = pkts[i]->hash.usr >> 8;
+    // A frame of a connection id owned here may go on once more: to the
+    // worker its redirect names (never further: that one does not own it).
+    if (const endpoint::onward o = ws.ep->on_frame(port_index, view, now_ns, tag); o.to >= 0)
+      hand_to(rt, w, ws, static_cast<unsigned>(o.to), pkts[i], port_index, o.tag);
   }
   rte_pktmbuf_free_bulk(pkts, n);
   w.counters.handoff_in.add(n);

@@ -8,6 +8,9 @@ owns the session on worker 1 and the sink on worker 0: every data frame
 reaches the sink on the wrong worker and every ACK reaches the source on the
 wrong worker. Both must hand them over, and the transfer must still be
 exact."""
+import re
+import signal
+
 import pytest
 
 from TestSuite_transfer import MIB, SOCKETS, check_sink, wait_complete
@@ -94,3 +97,58 @@ class TestSteering:
             assert d.worker_total("handoff_dropped") == 0
             assert per_worker(d, "mtp_packets_in")[wrong] == 0
         assert per_worker(s, "mtp_packets_in")[0] >= total // 1500
+
+    def test_a_listener_on_one_worker_gets_every_connection(self):
+        """Steps: daemon b (node 2) with two workers, no built-in sink, and
+        one application listening (mtp-app echo), which one worker serves;
+        daemon a (node 1), two workers, joined to b by a two-queue memif
+        link; 12 ping applications on a open a connection each (ids mtpd
+        picks: about half are owned by b's other worker) and make 40 round
+        trips each.
+        Verify: every ping got all 40 echoes; the listener heard 12
+        ConnectionReceived; every session was created on the listener's
+        worker; b's other worker redirected exactly the openings whose ids
+        it owns (the accepted ids in b's log), processed none of their
+        packets itself, lost and refused nothing; once the connections
+        ended, every redirect was forgotten and no session is left."""
+        from TestSuite_libmtp import App
+        sock = f"{SOCKETS}/listen-steer.sock"
+        extra = {"memory": {"size_mb": 256, "mbufs": 16383}, "lcores": TWO_WORKERS}
+        b = Daemon("ls-b", node_id=2, extra=extra,
+                   ports=[{"name": "m0", "mac": "02:00:00:00:0d:02", "addresses": ["10.94.0.2/24"],
+                           "device": f"net_memif0,role=server,id=0,socket={sock},socket-abstract=no"}]).start()
+        a = None
+        try:
+            a = Daemon("ls-a", node_id=1, extra=extra,
+                       ports=[{"name": "m0", "mac": "02:00:00:00:0d:01", "addresses": ["10.94.0.1/24"],
+                               "device": f"net_memif0,role=client,id=0,socket={sock},socket-abstract=no"}],
+                       peers=[{"id": 2, "ip": "10.94.0.2", "mac": "02:00:00:00:0d:02", "port": "m0"}]).start()
+            echo = App(b, "echo", "--seconds", 90)
+            echo.wait_line("LISTENING")
+            pings = [App(a, "ping", "--members", 2, "--count", 40, "--seconds", 60) for _ in range(12)]
+            for p in pings:
+                assert p.finish(timeout=90) == 0, "\n".join(p.lines)
+                assert p.summary()["msgs"] == 40, "\n".join(p.lines)
+            b.wait_for(lambda w, _: sum(x["sessions_live"] for x in w.values()) == 0, timeout=30,
+                       what="every session removed")
+            b.wait_for(lambda w, _: sum(x["redirects_ended"] for x in w.values()) ==
+                       sum(x["sessions_redirected"] for x in w.values()), timeout=10, what="every redirect forgotten")
+            echo.proc.send_signal(signal.SIGTERM)
+            echo.finish(timeout=20)
+        finally:
+            if a is not None:
+                a.stop()
+            b.stop()
+        assert sum(line.startswith("CONNECTION_RECEIVED") for line in echo.lines) == 12, "\n".join(echo.lines)
+        opened = per_worker(b, "sessions_opened")
+        listener = opened.index(12)
+        other = 1 - listener
+        assert opened[other] == 0, opened
+        cids = [int(m, 16) for m in re.findall(r"accepted connection ([0-9a-f]+) from member 1", b.log)]
+        assert len(cids) == 12, b.log
+        elsewhere = sum(owner(c, 2, 2) == other for c in cids)
+        assert per_worker(b, "sessions_redirected") == [elsewhere if w == other else 0 for w in range(2)]
+        assert per_worker(b, "redirects_ended")[other] == elsewhere
+        assert per_worker(b, "mtp_packets_in")[other] == 0
+        for name in ("redirects_refused", "redirect_ends_lost", "handoff_dropped", "sessions_no_listener"):
+            assert b.worker_total(name) == 0, name
