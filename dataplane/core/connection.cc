@@ -372,6 +372,15 @@ void connection::member_failed(std::size_t mi, member_left_reason reason, time_n
   m.credit_pending = false;
   for (auto &s : send_streams_)
     if (s) s->per_member[mi].fwd_owed.clear();
+  if (streaming_member_ == static_cast<int>(mi)) {
+    // Its message in fragments will not be finished. Without event room
+    // the receiver is not told; it drops the fragments with the connection.
+    recv_stream &r = *m.recv[streaming_stream_];
+    if (!abandon_streaming(mi, r, streaming_stream_)) {
+      r.streaming = false;
+      streaming_member_ = -1;
+    }
+  }
   ++stats_.members_left;
   event e;
   e.type = event_type::member_left;

@@ -95,6 +95,15 @@ struct connection_config {
   /// the event was polled and the next call begins, however late the
   /// application polls (a copy more per message).
   bool zero_copy_delivery = true;
+  /// Fifo message streams, with zero copy: a message of at most this many
+  /// bytes that spans packets is delivered fragment by fragment straight
+  /// from each packet while it arrives in order (Received events with
+  /// end_of_message false, then true), one such message at a time per
+  /// connection; behind a loss its rest comes from the buffer. If a
+  /// FORWARD skips the rest, or its member leaves, an empty Received with
+  /// `abandoned` says to drop the fragments. 0: only whole messages are
+  /// delivered in place.
+  uint32_t in_place_fragments_max_bytes = 0;
   /// Seeds the initial packet number and the packet numbers skipped to
   /// catch optimistic ACKs (3.2). Give every connection its own.
   uint64_t seed = 0;
@@ -143,6 +152,10 @@ struct event {
   uint64_t error_code = 0;
   uint32_t reason = 0;
   bool in_packet = false;  ///< data points into the packet given to on_packet() (zero copy)
+  /// received, empty: the message whose fragments came in place (see
+  /// connection_config::in_place_fragments_max_bytes) will not be
+  /// completed; drop what was gathered of it.
+  bool abandoned = false;
   uint64_t arena_end = 0;  ///< internal: data copied to the connection's arena ends there (0: not in it)
 };
 
@@ -175,6 +188,8 @@ enum class error_code : uint64_t {
   X(acks_sent)                                                                 \
   X(packet_numbers_skipped)                                                    \
   X(messages_delivered)                                                        \
+  X(messages_abandoned)                                                        \
+  X(fragments_in_place)                                                        \
   X(messages_expired)                                                          \
   X(messages_stable)                                                           \
   X(messages_skipped_by_slow_members)                                          \
@@ -469,6 +484,13 @@ class connection {
   uint64_t held_events_ = 0;      ///< unpolled data events pointing into the connection's buffers or arena
   uint32_t in_packet_events_ = 0;  ///< events of this call pointing into its packet
   bool zc_now_ = false;            ///< this packet's data may be delivered in place
+  /// The member (index) whose stream has a message coming in place in
+  /// fragments (in_place_fragments_max_bytes); -1: none.
+  int streaming_member_ = -1;
+  uint64_t streaming_stream_ = 0;
+  /// Ends the message that came in fragments on (mi, r) unfinished: an
+  /// abandoned event. @return false: no event room (retried later).
+  bool abandon_streaming(std::size_t mi, recv_stream &r, uint64_t stream_id);
   bool keepable_ = false;          ///< set_zero_copy_delivery() was used: keep_packet_data() may follow
   bool arena_reserve(std::size_t bytes);
   /// The caller polls every event before its next call (zero copy by

@@ -135,6 +135,12 @@ struct connection::recv_stream {
   uint32_t unpolled = 0;        ///< Received events not yet polled: the space they show is kept
   bool credit_dirty = false;
   uint64_t highest_end = 0;     ///< highest offset + length seen
+  /// A message coming in fragments, in place (connection::
+  /// streaming_member_): [stream_start, stream_end), delivered up to
+  /// stream_at. It has no extent; delivered bytes in [stream_at,
+  /// stream_end) can only have been skipped by a FORWARD.
+  bool streaming = false;
+  uint64_t stream_start = 0, stream_at = 0, stream_end = 0;
   memory_account *acct;
   recv_stream(memory_account *a, uint64_t window, std::size_t ranges)
       : received(ranges, a), delivered(ranges, a), ext_max(ranges), acct(a) {

@@ -277,8 +277,13 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &ab
   // A segment names its message; it must agree with what we know of it.
   std::vector<extent>::iterator ext_pos;
   bool new_extent = false;
-  if (f.message) {
+  // A fragment of the message coming in place (it has no extent).
+  const bool streaming = r.streaming && f.message && f.msg_start == r.stream_start;
+  if (streaming) {
+    if (f.msg_start + f.msg_length != r.stream_end) return refuse(drop_reason::stream_state);
+  } else if (f.message) {
     const uint64_t ms = f.msg_start, me = f.msg_start + f.msg_length;
+    if (r.streaming && ms < r.stream_end && me > r.stream_start) return refuse(drop_reason::stream_state);
     auto first = r.extents.begin() + static_cast<long>(r.ext_head);
     ext_pos = std::lower_bound(first, r.extents.end(), ms, [](const extent &e, uint64_t v) { return e.start < v; });
     if (ext_pos != r.extents.end() && ext_pos->start == ms) {
@@ -319,7 +324,46 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &ab
     ++stats_.messages_delivered;
     return;
   }
-  if (f.message && f.msg_start < r.released && end > r.released) {
+  // A message spanning packets, in order, with nothing after it here yet:
+  // each fragment goes straight from its packet (one message at a time
+  // per connection, and only as long as the caller asked for).
+  if (zc_now_ && f.message && !r.unordered && !f.fin && off >= r.released && r.highest_end <= off &&
+      r.delivered.contiguous_end(r.released) == off && data_events_room(1) &&
+      (streaming ? off == r.stream_at
+                 : streaming_member_ < 0 && off == f.msg_start && end < f.msg_start + f.msg_length &&
+                       f.msg_length <= cfg_.in_place_fragments_max_bytes && r.ext_head == r.extents.size())) {
+    if (!r.received.make_room(off, end) || !r.delivered.make_room(off, end)) return refuse(drop_reason::not_absorbed);
+    r.received.insert(off, end);
+    r.delivered.insert(off, end);
+    m.conn_received_end += grow;
+    r.highest_end = std::max(r.highest_end, end);
+    if (!streaming) {
+      r.streaming = true;
+      r.stream_start = f.msg_start;
+      r.stream_end = f.msg_start + f.msg_length;
+      streaming_member_ = static_cast<int>(mi);
+      streaming_stream_ = f.stream_id;
+    }
+    r.stream_at = end;
+    ++stats_.fragments_in_place;
+    event e;
+    e.type = event_type::received;
+    e.member = m.id;
+    e.stream_id = f.stream_id;
+    e.offset = off;
+    e.data = f.data;
+    e.end_of_message = end == r.stream_end;
+    e.in_packet = true;
+    ++in_packet_events_;
+    push_data_event(e);
+    if (e.end_of_message) {
+      r.streaming = false;
+      streaming_member_ = -1;
+      ++stats_.messages_delivered;
+    }
+    return;
+  }
+  if (f.message && !streaming && f.msg_start < r.released && end > r.released) {
     // The rest of a message whose start was already skipped (a FORWARD for
     // part of it came first): it can never be delivered whole, so it is
     // skipped too.
@@ -471,6 +515,30 @@ void connection::deliver(std::size_t mi, recv_stream &r, uint64_t stream_id) {
     }
     return;
   }
+  // A message coming in fragments first: its rest, from the buffer, as it
+  // becomes contiguous (behind a loss); nothing after it until it is whole.
+  if (r.streaming) {
+    if (r.delivered.overlaps(r.stream_at, r.stream_end)) {
+      if (!abandon_streaming(mi, r, stream_id)) {
+        r.needs_scan = true;
+        return;
+      }
+    } else {
+      const uint64_t upto = std::min(r.received.contiguous_end(r.stream_at), r.stream_end);
+      if (upto > r.stream_at) {
+        if (!emit_data(mi, r, stream_id, r.stream_at, upto, upto == r.stream_end)) {
+          r.needs_scan = true;
+          return;
+        }
+        r.stream_at = upto;
+        if (upto == r.stream_end) {
+          r.streaming = false;
+          streaming_member_ = -1;
+        }
+      }
+      if (r.streaming) return;
+    }
+  }
   // Message mode: walk the known extents in offset order. Fifo stops at the
   // first message not yet complete; unordered goes on past it.
   for (std::size_t i = r.ext_head; i < r.extents.size(); ++i) {
@@ -502,6 +570,28 @@ void connection::deliver(std::size_t mi, recv_stream &r, uint64_t stream_id) {
     r.extents.erase(r.extents.begin(), r.extents.begin() + static_cast<long>(r.ext_head));
     r.ext_head = 0;
   }
+}
+
+// Skipped by a FORWARD in part (a message is delivered whole or not at
+// all): the rest counts as delivered, the receiver drops the fragments.
+bool connection::abandon_streaming(std::size_t mi, recv_stream &r, uint64_t stream_id) {
+  if (!data_events_room(1) ||
+      !r.delivered.insert(r.stream_at, r.stream_end, r.stream_at <= r.delivered.contiguous_end(r.released) ? 0 : 1))
+    return false;
+  event e;
+  e.type = event_type::received;
+  e.member = members_[mi]->id;
+  e.stream_id = stream_id;
+  e.offset = r.stream_at;
+  e.end_of_message = true;
+  e.abandoned = true;
+  push_data_event(e);
+  ++r.unpolled;
+  ++held_events_;
+  r.streaming = false;
+  streaming_member_ = -1;
+  ++stats_.messages_abandoned;
+  return true;
 }
 
 void connection::release_delivered(std::size_t mi) {

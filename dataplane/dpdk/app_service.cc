@@ -137,6 +137,7 @@ void endpoint::break_channel(app_link &link, app_channel &ch, const char *why, c
     session *s = sessions_[index].get();
     if (s == nullptr || s->app != &link) continue;
     drop_gather(*s, false);  // the channel is gone: nobody to hand them to
+    drop_fills(*s);
     s->app = nullptr;
     // Not no_error: the peers must not take a dead application's end for
     // a graceful close (they see Closed / MemberLeft with code 0x100).
@@ -306,10 +307,21 @@ endpoint::session *endpoint::app_session(app_channel &ch, uint64_t handle) {
   return s;
 }
 
+// Messages being gathered for the application will not be finished:
+// their buffers are free again, never lent.
+void endpoint::drop_fills(session &s) {
+  for (auto &f : s.fill)
+    if (f.buffer != shm::no_buffer) {
+      s.app->ledger.put_back(f.buffer);
+      f = {};
+    }
+}
+
 void endpoint::forget_handle(session &s) {
   if (s.app == nullptr) return;
   app_channel &ch = s.app->channels[s.channel];
   drop_gather(s, true);  // pieces of a message whose last piece never came
+  drop_fills(s);
   ch.handles.erase(s.handle);
   if (ch.last_handle == s.handle) ch.last_handle = 0;
   s.app = nullptr;
@@ -493,6 +505,9 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
   // the packet).
   cc.zero_copy_delivery = false;
   cc.max_events = app_max_events;
+  // A message spanning packets is gathered from the packets themselves
+  // into one receive buffer when it fits one (post_received).
+  cc.in_place_fragments_max_bytes = link.handoff->layout.plan.buffer_bytes;
   sp->members = std::move(peers);
   sp->conn = std::make_unique<core::connection>(cc, now_ns);
   const uint32_t streams = std::max<uint32_t>(ip.streams, 1);
@@ -726,28 +741,80 @@ void endpoint::note_joined(session &s, app_channel &ch) {
   }
 }
 
-bool endpoint::post_received(session &s, app_channel &ch, std::span<const std::byte> bytes, std::size_t &done) {
+bool endpoint::post_received(session &s, app_channel &ch, const rx_piece &p, std::span<const std::byte> bytes,
+                             std::size_t &done) {
   app_link &link = *s.app;
-  const uint32_t piece_max = link.handoff->layout.plan.buffer_bytes;
+  const uint32_t cap = link.handoff->layout.plan.buffer_bytes;
+  const bool eom = (p.flags & shm::end_of_message) != 0;
+  if (p.flags & shm::is_datagram) {
+    // A datagram alone in its buffer(s), posted at once.
+    for (;;) {
+      if (!ch.events.has_room(2)) return false;
+      const uint32_t b = link.ledger.lend_for_receive();
+      if (b == shm::no_buffer) return false;
+      const std::size_t n = std::min<std::size_t>(cap, bytes.size() - done);
+      std::memcpy(shm::buffer_at(link.handoff->base, link.handoff->layout, b), bytes.data() + done, n);
+      descriptor e = event_for(shm::event::received, s.handle);
+      e.buffer = b;
+      e.length = static_cast<uint32_t>(n);
+      e.member = p.member;
+      done += n;
+      e.flags = static_cast<uint16_t>(done >= bytes.size() ? p.flags : p.flags & ~shm::end_of_message);
+      post(ch, e);
+      w_.counters.app_received_bytes.add(n);
+      if (done >= bytes.size()) return true;
+    }
+  }
+  // A message: gathered into the buffer open for its stream (member,
+  // stream) until its end, or until the buffer is full (ReceivedPartial).
+  session::rx_fill *f = nullptr;
+  for (auto &x : s.fill)
+    if (x.buffer != shm::no_buffer && x.member == p.member && x.stream == p.stream) f = &x;
   for (;;) {
-    if (!ch.events.has_room(2)) return false;
-    const uint32_t b = link.ledger.lend_for_receive();
-    if (b == shm::no_buffer) return false;
-    const std::size_t n = std::min<std::size_t>(piece_max, bytes.size() - done);
-    std::memcpy(shm::buffer_at(link.handoff->base, link.handoff->layout, b), bytes.data() + done, n);
-    descriptor e = event_for(shm::event::received, s.handle);
-    e.buffer = b;
-    e.offset = 0;
-    e.length = static_cast<uint32_t>(n);
-    e.stream = s.stage.stream;
-    e.member = s.stage.member;
-    e.value = s.stage.offset + done;
+    if (f == nullptr) {
+      if (done >= bytes.size() && !eom) return true;
+      for (auto &x : s.fill)
+        if (x.buffer == shm::no_buffer) f = &x;
+      if (f == nullptr) {
+        // Not expected (one message in fragments at a time, and the engine
+        // hands over any other message's pieces in one run): make room by
+        // posting what the first holds, as a piece.
+        f = &s.fill[0];
+        if (!ch.events.has_room(2)) return false;
+        descriptor e = event_for(shm::event::received, s.handle);
+        e.buffer = f->buffer;
+        e.length = f->length;
+        e.stream = f->stream;
+        e.member = f->member;
+        e.value = f->offset;
+        link.ledger.lend_filled(f->buffer);
+        post(ch, e);
+        *f = {};
+      }
+      const uint32_t b = link.ledger.take_for_filling();
+      if (b == shm::no_buffer) return false;
+      *f = {b, 0, p.member, p.stream, p.offset + done};
+    }
+    const std::size_t n = std::min<std::size_t>(cap - f->length, bytes.size() - done);
+    std::memcpy(shm::buffer_at(link.handoff->base, link.handoff->layout, f->buffer) + f->length, bytes.data() + done, n);
+    f->length += static_cast<uint32_t>(n);
     done += n;
-    const bool last = done >= bytes.size();
-    e.flags = static_cast<uint16_t>(last ? s.stage.flags : s.stage.flags & ~shm::end_of_message);
-    post(ch, e);
     w_.counters.app_received_bytes.add(n);
-    if (last) return true;
+    const bool last = done >= bytes.size() && eom;
+    if (!last && f->length < cap) return true;  // more of the message follows
+    if (!ch.events.has_room(2)) return false;    // the bytes wait in the buffer
+    descriptor e = event_for(shm::event::received, s.handle);
+    e.buffer = f->buffer;
+    e.length = f->length;
+    e.stream = f->stream;
+    e.member = f->member;
+    e.value = f->offset;
+    e.flags = static_cast<uint16_t>(last ? p.flags : p.flags & ~shm::end_of_message);
+    link.ledger.lend_filled(f->buffer);
+    post(ch, e);
+    *f = {};
+    if (done >= bytes.size()) return true;
+    f = nullptr;
   }
 }
 
@@ -755,7 +822,7 @@ bool endpoint::post_received(session &s, app_channel &ch, std::span<const std::b
 // @return everything staged went.
 bool endpoint::deliver_stage(session &s, app_channel &ch) {
   std::size_t done = s.stage.done;
-  const bool all = post_received(s, ch, s.stage.bytes, done);
+  const bool all = post_received(s, ch, s.stage.piece, s.stage.bytes, done);
   s.stage.done = done;
   if (!all) return false;
   s.stage.active = false;
@@ -830,17 +897,30 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
         // has no room waits in the session's stage, copied out of the
         // engine, whose span lives only until the next call into it.
         const bool dgram = e.type == core::event_type::datagram;
-        s.stage.flags = static_cast<uint16_t>(dgram ? shm::is_datagram | shm::end_of_message
-                                                    : (e.end_of_message ? shm::end_of_message : 0));
-        s.stage.stream = dgram ? 0 : e.stream_id;
-        s.stage.member = e.member;
-        s.stage.offset = dgram ? 0 : e.offset;
+        if (e.abandoned) {
+          // The rest of a message that came in fragments was skipped: what
+          // was gathered of it goes back unseen.
+          for (auto &f : s.fill)
+            if (f.buffer != shm::no_buffer && f.member == e.member && f.stream == e.stream_id) {
+              link.ledger.put_back(f.buffer);
+              f = {};
+            }
+          w_.counters.app_messages_abandoned.inc();
+          continue;
+        }
+        rx_piece p;
+        p.flags = static_cast<uint16_t>(dgram ? shm::is_datagram | shm::end_of_message
+                                              : (e.end_of_message ? shm::end_of_message : 0));
+        p.stream = dgram ? 0 : e.stream_id;
+        p.member = e.member;
+        p.offset = dgram ? 0 : e.offset;
         std::size_t done = 0;
-        const bool all = post_received(s, ch, e.data, done);
+        const bool all = post_received(s, ch, p, e.data, done);
         if (e.in_packet) w_.counters.app_received_in_place.add(done);
         if (all) continue;
+        p.offset += done;
         s.stage.active = true;
-        s.stage.offset += done;
+        s.stage.piece = p;
         s.stage.done = 0;
         s.stage.bytes.assign(e.data.begin() + static_cast<long>(done), e.data.end());
         return stall();
@@ -925,6 +1005,7 @@ endpoint::session *endpoint::accept_for_app(std::size_t port_index, const core::
   c.members = {sender};
   c.zero_copy_delivery = false;
   c.max_events = app_max_events;
+  if (listener_.link != nullptr) c.in_place_fragments_max_bytes = listener_.link->handoff->layout.plan.buffer_bytes;
   sp->members.push_back(peer_from(port_index, v));
   sp->conn = std::make_unique<core::connection>(c, now_ns);
   const bool listening = listener_.link != nullptr;

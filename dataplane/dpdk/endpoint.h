@@ -23,6 +23,7 @@
 #include <rte_hash.h>
 #include <rte_mbuf.h>
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <memory>
@@ -120,6 +121,13 @@ class endpoint {
     core::stream_mode mode = core::stream_mode::message;
     uint32_t window_bytes = 1u << 22;
   };
+  /// Received bytes for an application: whose, and where in the stream
+  /// the first of them is.
+  struct rx_piece {
+    uint64_t stream = 0, offset = 0;
+    uint32_t member = 0;
+    uint16_t flags = 0;  ///< shm::end_of_message, shm::is_datagram
+  };
   struct peer {
     bool known = false;      ///< its MAC is known: frames can be sent
     core::udp_endpoints to;  ///< headers for frames to it; dst_ip/dst_port are its bound address
@@ -167,12 +175,22 @@ class endpoint {
     /// copied out of the engine (only under back-pressure).
     struct {
       bool active = false;
-      uint16_t flags = 0;
-      uint64_t stream = 0, offset = 0;
-      uint32_t member = 0;
+      rx_piece piece;
       std::size_t done = 0;
       std::vector<std::byte> bytes;
     } stage;
+    /// A receive buffer being filled before its event: the fragments of a
+    /// message (one buffer, one Received), or a long message's pieces
+    /// until the buffer is full (ReceivedPartial). Two: a message coming
+    /// in fragments may be open while the engine hands over another's.
+    struct rx_fill {
+      uint32_t buffer = shm::no_buffer;  ///< no_buffer: not open
+      uint32_t length = 0;
+      uint32_t member = 0;
+      uint64_t stream = 0;
+      uint64_t offset = 0;  ///< the stream offset of the buffer's first byte
+    };
+    std::array<rx_fill, 2> fill;
   };
 
   unsigned serve_apps(core::time_ns now_ns);
@@ -191,12 +209,15 @@ class endpoint {
   bool app_send(app_link &link, app_channel &ch, session &s, const shm::descriptor &d, core::time_ns now_ns);
   session *app_session(app_channel &ch, uint64_t handle);
   void forget_handle(session &s);
+  void drop_fills(session &s);
   void drain_app_events(session &s, core::time_ns now_ns);
   bool deliver_stage(session &s, app_channel &ch);
-  /// Posts `bytes` from `done` on into receive buffers, one piece per
-  /// buffer, as the stage's stream, member, offset and flags say.
+  /// Copies `bytes` from `done` on into receive buffers: a datagram into
+  /// its own, a message's into the buffer gathering that message (its
+  /// Received posted at the message's end or when the buffer is full).
   /// @return all of it went (else `done` says how far).
-  bool post_received(session &s, app_channel &ch, std::span<const std::byte> bytes, std::size_t &done);
+  bool post_received(session &s, app_channel &ch, const rx_piece &p, std::span<const std::byte> bytes,
+                     std::size_t &done);
   /// Send buffers the engine reads no more go back (buffer_returned).
   /// @return all went; false: the event ring is full (or, with `force`,
   /// their events were lost: the ledger has them back anyway).

@@ -115,6 +115,7 @@ class counter {
   X(app_received_bytes, "bytes copied into applications' receive buffers")   \
   X(app_buffers_held, "applications' send buffers mtpd reads from until stable (a gauge)") \
   X(app_received_in_place, "of those, copied straight from the packet (zero copy in the engine)") \
+  X(app_messages_abandoned, "messages gathered from their fragments and skipped before their end") \
   X(app_backpressure, "polls an application's full ring or buffers held back") \
   X(app_channels_broken, "channels whose ring indices an application broke") \
   X(app_connections, "application connections open now (a gauge)")          \

@@ -61,6 +61,25 @@ buffer_check buffer_ledger::release(const descriptor &d) {
   return buffer_check::ok;
 }
 
+uint32_t buffer_ledger::take_for_filling() {
+  if (free_receive_.empty()) return no_buffer;
+  const uint32_t b = free_receive_.back();
+  free_receive_.pop_back();
+  ++filling_;
+  return b;
+}
+
+void buffer_ledger::lend_filled(uint32_t buffer) {
+  holder_[buffer] = holder::app;
+  ++app_receive_;
+  --filling_;
+}
+
+void buffer_ledger::put_back(uint32_t buffer) {
+  free_receive_.push_back(buffer);
+  --filling_;
+}
+
 bool buffer_ledger::consistent() const {
   uint32_t app_send = 0, daemon_send = 0, app_receive = 0, daemon_receive = 0;
   for (uint32_t b = 0; b < plan_.buffer_count; ++b) {
@@ -71,7 +90,7 @@ bool buffer_ledger::consistent() const {
       ++(send ? daemon_send : daemon_receive);
   }
   return app_send == app_send_ && daemon_send == daemon_send_ && app_receive == app_receive_ &&
-         daemon_receive == free_receive_.size() && app_send + daemon_send == plan_.tx_buffers &&
+         daemon_receive == free_receive_.size() + filling_ && app_send + daemon_send == plan_.tx_buffers &&
          app_receive + daemon_receive == plan_.buffer_count - plan_.tx_buffers;
 }
 

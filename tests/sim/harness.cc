@@ -93,6 +93,7 @@ struct sender_app {
 /// What one receiving application got from one sender.
 struct in_stream {
   std::vector<std::byte> partial;
+  uint64_t partial_next = 0;  ///< the offset the next piece of `partial` must start at
   uint64_t next_seq = 0;
   std::set<uint64_t> got;
   std::vector<std::byte> bytes;
@@ -115,6 +116,7 @@ class run_state {
       : sc_(sc),
         seed_(mix(seed ^ hash_name(sc.name))),
         lend_((seed & 1) != 0),
+        in_place_((seed & 2) != 0),
         net_(seed_),
         work_(mix(seed_ ^ 0x5eed)),
         oracle_(oracle_cfg()) {}
@@ -153,6 +155,9 @@ class run_state {
   /// (send_pieces, send_datagram_piece); even seeds copy all, so the
   /// memory pressure of the copying path is what they test.
   bool lend_ = false;
+  /// Seeds with bit 1 set: messages spanning packets come in place, in
+  /// fragments (connection_config::in_place_fragments_max_bytes).
+  bool in_place_ = false;
   // The nodes' session memory outlives the connections charged to it.
   std::vector<std::unique_ptr<session_memory>> memories_;
   std::map<uint32_t, session_memory *> memory_of_;
@@ -222,6 +227,7 @@ connection_config run_state::base_config(uint32_t local, role side) const {
   c.pacing = sc_.pacing;
   // A lazy application polls across calls: no spans into packets then.
   c.zero_copy_delivery = sc_.lazy_app_ns == 0;
+  c.in_place_fragments_max_bytes = in_place_ ? 1u << 16 : 0;
   c.seed = mix(seed_ ^ (uint64_t{local} << 32));
   auto it = memory_of_.find(local);
   c.memory = it == memory_of_.end() ? nullptr : it->second;
@@ -650,7 +656,16 @@ void run_state::on_received(receiver_app &r, const event &e, uint32_t sender_nod
     }
     return;
   }
+  if (e.abandoned) {
+    // The rest of a message that came in fragments was skipped.
+    if (!e.data.empty() || !e.end_of_message || s.partial.empty() || e.offset != s.partial_next)
+      fail("abandoned event for no message in fragments");
+    s.partial.clear();
+    return;
+  }
+  if (!s.partial.empty() && e.offset != s.partial_next) fail("the pieces of a message are not contiguous");
   s.partial.insert(s.partial.end(), e.data.begin(), e.data.end());
+  s.partial_next = e.offset + e.data.size();
   if (!e.end_of_message) return;
   std::vector<std::byte> m;
   m.swap(s.partial);
@@ -865,6 +880,10 @@ run_result run_state::run() {
   res_.corrupted = net_.corrupted();
   res_.retransmitted = client_.conn->stats().retransmitted_frames;
   res_.skipped = client_.conn->stats().messages_skipped_by_slow_members;
+  for (auto &e : net_.endpoints()) {
+    res_.fragments_in_place += e->conn->stats().fragments_in_place;
+    res_.abandoned += e->conn->stats().messages_abandoned;
+  }
   for (const auto &sizes : client_.sizes)
     for (uint32_t n : sizes) res_.bytes += n;
   if (!res_.failure.empty() && std::getenv("MTP_SIM_VERBOSE")) dump();

@@ -103,6 +103,8 @@ struct run_result {
   uint64_t retransmitted = 0;
   uint64_t steps = 0;
   uint64_t bytes = 0;               ///< the client's workload, all streams
+  uint64_t fragments_in_place = 0;  ///< message fragments delivered from their packets, all endpoints
+  uint64_t abandoned = 0;           ///< messages in fragments abandoned (skipped), all endpoints
 };
 
 /// Runs one scenario for one seed and checks every property.

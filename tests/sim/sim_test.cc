@@ -47,10 +47,12 @@ void run_over_seeds(const std::string &test, const scenario &sc, const check_fn 
   for (uint64_t seed : seeds_from_env()) {
     const run_result r = run_scenario(sc, seed);
     if (std::getenv("MTP_SIM_VERBOSE"))
-      std::printf("%s seed %llu: %s at %.3f s simulated, %llu steps, %llu frames retransmitted\n", test.c_str(),
+      std::printf("%s seed %llu: %s at %.3f s simulated, %llu steps, %llu frames retransmitted, %llu fragments "
+                  "in place, %llu abandoned\n", test.c_str(),
                   static_cast<unsigned long long>(seed), r.failure.empty() ? "ok" : "FAILED",
                   static_cast<double>(r.finished_ns) / 1e9, static_cast<unsigned long long>(r.steps),
-                  static_cast<unsigned long long>(r.retransmitted));
+                  static_cast<unsigned long long>(r.retransmitted), static_cast<unsigned long long>(r.fragments_in_place),
+                  static_cast<unsigned long long>(r.abandoned));
     ASSERT_TRUE(r.failure.empty()) << test << " seed " << seed << ": " << r.failure
                                    << "\n  rerun: " << rerun_command(test, seed);
     if (check) {

@@ -55,12 +55,23 @@ class buffer_ledger {
   uint32_t lend_for_receive();
   /// The application hands a receive buffer back (release command).
   buffer_check release(const descriptor &d);
+  /// A free receive buffer mtpd fills before lending it (the fragments of
+  /// one message gathered together): neither free nor the application's
+  /// (a release naming it is refused) until lend_filled() or put_back().
+  /// no_buffer when none is free.
+  uint32_t take_for_filling();
+  /// The filled buffer goes to the application (its Received event).
+  void lend_filled(uint32_t buffer);
+  /// A buffer taken for filling is free again (its message was abandoned,
+  /// or its connection went).
+  void put_back(uint32_t buffer);
+  uint32_t filling() const { return filling_; }
 
   uint32_t app_held_send() const { return app_send_; }
   uint32_t daemon_held_send() const { return daemon_send_; }
   uint32_t app_held_receive() const { return app_receive_; }
   uint32_t free_receive() const { return static_cast<uint32_t>(free_receive_.size()); }
-  /// Every buffer is in exactly one of the four states.
+  /// Every buffer is in exactly one of the five states.
   bool consistent() const;
 
  private:
@@ -68,7 +79,7 @@ class buffer_ledger {
   region_plan plan_;
   std::vector<holder> holder_;           ///< per buffer
   std::vector<uint32_t> free_receive_;   ///< receive buffers mtpd holds (a stack)
-  uint32_t app_send_ = 0, daemon_send_ = 0, app_receive_ = 0;
+  uint32_t app_send_ = 0, daemon_send_ = 0, app_receive_ = 0, filling_ = 0;
 };
 
 }  // namespace mtp::shm

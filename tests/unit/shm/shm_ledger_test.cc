@@ -75,3 +75,27 @@ TEST(shm_ledger, receive_buffers_are_lent_and_come_back_once) {
   EXPECT_EQ(led.app_held_receive(), 4u);
   EXPECT_TRUE(led.consistent());
 }
+
+TEST(shm_ledger, a_buffer_being_filled_is_neither_free_nor_the_applications) {
+  buffer_ledger led(small_layout());
+  const uint32_t f = led.take_for_filling();
+  EXPECT_EQ(f, 4u);
+  EXPECT_EQ(led.free_receive(), 3u);
+  EXPECT_EQ(led.filling(), 1u);
+  EXPECT_EQ(led.release(ref(f, 0, 0)), buffer_check::not_held_by_app) << "released before it was lent";
+  EXPECT_TRUE(led.consistent());
+  led.lend_filled(f);
+  EXPECT_EQ(led.app_held_receive(), 1u);
+  EXPECT_EQ(led.filling(), 0u);
+  EXPECT_EQ(led.release(ref(f, 0, 0)), buffer_check::ok);
+  EXPECT_TRUE(led.consistent());
+  // Abandoned: back to the free buffers, never lent.
+  const uint32_t g = led.take_for_filling();
+  led.put_back(g);
+  EXPECT_EQ(led.free_receive(), 4u);
+  EXPECT_EQ(led.app_held_receive(), 0u);
+  EXPECT_TRUE(led.consistent());
+  for (int i = 0; i < 4; ++i) EXPECT_NE(led.take_for_filling(), no_buffer);
+  EXPECT_EQ(led.take_for_filling(), no_buffer);
+  EXPECT_TRUE(led.consistent());
+}
