@@ -832,12 +832,11 @@ bool endpoint::deliver_stage(session &s, app_channel &ch) {
 }
 
 bool endpoint::app_has_room(const session &s) {
-  if (s.app == nullptr || s.app_stalled || s.stage.active) return false;
-  app_channel &ch = s.app->channels[s.channel];
-  // A packet carries at most 64 messages (core::connection::
-  // max_frames_per_packet), each a buffer and an event; the rest is for
-  // the Sent events an ACK in it may bring.
-  return ch.events.room() >= 512 && s.app->ledger.free_receive() >= 64;
+  // Not while it is known to be short: then data waits in the engine.
+  // Otherwise whatever of a packet the application finds no room for is
+  // copied into the engine's arena (keep_packet_data), no dearer than
+  // reassembly, and the rest went straight from the packet.
+  return s.app != nullptr && !s.app_stalled && !s.stage.active;
 }
 
 // An application's connection: its events become ring events, data

@@ -225,8 +225,9 @@ class endpoint {
   /// Forgets the gathered pieces of an unfinished send_more message; with
   /// `give_back` their buffers go back to the application (buffer_returned).
   void drop_gather(session &s, bool give_back);
-  /// The application can take a packet's data at once: its Received
-  /// events may point into the packet (zero copy).
+  /// The application is not known to be short of room: its Received
+  /// events may point into the packet (zero copy; what it cannot take at
+  /// once the engine keeps, keep_packet_data).
   bool app_has_room(const session &s);
   void note_joined(session &s, app_channel &ch);
   session *accept_for_app(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid, uint32_t sender,

@@ -134,8 +134,9 @@ class TestExamples:
         and SHA-256 of a 3 MiB + 777 B file of random bytes; file_sender on
         node 1 sends it to members 2,3,4 in 1200 B messages; then again,
         a 1 MiB file to the config's group `trio`.
-        Verify: every program exits 0; each receiver got every byte, in
-        order (offsets checked by the receiver), in ceil(size / 1200)
+        Verify: every program exits 0; each receiver named its daemon's
+        configured node id (mtp_node_id), got every byte, in order
+        (offsets checked by the receiver), in ceil(size / 1200)
         messages from member 1, with the file's SHA-256; the sender saw
         every message Sent, stable at all three members, then Closed."""
         rng = random.Random(2026)
@@ -164,7 +165,7 @@ class TestExamples:
                     for i, r in receivers.items():
                         code, out = r.finish(30)
                         assert code == 0, r.describe()
-                        assert out == ["listening", "connection from member 1",
+                        assert out == [f"listening as node {d[i].config['node']['id']}", "connection from member 1",
                                        f"received {size} bytes in {messages} messages from member 1, sha256 {digest}",
                                        "OK"], r.describe()
                     # Each daemon's listener goes with its application.
@@ -181,12 +182,13 @@ class TestExamples:
         request; in the second run exactly members 2 and 3 replied and
         member 4 left the connection because it refused it. Every server
         saw the connection from node 1 close normally, and each member
-        counted among the t got the request."""
+        counted among the t got the request, and named its daemon's node
+        id (the one its replies carry)."""
         with four_daemons("rr") as d, examples(d) as running:
             for servers in ((2, 3, 4), (2, 3)):
                 srv, marks = {}, {i: log_mark(d[i]) for i in servers}
                 for i in servers:
-                    srv[i] = Example(d[i], "request_reply", "--serve", "--node-id", i)
+                    srv[i] = Example(d[i], "request_reply", "--serve")
                     running.append(srv[i])
                 for i in servers:
                     listening(d[i], srv[i], marks[i])
@@ -214,7 +216,7 @@ class TestExamples:
                 for i, server in srv.items():
                     code, out = server.finish(30)
                     assert code == 0, server.describe()
-                    assert out[:2] == ["listening", "connection from member 1"], server.describe()
+                    assert out[:2] == [f"listening as node {i}", "connection from member 1"], server.describe()
                     assert [line for line in out if line.startswith("request")] == \
                         ([request] if i in repliers else [request] * (request in out)), server.describe()
                     assert "connection from member 1 closed" in out, server.describe()
@@ -225,20 +227,22 @@ class TestExamples:
         """Steps: group_chat on nodes 1 to 4, each in the group 1,2,3,4,
         each saying "hello from N" 5 times; they start one after another,
         so the first ones find members that do not listen yet and retry.
-        Verify: every participant exits 0 and printed exactly the 5 lines
-        of each of the 3 others, in order, as "<member>: hello from
-        <member> (k/5)", and nothing else on stdout."""
+        Verify: every participant named its daemon's node id first on
+        stderr (it is told only the group), exits 0 and printed exactly
+        the 5 lines of each of the 3 others, in order, as "<member>: hello
+        from <member> (k/5)", and nothing else on stdout."""
         count = 5
         with four_daemons("chat") as d, examples(d) as running:
             chat = {}
             for i in NODES:
-                chat[i] = Example(d[i], "group_chat", "--me", i, "--members", "1,2,3,4", "--say", f"hello from {i}",
+                chat[i] = Example(d[i], "group_chat", "--members", "1,2,3,4", "--say", f"hello from {i}",
                                   "--count", count)
                 running.append(chat[i])
                 time.sleep(0.3)
             for i, c in chat.items():
                 code, out = c.finish(60)
                 assert code == 0, c.describe()
+                assert c.err.splitlines()[0] == f"* node {i} in the group 1,2,3,4", c.describe()
                 for j in NODES:
                     if j == i:
                         continue

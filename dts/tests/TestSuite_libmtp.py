@@ -100,6 +100,56 @@ def wait_for(what, predicate, timeout=10):
     raise AssertionError(f"not within {timeout} s: {what}")
 
 
+class Transfer:
+    """A receiver (mtp-app rx) on daemon b and, once it listens, a sender
+    (mtp-app tx) on daemon a of `messages` messages of `size` B to member
+    2; each gives up after `seconds` (the sender after `tx_seconds` when
+    given); `rx` and `tx` are more options for each."""
+
+    def __init__(self, a, b, messages, size, seconds=60, tx_seconds=None, rx=(), tx=()):
+        self.messages, self.size = messages, size
+        self.rx = App(b, "rx", "--seconds", seconds, *rx)
+        self.rx.wait_line("LISTENING")
+        self.tx = App(a, "tx", "--members", 2, "--messages", messages, "--size", size,
+                      "--seconds", tx_seconds or seconds, *tx)
+
+    def finish(self, timeout=60):
+        """Both exit 0 (the sender first); returns (sender, receiver) summaries."""
+        assert self.tx.finish(timeout) == 0, "\n".join(self.tx.lines)
+        assert self.rx.finish(timeout) == 0, "\n".join(self.rx.lines)
+        return self.tx.summary(), self.rx.summary()
+
+    def delivered(self, timeout=60):
+        """finish(), and every message Sent without an error and received
+        once, in order, every byte right. Returns the summaries."""
+        s, r = self.finish(timeout)
+        assert s["msgs"] == self.messages and s["errors"] == 0, s
+        assert r["msgs"] == self.messages and r["bytes"] == self.messages * self.size, r
+        assert r["verify_errors"] == 0 and r["order_errors"] == 0, r
+        return s, r
+
+
+def flowing(a, b):
+    """A Transfer that goes on until something is killed (10^9 messages of
+    1000 B, the receiver not checking bytes), once 1 MiB arrived at b."""
+    t = Transfer(a, b, 10 ** 9, 1000, tx_seconds=600, rx=("--verify", "off"))
+    t.tx.wait_line("READY")
+    wait_for("data flowing", lambda: b.counter("app_received_bytes") > 1 << 20)
+    return t
+
+
+def kill_under(daemon, app):
+    """Kills `daemon` with SIGKILL while `app` is attached to it; returns
+    the app's exit code and the seconds it took to exit after the kill."""
+    killed = time.monotonic()
+    daemon.kill()
+    # What the killed daemon left: its runtime dir and app socket (the
+    # memif socket is b's, the server's).
+    shutil.rmtree(f"/var/run/dpdk/{daemon.file_prefix}", ignore_errors=True)
+    code = app.finish(timeout=10)
+    return code, time.monotonic() - killed
+
+
 @pytest.fixture
 def pair():
     os.makedirs(SOCKETS, exist_ok=True)
@@ -123,21 +173,17 @@ class TestLibmtp:
         right, and saw Closed; the sender counted 20000 Sent and no error;
         each daemon counted the messages (app_sends, app_received_bytes)."""
         a, b = pair
-        rx = App(b, "rx", "--seconds", 60)
-        rx.wait_line("LISTENING")
-        tx = App(a, "tx", "--members", 2, "--messages", 20000, "--size", 1000, "--seconds", 60)
-        assert tx.finish() == 0, "\n".join(tx.lines)
-        assert rx.finish() == 0, "\n".join(rx.lines)
-        s, r = tx.summary(), rx.summary()
-        assert s["msgs"] == 20000 and s["errors"] == 0
-        assert r["msgs"] == 20000 and r["bytes"] == 20000 * 1000
-        assert r["verify_errors"] == 0 and r["order_errors"] == 0
-        assert any(line.startswith("CLOSED") for line in rx.lines)
+        t = Transfer(a, b, 20000, 1000)
+        t.delivered()
+        assert any(line.startswith("CLOSED") for line in t.rx.lines)
         assert a.counter("app_sends") == 20000
         assert b.counter("app_received_bytes") == 20000 * 1000
         # Payload moves once in mtpd: in-order messages go from the packet
-        # straight into the receive buffer while the application keeps up.
-        assert b.counter("app_received_in_place") > 0
+        # straight into the receive buffer while the application keeps up,
+        # those spanning two packets (most 1000 B ones) gathered from both.
+        # Measured 100% on a quiet host; a loss or a descheduled receiver
+        # sends some through reassembly.
+        assert b.counter("app_received_in_place") >= 20000 * 1000 // 2
         # Every send buffer came back once its messages were stable.
         assert a.counter("app_buffers_held") == 0
 
@@ -153,16 +199,12 @@ class TestLibmtp:
         a, b = pair
         rest_sessions = a.counter("sessions_live")
         rest_memory = a.counter("session_memory_bytes")
-        rx = App(b, "rx", "--seconds", 60, "--verify", "off")
-        rx.wait_line("LISTENING")
-        tx = App(a, "tx", "--members", 2, "--messages", 10 ** 9, "--size", 1000, "--seconds", 600)
-        tx.wait_line("READY")
-        wait_for("data flowing", lambda: b.counter("app_received_bytes") > 1 << 20)
+        t = flowing(a, b)
         assert apps_now(a) == 1 and a.counter("app_connections") == 1
         assert a.counter("app_buffers_held") > 0  # mtpd reads the sender's buffers in place
         killed = time.monotonic()
-        tx.kill()
-        line = rx.wait_line("CLOSED", timeout=5)
+        t.tx.kill()
+        line = t.rx.wait_line("CLOSED", timeout=5)
         assert time.monotonic() - killed < 2.0, f"peer noticed only after {time.monotonic() - killed:.2f} s"
         assert "peer" in line or "no error" in line or "CLOSED" in line
         wait_for("application detached", lambda: apps_now(a) == 0)
@@ -172,7 +214,7 @@ class TestLibmtp:
         wait_for("session memory back", lambda: a.counter("session_memory_bytes") == rest_memory, timeout=5)
         assert a.counter("app_buffers_held") == 0
         assert "detached" in a.read_log()
-        rx.finish()
+        t.rx.finish()
 
     def test_a_killed_receiver_fails_the_senders_connection(self, pair):
         """Steps: a receiver on b, a sender on a sending; the receiver is
@@ -182,16 +224,12 @@ class TestLibmtp:
         within 2 s rather than after a timeout; daemon b is back at no
         application and no application connection."""
         a, b = pair
-        rx = App(b, "rx", "--seconds", 60, "--verify", "off")
-        rx.wait_line("LISTENING")
-        tx = App(a, "tx", "--members", 2, "--messages", 10 ** 9, "--size", 1000, "--seconds", 600)
-        tx.wait_line("READY")
-        wait_for("data flowing", lambda: b.counter("app_received_bytes") > 1 << 20)
+        t = flowing(a, b)
         killed = time.monotonic()
-        rx.kill()
-        code = tx.finish(timeout=10)
+        t.rx.kill()
+        code = t.tx.finish(timeout=10)
         took = time.monotonic() - killed
-        assert code != 0 and any("connection failed" in line for line in tx.lines), "\n".join(tx.lines)
+        assert code != 0 and any("connection failed" in line for line in t.tx.lines), "\n".join(t.tx.lines)
         assert took < 2.0, f"sender noticed only after {took:.2f} s"
         wait_for("b reclaimed", lambda: apps_now(b) == 0 and b.counter("app_connections") == 0)
 
@@ -203,31 +241,32 @@ class TestLibmtp:
         poll); the re-run sender attaches to the new daemon and delivers
         500 messages that the receiver checks."""
         a, b = pair
-        rx = App(b, "rx", "--seconds", 60, "--verify", "off")
-        rx.wait_line("LISTENING")
-        tx = App(a, "tx", "--members", 2, "--messages", 10 ** 9, "--size", 1000, "--seconds", 600)
-        tx.wait_line("READY")
-        wait_for("data flowing", lambda: b.counter("app_received_bytes") > 1 << 20)
-        killed = time.monotonic()
-        a.kill()
-        # What the killed daemon left: its runtime dir and app socket (the
-        # memif socket is b's, the server's).
-        shutil.rmtree(f"/var/run/dpdk/{a.file_prefix}", ignore_errors=True)
-        code = tx.finish(timeout=10)
-        took = time.monotonic() - killed
-        assert code != 0 and any("mtpd" in line for line in tx.lines), "\n".join(tx.lines)
+        t = flowing(a, b)
+        code, took = kill_under(a, t.tx)
+        assert code != 0 and any("mtpd" in line for line in t.tx.lines), "\n".join(t.tx.lines)
         assert took < 1.0, f"application noticed only after {took:.2f} s"
-        rx.kill()
+        t.rx.kill()
         a2 = client("lib-a", [0]).start()
         try:
-            rx2 = App(b, "rx", "--seconds", 30, "--messages", 500)
-            rx2.wait_line("LISTENING")
-            tx2 = App(a2, "tx", "--members", 2, "--messages", 500, "--size", 200, "--seconds", 30)
-            assert tx2.finish() == 0, "\n".join(tx2.lines)
-            assert rx2.finish() == 0
-            assert rx2.summary()["msgs"] == 500 and rx2.summary()["verify_errors"] == 0
+            Transfer(a2, b, 500, 200, seconds=30, rx=("--messages", 500)).delivered()
         finally:
             a2.stop()
+
+    def test_a_holding_application_exits_when_its_daemon_dies(self, pair):
+        """Steps: a receiver on b; a sender on a sends 1000 messages and,
+        all Sent, holds its connection open (mtp-app tx --hold); daemon a
+        is killed with SIGKILL.
+        Verify: the holding sender exits 1 within 1 s of the kill, saying
+        its connection failed because mtpd is gone, rather than polling
+        the dead channel until it is killed."""
+        a, b = pair
+        t = Transfer(a, b, 1000, 1000, tx=("--hold",))
+        t.tx.wait_line("HOLDING")
+        code, took = kill_under(a, t.tx)
+        assert code == 1 and any(line.startswith("mtp-app: holding: ") and "mtpd" in line
+                                 for line in t.tx.lines), "\n".join(t.tx.lines)
+        assert took < 1.0, f"the holding application noticed only after {took:.2f} s"
+        t.rx.kill()
 
     @pytest.mark.parametrize("attack", ["buffer", "handle", "oversize", "release", "ring"])
     def test_a_hostile_application_breaks_only_itself(self, pair, attack):
@@ -244,10 +283,8 @@ class TestLibmtp:
         that channel only (app_channels_broken = 1, logged); daemon a keeps
         running; the transfer completes with every byte right."""
         a, b = pair
-        rx = App(b, "rx", "--seconds", 60, "--messages", 5000)
-        rx.wait_line("LISTENING")
-        tx = App(a, "tx", "--members", 2, "--messages", 5000, "--size", 500, "--seconds", 60)
-        tx.wait_line("READY")
+        t = Transfer(a, b, 5000, 500, rx=("--messages", 5000))
+        t.tx.wait_line("READY")
         bad = App(a, "hostile", "--attack", attack)
         code = bad.finish(timeout=20)
         s = bad.summary()
@@ -257,10 +294,7 @@ class TestLibmtp:
         else:
             assert code == 0 and s["command_errors"] == s["commands"] > 0, "\n".join(bad.lines)
             assert a.counter("app_command_errors") == s["commands"]
-        assert tx.finish() == 0, "\n".join(tx.lines)
-        assert rx.finish() == 0
-        r = rx.summary()
-        assert r["msgs"] == 5000 and r["verify_errors"] == 0 and r["order_errors"] == 0
+        t.delivered()
         assert a.proc.poll() is None and b.proc.poll() is None
 
     def test_messages_larger_than_a_buffer_go_in_pieces(self, pair):
@@ -270,15 +304,7 @@ class TestLibmtp:
         Verify: every message arrived once, in order, every byte right;
         every piece's buffer came back (daemon a holds none)."""
         a, b = pair
-        rx = App(b, "rx", "--seconds", 60)
-        rx.wait_line("LISTENING")
-        tx = App(a, "tx", "--members", 2, "--messages", 3000, "--size", 5000, "--seconds", 60)
-        assert tx.finish() == 0, "\n".join(tx.lines)
-        assert rx.finish() == 0, "\n".join(rx.lines)
-        s, r = tx.summary(), rx.summary()
-        assert s["msgs"] == 3000 and s["errors"] == 0
-        assert r["msgs"] == 3000 and r["bytes"] == 3000 * 5000
-        assert r["verify_errors"] == 0 and r["order_errors"] == 0
+        Transfer(a, b, 3000, 5000).delivered()
         assert a.counter("app_sends") == 3000
         assert a.counter("app_buffers_held") == 0
 
@@ -292,14 +318,10 @@ class TestLibmtp:
         channel has every send buffer back (mtpd built each datagram's
         packet from its buffer, then returned it) and daemon a holds none."""
         a, b = pair
-        rx = App(b, "rx", "--seconds", 60)
-        rx.wait_line("LISTENING")
-        tx = App(a, "tx", "--members", 2, "--datagrams", "--messages", 4000, "--size", 1000, "--seconds", 30)
-        assert tx.finish() == 0, "\n".join(tx.lines)
-        assert rx.finish() == 0, "\n".join(rx.lines)
-        s, r = tx.summary(), rx.summary()
+        t = Transfer(a, b, 4000, 1000, tx_seconds=30, tx=("--datagrams",))
+        s, r = t.finish()
         assert s["msgs"] == 4000 and s["errors"] == 0  # paced by its buffers: none refused
-        free = next(line for line in tx.lines if line.startswith("BUFFERS"))
+        free = next(line for line in t.tx.lines if line.startswith("BUFFERS"))
         used, total = free.split()[1], free.split()[3]
         assert used == total, free
         assert a.counter("app_buffers_held") == 0
@@ -315,14 +337,7 @@ class TestLibmtp:
         the sender was slowed by flow control rather than any data dropped
         (no SendError, no Expired)."""
         a, b = pair
-        rx = App(b, "rx", "--seconds", 90, "--messages", 30000, "--slow-us", 100)
-        rx.wait_line("LISTENING")
-        tx = App(a, "tx", "--members", 2, "--messages", 30000, "--size", 1000, "--seconds", 90)
-        assert tx.finish(timeout=120) == 0, "\n".join(tx.lines)
-        assert rx.finish(timeout=120) == 0, "\n".join(rx.lines)
-        s, r = tx.summary(), rx.summary()
-        assert s["errors"] == 0 and s["msgs"] == 30000
-        assert r["msgs"] == 30000 and r["verify_errors"] == 0 and r["order_errors"] == 0
+        Transfer(a, b, 30000, 1000, seconds=90, rx=("--messages", 30000, "--slow-us", 100)).delivered(timeout=120)
         assert b.counter("app_backpressure") > 0
 
     def test_nothing_listening_refuses_with_close(self, pair):

@@ -110,7 +110,9 @@ class TestSteering:
         worker; b's other worker redirected exactly the openings whose ids
         it owns (the accepted ids in b's log), processed none of their
         packets itself, lost and refused nothing; once the connections
-        ended, every redirect was forgotten and no session is left."""
+        ended, every redirect was forgotten and no session is left. A
+        second application listening on b (served by the other worker) is
+        refused with LISTENER_EXISTS."""
         from TestSuite_libmtp import App
         sock = f"{SOCKETS}/listen-steer.sock"
         extra = {"memory": {"size_mb": 256, "mbufs": 16383}, "lcores": TWO_WORKERS}
@@ -125,6 +127,12 @@ class TestSteering:
                        peers=[{"id": 2, "ip": "10.94.0.2", "mac": "02:00:00:00:0d:02", "port": "m0"}]).start()
             echo = App(b, "echo", "--seconds", 90)
             echo.wait_line("LISTENING")
+            # A second listener, served by the other worker, is refused:
+            # one per daemon, whichever worker serves it.
+            second = App(b, "rx", "--seconds", 10)
+            assert second.finish(timeout=15) != 0
+            assert any("listen refused: another application listens already" in line
+                       for line in second.lines), "\n".join(second.lines)
             pings = [App(a, "ping", "--members", 2, "--count", 40, "--seconds", 60) for _ in range(12)]
             for p in pings:
                 assert p.finish(timeout=90) == 0, "\n".join(p.lines)

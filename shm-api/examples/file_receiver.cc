@@ -5,9 +5,9 @@
 //
 //   file_receiver --socket S --expect-bytes N --sha256 HEX
 //
-// What it shows (docs/api.md): listen, ConnectionReceived, Received with
-// its stream offset, mtp_release (a receive buffer is mtpd's until it is
-// handed back), Closed.
+// What it shows (docs/api.md): mtp_node_id, listen, ConnectionReceived,
+// Received with its stream offset, mtp_release (a receive buffer is mtpd's
+// until it is handed back), Closed.
 #include <openssl/evp.h>
 
 #include <cinttypes>
@@ -52,7 +52,8 @@ int main(int argc, char **argv) {
   // application listens already) comes as CommandError.
   mtp_connection listener = 0;
   check(mtp_listen(ch, nullptr, &listener), "listen");
-  say("listening");
+  // The id the sender names as a member: this node's, as mtpd knows it.
+  say("listening as node %u", mtp_node_id(ctx));
 
   EVP_MD_CTX *sha = EVP_MD_CTX_new();
   if (sha == nullptr || EVP_DigestInit_ex(sha, EVP_sha256(), nullptr) != 1) die("OpenSSL: no SHA-256");

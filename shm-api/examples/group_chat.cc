@@ -3,11 +3,12 @@
 // all the others; what it says goes to the group on that connection, what
 // the others say arrives on the connections it accepted, one per member.
 //
-//   group_chat --socket S --me 2 --members 2,3,4                  (lines from stdin)
-//   group_chat --socket S --me 2 --members 2,3,4 --say hi --count 5
+//   group_chat --socket S --members 2,3,4                  (lines from stdin)
+//   group_chat --socket S --members 2,3,4 --say hi --count 5
 //
 // Received lines are printed "<member>: text" on stdout; what happens to
-// the connections goes to stderr, prefixed "* ". With --say it sends
+// the connections goes to stderr, prefixed "* ", starting with this
+// node's id (mtp_node_id: the one the others print). With --say it sends
 // "TEXT (k/N)" for k = 1..N, and exits 0 once its own lines are stable at
 // every other member, it heard N lines from each of them and every
 // connection closed. Without, it sends stdin's lines and exits 0 at the
@@ -32,7 +33,7 @@ using namespace example;
 namespace {
 
 const char usage[] =
-    "usage: group_chat --socket PATH --me ID --members ID,ID,... [--say TEXT [--count N]] [--timeout SECONDS]\n"
+    "usage: group_chat --socket PATH --members ID,ID,... [--say TEXT [--count N]] [--timeout SECONDS]\n"
     "Chats with the other members (every member runs group_chat): lines from stdin,\n"
     "or TEXT N times, go to all of them; theirs are printed as \"<member>: text\".\n";
 
@@ -165,9 +166,8 @@ struct chat {
 
 int main(int argc, char **argv) {
   program = "group_chat";
-  const command_line cl(argc, argv, {"--socket", "--me", "--members", "--say", "--count", "--timeout"}, {}, usage);
-  if (!cl.positional.empty() || !cl.has("--me") || !cl.has("--members")) die("%s", usage);
-  const uint32_t me = static_cast<uint32_t>(number(cl.get("--me"), "--me"));
+  const command_line cl(argc, argv, {"--socket", "--members", "--say", "--count", "--timeout"}, {}, usage);
+  if (!cl.positional.empty() || !cl.has("--members")) die("%s", usage);
   const bool scripted = cl.has("--say");
   const uint64_t count = number(cl.get("--count", "1"), "--count");
   const uint64_t timeout_s = number(cl.get("--timeout", scripted ? "60" : "0"), "--timeout");
@@ -176,12 +176,16 @@ int main(int argc, char **argv) {
   mtp_context *ctx = nullptr;
   char error[256];
   if (mtp_attach(cl.get("--socket"), 1, &ctx, error, sizeof error) != MTP_OK) die("%s", error);
+  // Which of --members is us: mtpd knows this node's id.
+  const uint32_t me = mtp_node_id(ctx);
+  if (me == 0) die("mtpd did not say this node's id: an mtpd older than libmtp?");
   chat c;
   c.ch = mtp_channel_get(ctx, 0);
   c.scripted = scripted;
   for (uint32_t id : id_list(cl.get("--members")))
     if (id != me) c.others.push_back(id);
-  if (c.others.empty()) die("--members names nobody but me");
+  if (c.others.empty()) die("--members names nobody but me (node %u)", me);
+  note("node %u in the group %s", me, cl.get("--members"));
   if (scripted)
     for (uint64_t k = 1; k <= count; ++k)
       c.to_send.push_back(std::string(cl.get("--say")) + " (" + std::to_string(k) + "/" + std::to_string(count) + ")");

@@ -4,7 +4,7 @@
 // layer (the other examples use mtp.h directly).
 //
 //   request_reply --socket S --members 2,3,4 --threshold 2 [--request TEXT]
-//   request_reply --socket S --serve --node-id N [--connections K]
+//   request_reply --socket S --serve [--connections K]
 //
 // The client is Ready once t members accepted, sends its request once
 // (to every member), and counts the distinct members that replied; with
@@ -14,8 +14,8 @@
 // 0 once K connections (default 1) closed normally.
 //
 // mtp_event names no member for Received, so a reply names its member in
-// its text ("member 3: ..."); the server is told its node id because
-// libmtp has no call that gives it.
+// its text ("member 3: ..."): the server's node id, which mtpd tells it
+// (context::node_id).
 #include <mtp/mtp.hpp>
 
 #include <cinttypes>
@@ -32,7 +32,7 @@ namespace {
 const char usage[] =
     "usage: request_reply --socket PATH --members ID,ID,... [--threshold T] [--request TEXT]\n"
     "                     [--timeout SECONDS]\n"
-    "       request_reply --socket PATH --serve --node-id N [--connections K] [--timeout SECONDS]\n"
+    "       request_reply --socket PATH --serve [--connections K] [--timeout SECONDS]\n"
     "The client sends TEXT to the group and exits 0 once T distinct members (default\n"
     "all) replied; --serve answers each request with \"member N: TEXT\".\n";
 
@@ -115,13 +115,13 @@ int client(const command_line &cl, uint64_t deadline) {
 }
 
 int server(const command_line &cl, uint64_t deadline) {
-  if (!cl.has("--node-id")) die("--serve needs --node-id (the replies carry it)");
-  const std::string me = cl.get("--node-id");
   const uint64_t wanted = number(cl.get("--connections", "1"), "--connections");
   mtp::context ctx = attach(cl.get("--socket"));
+  const uint32_t me = ctx.node_id();
+  if (me == 0) die("mtpd did not say this node's id (the replies carry it): an mtpd older than libmtp?");
   mtp::channel ch = ctx.channel(0);
   if (auto l = ch.listen(); !l) die("listen: %s", l.message());
-  say("listening");
+  say("listening as node %u", me);
 
   std::map<mtp_connection, uint32_t> clients;                   // accepted connection -> its client
   std::deque<std::pair<mtp_connection, std::string>> replies;  // waiting for a send buffer
@@ -151,7 +151,7 @@ int server(const command_line &cl, uint64_t deadline) {
           const std::string request(static_cast<const char *>(e.data), e.length);
           ch.release(e);
           say("request from member %u: %s", clients[e.connection], request.c_str());
-          replies.emplace_back(e.connection, "member " + me + ": " + request);
+          replies.emplace_back(e.connection, "member " + std::to_string(me) + ": " + request);
           break;
         }
         case MTP_EVENT_SENT:
@@ -188,7 +188,7 @@ int server(const command_line &cl, uint64_t deadline) {
 int main(int argc, char **argv) {
   program = "request_reply";
   const command_line cl(
-      argc, argv, {"--socket", "--members", "--threshold", "--request", "--node-id", "--connections", "--timeout"},
+      argc, argv, {"--socket", "--members", "--threshold", "--request", "--connections", "--timeout"},
       {"--serve"}, usage);
   if (!cl.positional.empty() || (!cl.has("--serve") && !cl.has("--members"))) die("%s", usage);
   const uint64_t deadline = now_ms() + 1000 * number(cl.get("--timeout", "30"), "--timeout");

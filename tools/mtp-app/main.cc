@@ -13,7 +13,8 @@
 //
 // tx sends messages carrying their index and a pattern; rx checks every
 // byte, the order, and counts; --hold keeps tx's connection open after the
-// last Sent (until killed: the SIGKILL test). hostile attaches without
+// last Sent (until killed: the SIGKILL test, or until the connection fails,
+// mtpd gone included: then exit 1). hostile attaches without
 // libmtp and writes garbage into its own region, then checks mtpd answers
 // with command errors (or stops serving a broken channel) and stays up.
 // Every mode ends with one line:
@@ -47,7 +48,7 @@ const char usage[] =
     "  --seconds S           stop after S seconds (default 10)\n"
     "  --burst K             tx: messages per mtp_send_burst (default 32)\n"
     "  --datagrams           tx: send the messages as unreliable datagrams (size <= one packet's)\n"
-    "  --hold                tx: keep the connection open after everything is Sent\n"
+    "  --hold                tx: keep the connection open after everything is Sent (exit 1 if it fails)\n"
     "  --slow-us U           rx: sleep U microseconds per message (a slow receiver)\n"
     "  --verify on|off       rx: check every byte (default on)\n"
     "  --count N             ping: round trips (default 10000)\n"
@@ -257,9 +258,19 @@ int run_tx(const options &o) {
   if (o.hold) {
     std::printf("HOLDING\n");
     std::fflush(stdout);
+    // Until killed, or until there is nothing left to hold: once mtpd is
+    // gone the connection fails (ConnectionError, daemon_gone) and
+    // mtp_wait returns at once, so going on would spin.
     for (;;) {
-      mtp_poll(a.ch, ev, 256);
-      mtp_wait(a.ch, 100);
+      const size_t n = mtp_poll(a.ch, ev, 256);
+      for (size_t i = 0; i < n; ++i) {
+        if (ev[i].type == MTP_EVENT_CONNECTION_ERROR)
+          fail(std::string("holding: connection failed: ") + mtp_reason_text(ev[i].reason) + " (code " +
+               std::to_string(ev[i].code) + ")");
+        mtp_release(a.ch, &ev[i]);
+      }
+      if (const int st = mtp_wait(a.ch, 100); st != MTP_OK && st != MTP_ETIMEDOUT)
+        fail(std::string("holding: ") + mtp_status_text(st));
     }
   }
   mtp_close(a.ch, c);
@@ -333,11 +344,16 @@ int run_rx(const options &o, bool echo) {
       } else if (e.type == MTP_EVENT_CONNECTION_RECEIVED) {
         std::printf("CONNECTION_RECEIVED from member %u\n", e.member);
         std::fflush(stdout);
+      } else if (e.type == MTP_EVENT_COMMAND_ERROR && e.connection == l) {
+        // The listen itself was refused (another application listens).
+        fail(std::string("listen refused: ") + mtp_reason_text(e.reason));
       }
       mtp_release(a.ch, &e);
     }
     if (o.messages && msgs >= o.messages && !echo) done = true;
-    if (n == 0) mtp_wait(a.ch, 10);
+    if (n == 0)
+      if (const int st = mtp_wait(a.ch, 10); st != MTP_OK && st != MTP_ETIMEDOUT)
+        fail(std::string("waiting: ") + mtp_status_text(st));
   }
   const double secs = t0 ? static_cast<double>(now_ns() - t0) / 1e9 : 1e-9;
   if (datagrams) std::printf("DATAGRAMS %" PRIu64 "\n", datagrams);
