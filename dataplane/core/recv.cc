@@ -575,8 +575,9 @@ void connection::deliver(std::size_t mi, recv_stream &r, uint64_t stream_id) {
 // Skipped by a FORWARD in part (a message is delivered whole or not at
 // all): the rest counts as delivered, the receiver drops the fragments.
 bool connection::abandon_streaming(std::size_t mi, recv_stream &r, uint64_t stream_id) {
+  const uint64_t lo = std::max(r.stream_at, r.released);
   if (!data_events_room(1) ||
-      !r.delivered.insert(r.stream_at, r.stream_end, r.stream_at <= r.delivered.contiguous_end(r.released) ? 0 : 1))
+      (lo < r.stream_end && !r.delivered.insert(lo, r.stream_end, lo <= r.delivered.contiguous_end(r.released) ? 0 : 1)))
     return false;
   event e;
   e.type = event_type::received;

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstring>
 #include <functional>
@@ -44,6 +45,16 @@ struct copied_event {
 };
 
 std::map<const connection *, std::vector<copied_event>> inbox;
+
+// Keyed by address: a test's undrained events must not reach the next
+// test's connection at the same stack address (--gtest_shuffle showed it).
+struct inbox_reset : ::testing::EmptyTestEventListener {
+  void OnTestStart(const ::testing::TestInfo &) override { inbox.clear(); }
+};
+const bool inbox_reset_installed = [] {
+  ::testing::UnitTest::GetInstance()->listeners().Append(new inbox_reset);
+  return true;
+}();
 
 void collect(connection &c) {
   for (event e; c.poll_event(e);) inbox[&c].push_back({e, {e.data.begin(), e.data.end()}});
@@ -1013,4 +1024,396 @@ TEST(connection, lent_datagrams_come_back_once_sent_or_dropped) {
   client.abort(error_code::application, "stop", now);
   ASSERT_EQ(client.poll_released(tokens), 1u);
   EXPECT_EQ(tokens[0], 77u);
+}
+
+namespace {
+// A message's bytes: both its number and each byte's position show, so a
+// piece out of place or from another message does not compare equal.
+std::vector<std::byte> patterned(std::size_t bytes, uint8_t seed) {
+  std::vector<std::byte> m(bytes);
+  for (std::size_t j = 0; j < bytes; ++j) m[j] = static_cast<std::byte>(seed * 31 + j * 7 + (j >> 8));
+  return m;
+}
+
+// The STREAM frames a packet carries (their data points into it).
+std::vector<stream_frame> stream_frames_of(std::span<const std::byte> p) {
+  std::vector<stream_frame> out;
+  packet_header h;
+  std::span<const std::byte> frames;
+  if (parse_packet(p, h, frames) != parse_status::ok) return out;
+  frame_reader rd(frames);
+  for (frame f; !rd.done() && rd.next(f) == parse_status::ok;)
+    if (f.type == frame_type::stream) out.push_back(f.stream);
+  return out;
+}
+
+// One message as a receiver saw it: its pieces in arrival order.
+struct piece_seen {
+  uint64_t offset = 0;
+  std::size_t bytes = 0;
+  bool in_packet = false, end_of_message = false;
+};
+struct message_seen {
+  uint64_t start = 0;
+  std::vector<std::byte> data;
+  std::vector<piece_seen> pieces;
+  bool abandoned = false;
+};
+
+// Puts the Received events of stream 0 back together into messages,
+// checking on the way that each piece starts where the one before ended
+// (no gap, overlap or reordering), and that a message ends only with its
+// end_of_message piece or an abandoned event (empty, end_of_message).
+std::vector<message_seen> messages_seen(const std::vector<copied_event> &ev) {
+  std::vector<message_seen> out;
+  bool open = false;  // a message is being gathered
+  uint64_t next = 0;
+  bool next_known = true;  // after an abandoned message, the next starts past its end
+  for (const auto &c : ev) {
+    const event &e = c.e;
+    if (e.type != event_type::received || e.stream_id != 0) continue;
+    if (e.abandoned) {
+      EXPECT_TRUE(open) << "abandoned at " << e.offset << " with no message begun";
+      EXPECT_TRUE(c.data.empty());
+      EXPECT_TRUE(e.end_of_message);
+      EXPECT_EQ(e.offset, next) << "abandoned where the fragments did not end";
+      if (open) out.back().abandoned = true;
+      open = false;
+      next_known = false;
+      continue;
+    }
+    if (next_known)
+      EXPECT_EQ(e.offset, next) << "a piece not following the one before";
+    else
+      EXPECT_GT(e.offset, next) << "a piece of the abandoned message after it was abandoned";
+    if (!open) {
+      out.emplace_back();
+      out.back().start = e.offset;
+      open = true;
+    }
+    message_seen &m = out.back();
+    m.data.insert(m.data.end(), c.data.begin(), c.data.end());
+    m.pieces.push_back({e.offset, c.data.size(), e.in_packet, e.end_of_message});
+    next = e.offset + c.data.size();
+    next_known = true;
+    if (e.end_of_message) open = false;
+  }
+  EXPECT_FALSE(open) << "the last message never ended";
+  return out;
+}
+}  // namespace
+
+// in_place_fragments_max_bytes: 1200 B messages straddle 1400 B packets;
+// in order, each comes fragment by fragment straight from its packets
+// (in place, end_of_message on the last). A message larger than the limit,
+// or a limit of 0, keeps the old path: whole messages only.
+TEST(connection, messages_spanning_packets_come_in_place_fragment_by_fragment) {
+  for (const uint32_t limit : {2048u, 1000u, 0u}) {
+    SCOPED_TRACE("in_place_fragments_max_bytes " + std::to_string(limit));
+    time_ns now = 1'000'000;
+    connection client(client_cfg({1}), now);
+    auto sc = server_cfg(1);
+    sc.in_place_fragments_max_bytes = limit;
+    connection s1(sc, now);
+    ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+    connect(client, {&s1}, now);
+    const std::size_t count = 24, size = 1200;
+    for (uint8_t i = 0; i < count; ++i) ASSERT_EQ(client.send(0, patterned(size, i), now), status::ok);
+    client.flush();
+    for (int step = 0; step < 20; ++step) {
+      exchange(client, {&s1}, now);
+      now += 2'000'000;
+      s1.on_expiry(now);
+      client.on_expiry(now);
+    }
+    const auto got = messages_seen(drain(s1));
+    ASSERT_EQ(got.size(), count);
+    std::size_t fragmented = 0, fragments = 0, from_buffer = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+      SCOPED_TRACE("message " + std::to_string(i));
+      const message_seen &m = got[i];
+      EXPECT_EQ(m.start, i * size);
+      EXPECT_FALSE(m.abandoned);
+      EXPECT_EQ(m.data, patterned(size, static_cast<uint8_t>(i)));
+      for (std::size_t k = 0; k < m.pieces.size(); ++k) {
+        from_buffer += !m.pieces[k].in_packet;
+        EXPECT_EQ(m.pieces[k].end_of_message, k + 1 == m.pieces.size()) << "piece " << k;
+      }
+      if (m.pieces.size() < 2) continue;
+      if (limit >= size) {
+        // Lossless and in order: every fragment straight from its packet.
+        ++fragmented;
+        fragments += m.pieces.size();
+        for (std::size_t k = 0; k < m.pieces.size(); ++k) EXPECT_TRUE(m.pieces[k].in_packet) << "fragment " << k;
+      } else {
+        // Old path: a message in several pieces is one read from the
+        // buffer (split where its chunks are), never in place.
+        for (std::size_t k = 0; k < m.pieces.size(); ++k) EXPECT_FALSE(m.pieces[k].in_packet) << "piece " << k;
+      }
+    }
+    EXPECT_EQ(s1.stats().messages_delivered, count);
+    EXPECT_EQ(s1.stats().messages_abandoned, 0u);
+    EXPECT_EQ(client.stats().retransmitted_frames, 0u);
+    if (limit >= size) {
+      // Nearly every message straddles a packet boundary.
+      EXPECT_GE(fragmented, count / 2);
+      EXPECT_EQ(s1.stats().fragments_in_place, fragments);
+      EXPECT_EQ(from_buffer, 0u);
+    } else {
+      EXPECT_EQ(s1.stats().fragments_in_place, 0u);
+      // The straddling messages wait in the buffer until whole.
+      EXPECT_GE(from_buffer, count / 2);
+    }
+    drain(client);  // leaves nothing in the inbox for a later connection at this address
+  }
+}
+
+// A message coming in place loses its second fragment: the first came in
+// place; once the repair fills the gap, the rest comes from the buffer
+// (not in place), intact and contiguous, before anything after it, and
+// the later messages follow in order. Second case: a message over five
+// packets loses its second and third fragments while the next messages
+// arrive whole; its rest comes in two goes as the repairs arrive, and
+// nothing of the messages after it comes in between.
+TEST(connection, a_lost_fragment_brings_the_rest_of_its_message_from_the_buffer) {
+  struct scenario {
+    std::vector<std::size_t> sizes;
+    std::size_t lost_packets;  // from the one with the victim's second fragment on
+  };
+  const scenario cases[] = {{std::vector<std::size_t>(8, 1200), 1},
+                            {{1000, 5000, 1200, 1200, 1200, 1200, 1200}, 2}};
+  for (const scenario &sc_case : cases) {
+    SCOPED_TRACE("losing " + std::to_string(sc_case.lost_packets) + " packet(s)");
+    const auto &sizes = sc_case.sizes;
+    time_ns now = 1'000'000;
+    connection client(client_cfg({1}), now);
+    auto sc = server_cfg(1);
+    sc.in_place_fragments_max_bytes = 1u << 16;
+    connection s1(sc, now);
+    ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+    connect(client, {&s1}, now);
+    std::vector<uint64_t> starts;
+    uint64_t total = 0;
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      starts.push_back(total);
+      total += sizes[i];
+      ASSERT_EQ(client.send(0, patterned(sizes[i], static_cast<uint8_t>(i)), now), status::ok);
+    }
+    client.flush();
+    std::vector<std::vector<std::byte>> packets;
+    std::vector<std::byte> buf(1500);
+    for (transmit t; (t = client.poll_transmit(buf, now)).bytes;)
+      packets.emplace_back(buf.begin(), buf.begin() + t.bytes);
+    uint64_t sent_end = 0;
+    for (const auto &p : packets)
+      for (const stream_frame &f : stream_frames_of(p))
+        sent_end = std::max<uint64_t>(sent_end, f.offset + f.data.size());
+    ASSERT_EQ(sent_end, total) << "all in the first flight";
+    // The victim: the first packet carrying a message's second fragment
+    // (its first fragment came in an earlier packet).
+    std::size_t lost = packets.size();
+    uint64_t victim = 0;
+    for (std::size_t i = 1; i < packets.size() && lost == packets.size(); ++i)
+      for (const stream_frame &f : stream_frames_of(packets[i]))
+        if (f.message && f.offset > f.msg_start) {
+          lost = i;
+          victim = f.msg_start;
+          break;
+        }
+    ASSERT_LT(lost + sc_case.lost_packets, packets.size());
+    const std::size_t vi = static_cast<std::size_t>(std::find(starts.begin(), starts.end(), victim) - starts.begin());
+    ASSERT_LT(vi + 2, sizes.size()) << "messages after the victim";
+    if (sc_case.lost_packets > 1) {
+      // Only the victim's middle is lost: its end and the next messages
+      // arrive, so its rest can come only in two goes.
+      for (std::size_t i = lost; i < lost + sc_case.lost_packets; ++i)
+        for (const stream_frame &f : stream_frames_of(packets[i]))
+          ASSERT_TRUE(f.msg_start == victim && f.offset > victim) << "packet " << i << " carries more";
+      bool end_follows = false;
+      for (const stream_frame &f : stream_frames_of(packets[lost + sc_case.lost_packets]))
+        end_follows |= f.msg_start == victim;
+      ASSERT_TRUE(end_follows);
+    }
+    for (std::size_t i = 0; i < packets.size(); ++i)
+      if (i < lost || i >= lost + sc_case.lost_packets) {
+        s1.on_packet(packets[i], now);
+        collect(s1);
+      }
+    EXPECT_GT(s1.stats().fragments_in_place, 0u);
+    EXPECT_EQ(s1.stats().messages_delivered, vi) << "nothing after the victim before its repair";
+    for (int step = 0; step < 40; ++step) {
+      now += 5'000'000;
+      s1.on_expiry(now);
+      client.on_expiry(now);
+      exchange(client, {&s1}, now);
+    }
+    EXPECT_GT(client.stats().retransmitted_frames, 0u);
+    const auto got = messages_seen(drain(s1));
+    ASSERT_EQ(got.size(), sizes.size());
+    for (std::size_t i = 0; i < sizes.size(); ++i) {
+      SCOPED_TRACE("message " + std::to_string(i));
+      EXPECT_EQ(got[i].start, starts[i]);
+      EXPECT_FALSE(got[i].abandoned);
+      EXPECT_EQ(got[i].data, patterned(sizes[i], static_cast<uint8_t>(i)));
+    }
+    const message_seen &v = got[vi];
+    ASSERT_GE(v.pieces.size(), 2u);
+    EXPECT_TRUE(v.pieces.front().in_packet) << "the first fragment came in place";
+    EXPECT_FALSE(v.pieces.front().end_of_message);
+    EXPECT_LT(v.pieces.front().bytes, sizes[vi]);
+    for (std::size_t k = 1; k < v.pieces.size(); ++k) {
+      EXPECT_FALSE(v.pieces[k].in_packet) << "the rest from the buffer, piece " << k;
+      EXPECT_EQ(v.pieces[k].end_of_message, k + 1 == v.pieces.size()) << "piece " << k;
+    }
+    // The messages before it were all in place (lossless so far).
+    for (std::size_t i = 0; i < vi; ++i)
+      for (const piece_seen &p : got[i].pieces) EXPECT_TRUE(p.in_packet) << "message " << i;
+    EXPECT_EQ(s1.stats().messages_delivered, sizes.size());
+    EXPECT_EQ(s1.stats().messages_abandoned, 0u);
+    drain(client);
+  }
+}
+
+// A partially reliable message (no retransmission) coming in place loses
+// its later fragment for good: the sender gives it up and its FORWARD
+// skips the rest, so the receiver, holding the first fragment, gets an
+// empty abandoned Received; the reliable messages around it all arrive.
+TEST(connection, a_message_in_fragments_whose_rest_is_skipped_is_abandoned) {
+  time_ns now = 1'000'000;
+  connection client(client_cfg({1}), now);
+  auto sc = server_cfg(1);
+  sc.in_place_fragments_max_bytes = 1u << 16;
+  connection s1(sc, now);
+  ASSERT_EQ(client.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, {&s1}, now);
+  // 1000 B, then the partial one (1200 B: it straddles the first packet's
+  // end), then four reliable 1200 B messages.
+  std::vector<std::vector<std::byte>> msgs = {patterned(1000, 0)};
+  for (uint8_t i = 1; i <= 5; ++i) msgs.push_back(patterned(1200, i));
+  message_options partial;
+  partial.rel = reliability::partial;
+  partial.max_retransmissions = 0;
+  const uint64_t a_start = 1000, a_end = 2200;
+  for (std::size_t i = 0; i < msgs.size(); ++i) {
+    uint64_t id = 99;
+    ASSERT_EQ(client.send(0, msgs[i], i == 1 ? partial : message_options{}, now, &id), status::ok);
+    EXPECT_EQ(id, i);
+  }
+  client.flush();
+  // Every packet with a later fragment of the partial message is lost.
+  std::vector<std::byte> buf(1500);
+  std::size_t dropped = 0;
+  for (int step = 0; step < 40; ++step) {
+    client.on_expiry(now);
+    s1.on_expiry(now);
+    for (int r = 0; r < 20; ++r) {
+      bool any = false;
+      for (transmit t; (t = client.poll_transmit(buf, now)).bytes;) {
+        any = true;
+        bool rest_of_a = false;
+        for (const stream_frame &f : stream_frames_of({buf.data(), t.bytes}))
+          rest_of_a |= f.message && f.msg_start == a_start && f.offset > a_start;
+        if (rest_of_a) {
+          ++dropped;
+          continue;
+        }
+        s1.on_packet({buf.data(), t.bytes}, now);
+        collect(s1);
+      }
+      for (transmit t; (t = s1.poll_transmit(buf, now)).bytes;) {
+        any = true;
+        client.on_packet({buf.data(), t.bytes}, now);
+        collect(client);
+      }
+      if (!any) break;
+    }
+    now += 2'000'000;
+  }
+  EXPECT_GE(dropped, 1u);
+  const auto got = messages_seen(drain(s1));
+  ASSERT_EQ(got.size(), msgs.size());
+  uint64_t start = 0;
+  for (std::size_t i = 0; i < msgs.size(); ++i) {
+    SCOPED_TRACE("message " + std::to_string(i));
+    EXPECT_EQ(got[i].start, start);
+    start += msgs[i].size();
+    if (i == 1) continue;
+    EXPECT_FALSE(got[i].abandoned);
+    EXPECT_EQ(got[i].data, msgs[i]);
+  }
+  const message_seen &a = got[1];
+  EXPECT_TRUE(a.abandoned);
+  ASSERT_EQ(a.pieces.size(), 1u) << "the first fragment only";
+  EXPECT_TRUE(a.pieces[0].in_packet);
+  EXPECT_FALSE(a.pieces[0].end_of_message);
+  EXPECT_GT(a.pieces[0].bytes, 0u);
+  EXPECT_LT(a.pieces[0].bytes, a_end - a_start);
+  EXPECT_TRUE(std::equal(a.data.begin(), a.data.end(), msgs[1].begin())) << "the first fragment's bytes";
+  EXPECT_EQ(s1.stats().messages_abandoned, 1u);
+  EXPECT_EQ(s1.stats().messages_delivered, msgs.size() - 1);
+  EXPECT_GT(s1.stats().fragments_in_place, 0u);
+  std::size_t expired = 0;
+  for (const auto &c : drain(client))
+    if (c.e.type == event_type::expired) {
+      ++expired;
+      EXPECT_EQ(c.e.message_id, 1u);
+    }
+  EXPECT_EQ(expired, 1u);
+}
+
+// The member sending a message in fragments leaves before its rest came:
+// its fragments are abandoned (an empty abandoned Received), reported
+// before the member's departure.
+TEST(connection, a_message_in_fragments_is_abandoned_when_its_member_leaves) {
+  time_ns now = 1'000'000;
+  auto cc = client_cfg({1, 2});
+  cc.threshold = 1;
+  cc.in_place_fragments_max_bytes = 1u << 16;
+  connection client(cc, now);
+  connection s1(server_cfg(1), now), s2(server_cfg(2), now);
+  ASSERT_EQ(s1.open_stream(0, stream_mode::message, ordering::fifo), status::ok);
+  connect(client, {&s1, &s2}, now);
+  const auto m0 = patterned(1000, 0), m1 = patterned(1200, 1);
+  ASSERT_EQ(s1.send(0, m0, now), status::ok);
+  ASSERT_EQ(s1.send(0, m1, now), status::ok);
+  s1.flush();
+  std::vector<std::vector<std::byte>> packets;
+  std::vector<std::byte> buf(1500);
+  for (transmit t; (t = s1.poll_transmit(buf, now)).bytes;) packets.emplace_back(buf.begin(), buf.begin() + t.bytes);
+  ASSERT_GE(packets.size(), 2u);
+  client.on_packet(packets[0], now);  // m0 and m1's first fragment; the rest is lost
+  collect(client);
+  EXPECT_EQ(client.stats().fragments_in_place, 1u);
+  s1.abort(error_code::application, "gone", now);
+  for (transmit t; (t = s1.poll_transmit(buf, now)).bytes;) {
+    client.on_packet({buf.data(), t.bytes}, now);
+    collect(client);
+  }
+  const auto ev = drain(client);
+  const auto got = messages_seen(ev);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_FALSE(got[0].abandoned);
+  EXPECT_EQ(got[0].data, m0);
+  EXPECT_TRUE(got[1].abandoned);
+  ASSERT_EQ(got[1].pieces.size(), 1u);
+  EXPECT_TRUE(got[1].pieces[0].in_packet);
+  EXPECT_LT(got[1].data.size(), m1.size());
+  EXPECT_TRUE(std::equal(got[1].data.begin(), got[1].data.end(), m1.begin()));
+  // The abandoned event (member 1) comes before member 1's departure.
+  std::ptrdiff_t abandoned_at = -1, left_at = -1;
+  for (std::size_t i = 0; i < ev.size(); ++i) {
+    if (ev[i].e.type == event_type::received && ev[i].e.abandoned) {
+      EXPECT_EQ(ev[i].e.member, 1u);
+      abandoned_at = static_cast<std::ptrdiff_t>(i);
+    }
+    if (ev[i].e.type == event_type::member_left) {
+      EXPECT_EQ(ev[i].e.member, 1u);
+      left_at = static_cast<std::ptrdiff_t>(i);
+    }
+  }
+  ASSERT_GE(abandoned_at, 0);
+  ASSERT_GE(left_at, 0);
+  EXPECT_LT(abandoned_at, left_at);
+  EXPECT_EQ(client.stats().messages_abandoned, 1u);
+  EXPECT_EQ(client.stats().messages_delivered, 1u);
 }
