@@ -299,14 +299,10 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &ab
     r.unordered = f.unordered;
   }
 
-  // Fast path: a whole message arriving in order on a fifo stream with
-  // nothing pending before it goes straight to delivery. Zero copy: the
-  // event points into the packet, which the caller keeps until its next
-  // call (see on_packet); the buffer is not touched.
-  if (zc_now_ && f.message && !r.unordered && off == f.msg_start && end == f.msg_start + f.msg_length &&
-      r.ext_head == r.extents.size() && off >= r.released && r.delivered.contiguous_end(r.released) == off &&
-      data_events_room(1)) {
-    if (!r.received.make_room(off, end) || !r.delivered.make_room(off, end)) return refuse(drop_reason::not_absorbed);
+  // Zero copy: the event points into the packet, which the caller keeps
+  // until its next call (see on_packet); the buffer is not touched.
+  auto deliver_in_place = [&](bool eom) {
+    if (!r.received.make_room(off, end) || !r.delivered.make_room(off, end)) return false;
     r.received.insert(off, end);
     r.delivered.insert(off, end);
     m.conn_received_end += grow;
@@ -317,10 +313,18 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &ab
     e.stream_id = f.stream_id;
     e.offset = off;
     e.data = f.data;
-    e.end_of_message = true;
+    e.end_of_message = eom;
     e.in_packet = true;
     ++in_packet_events_;
     push_data_event(e);
+    return true;
+  };
+  // Fast path: a whole message arriving in order on a fifo stream with
+  // nothing pending before it goes straight to delivery.
+  if (zc_now_ && f.message && !r.unordered && off == f.msg_start && end == f.msg_start + f.msg_length &&
+      r.ext_head == r.extents.size() && off >= r.released && r.delivered.contiguous_end(r.released) == off &&
+      data_events_room(1)) {
+    if (!deliver_in_place(true)) return refuse(drop_reason::not_absorbed);
     ++stats_.messages_delivered;
     return;
   }
@@ -332,31 +336,18 @@ void connection::on_stream_frame(std::size_t mi, const stream_frame &f, bool &ab
       (streaming ? off == r.stream_at
                  : streaming_member_ < 0 && off == f.msg_start && end < f.msg_start + f.msg_length &&
                        f.msg_length <= cfg_.in_place_fragments_max_bytes && r.ext_head == r.extents.size())) {
-    if (!r.received.make_room(off, end) || !r.delivered.make_room(off, end)) return refuse(drop_reason::not_absorbed);
-    r.received.insert(off, end);
-    r.delivered.insert(off, end);
-    m.conn_received_end += grow;
-    r.highest_end = std::max(r.highest_end, end);
+    const uint64_t msg_end = f.msg_start + f.msg_length;
+    if (!deliver_in_place(end == msg_end)) return refuse(drop_reason::not_absorbed);
     if (!streaming) {
       r.streaming = true;
       r.stream_start = f.msg_start;
-      r.stream_end = f.msg_start + f.msg_length;
+      r.stream_end = msg_end;
       streaming_member_ = static_cast<int>(mi);
       streaming_stream_ = f.stream_id;
     }
     r.stream_at = end;
     ++stats_.fragments_in_place;
-    event e;
-    e.type = event_type::received;
-    e.member = m.id;
-    e.stream_id = f.stream_id;
-    e.offset = off;
-    e.data = f.data;
-    e.end_of_message = end == r.stream_end;
-    e.in_packet = true;
-    ++in_packet_events_;
-    push_data_event(e);
-    if (e.end_of_message) {
+    if (end == msg_end) {
       r.streaming = false;
       streaming_member_ = -1;
       ++stats_.messages_delivered;

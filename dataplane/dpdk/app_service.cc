@@ -770,6 +770,18 @@ bool endpoint::post_received(session &s, app_channel &ch, const rx_piece &p, std
   session::rx_fill *f = nullptr;
   for (auto &x : s.fill)
     if (x.buffer != shm::no_buffer && x.member == p.member && x.stream == p.stream) f = &x;
+  auto post_fill = [&](session::rx_fill &x, uint16_t flags) {
+    descriptor e = event_for(shm::event::received, s.handle);
+    e.buffer = x.buffer;
+    e.length = x.length;
+    e.stream = x.stream;
+    e.member = x.member;
+    e.value = x.offset;
+    e.flags = flags;
+    link.ledger.lend_filled(x.buffer);
+    post(ch, e);
+    x = {};
+  };
   for (;;) {
     if (f == nullptr) {
       if (done >= bytes.size() && !eom) return true;
@@ -781,15 +793,7 @@ bool endpoint::post_received(session &s, app_channel &ch, const rx_piece &p, std
         // posting what the first holds, as a piece.
         f = &s.fill[0];
         if (!ch.events.has_room(2)) return false;
-        descriptor e = event_for(shm::event::received, s.handle);
-        e.buffer = f->buffer;
-        e.length = f->length;
-        e.stream = f->stream;
-        e.member = f->member;
-        e.value = f->offset;
-        link.ledger.lend_filled(f->buffer);
-        post(ch, e);
-        *f = {};
+        post_fill(*f, 0);
       }
       const uint32_t b = link.ledger.take_for_filling();
       if (b == shm::no_buffer) return false;
@@ -803,16 +807,7 @@ bool endpoint::post_received(session &s, app_channel &ch, const rx_piece &p, std
     const bool last = done >= bytes.size() && eom;
     if (!last && f->length < cap) return true;  // more of the message follows
     if (!ch.events.has_room(2)) return false;    // the bytes wait in the buffer
-    descriptor e = event_for(shm::event::received, s.handle);
-    e.buffer = f->buffer;
-    e.length = f->length;
-    e.stream = f->stream;
-    e.member = f->member;
-    e.value = f->offset;
-    e.flags = static_cast<uint16_t>(last ? p.flags : p.flags & ~shm::end_of_message);
-    link.ledger.lend_filled(f->buffer);
-    post(ch, e);
-    *f = {};
+    post_fill(*f, static_cast<uint16_t>(last ? p.flags : p.flags & ~shm::end_of_message));
     if (done >= bytes.size()) return true;
     f = nullptr;
   }
