@@ -310,11 +310,10 @@ endpoint::session *endpoint::app_session(app_channel &ch, uint64_t handle) {
 // Messages being gathered for the application will not be finished:
 // their buffers are free again, never lent.
 void endpoint::drop_fills(session &s) {
-  for (auto &f : s.fill)
-    if (f.buffer != shm::no_buffer) {
-      s.app->ledger.put_back(f.buffer);
-      f = {};
-    }
+  for (auto &f : s.fill) {
+    if (f.buffer != shm::no_buffer) s.app->ledger.put_back(f.buffer);
+    f = {};
+  }
 }
 
 void endpoint::forget_handle(session &s) {
@@ -506,8 +505,8 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
   cc.zero_copy_delivery = false;
   cc.max_events = app_max_events;
   // A message spanning packets is gathered from the packets themselves
-  // into one receive buffer when it fits one (post_received).
-  cc.in_place_fragments_max_bytes = link.handoff->layout.plan.buffer_bytes;
+  // into receive buffers (post_received).
+  cc.in_place_fragments_max_bytes = cc.stream_buffer_bytes;
   sp->members = std::move(peers);
   sp->conn = std::make_unique<core::connection>(cc, now_ns);
   const uint32_t streams = std::max<uint32_t>(ip.streams, 1);
@@ -769,7 +768,7 @@ bool endpoint::post_received(session &s, app_channel &ch, const rx_piece &p, std
   // stream) until its end, or until the buffer is full (ReceivedPartial).
   session::rx_fill *f = nullptr;
   for (auto &x : s.fill)
-    if (x.buffer != shm::no_buffer && x.member == p.member && x.stream == p.stream) f = &x;
+    if (x.active && x.member == p.member && x.stream == p.stream) f = &x;
   auto post_fill = [&](session::rx_fill &x, uint16_t flags) {
     descriptor e = event_for(shm::event::received, s.handle);
     e.buffer = x.buffer;
@@ -780,24 +779,34 @@ bool endpoint::post_received(session &s, app_channel &ch, const rx_piece &p, std
     e.flags = flags;
     link.ledger.lend_filled(x.buffer);
     post(ch, e);
-    x = {};
+    x.buffer = shm::no_buffer;
+    x.partial_posted = true;
   };
   for (;;) {
     if (f == nullptr) {
       if (done >= bytes.size() && !eom) return true;
       for (auto &x : s.fill)
-        if (x.buffer == shm::no_buffer) f = &x;
+        if (!x.active) f = &x;
       if (f == nullptr) {
         // Not expected (one message in fragments at a time, and the engine
         // hands over any other message's pieces in one run): make room by
         // posting what the first holds, as a piece.
         f = &s.fill[0];
-        if (!ch.events.has_room(2)) return false;
-        post_fill(*f, 0);
+        if (f->buffer != shm::no_buffer) {
+          if (!ch.events.has_room(2)) return false;
+          post_fill(*f, 0);
+        }
       }
-      const uint32_t b = link.ledger.take_for_filling();
-      if (b == shm::no_buffer) return false;
-      *f = {b, 0, p.member, p.stream, p.offset + done};
+      *f = {};
+      f->active = true;
+      f->member = p.member;
+      f->stream = p.stream;
+    }
+    if (f->buffer == shm::no_buffer) {
+      f->buffer = link.ledger.take_for_filling();
+      if (f->buffer == shm::no_buffer) return false;
+      f->length = 0;
+      f->offset = p.offset + done;
     }
     const std::size_t n = std::min<std::size_t>(cap - f->length, bytes.size() - done);
     std::memcpy(shm::buffer_at(link.handoff->base, link.handoff->layout, f->buffer) + f->length, bytes.data() + done, n);
@@ -808,8 +817,8 @@ bool endpoint::post_received(session &s, app_channel &ch, const rx_piece &p, std
     if (!last && f->length < cap) return true;  // more of the message follows
     if (!ch.events.has_room(2)) return false;    // the bytes wait in the buffer
     post_fill(*f, static_cast<uint16_t>(last ? p.flags : p.flags & ~shm::end_of_message));
+    if (last) *f = {};
     if (done >= bytes.size()) return true;
-    f = nullptr;
   }
 }
 
@@ -893,13 +902,22 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
         const bool dgram = e.type == core::event_type::datagram;
         if (e.abandoned) {
           // The rest of a message that came in fragments was skipped: what
-          // was gathered of it goes back unseen.
-          for (auto &f : s.fill)
-            if (f.buffer != shm::no_buffer && f.member == e.member && f.stream == e.stream_id) {
-              link.ledger.put_back(f.buffer);
-              f = {};
-            }
+          // was gathered of it goes back unseen, and an application that
+          // saw pieces of it hears so (ReceiveError).
           w_.counters.app_messages_abandoned.inc();
+          for (auto &f : s.fill) {
+            if (!f.active || f.member != e.member || f.stream != e.stream_id) continue;
+            if (f.buffer != shm::no_buffer) link.ledger.put_back(f.buffer);
+            const bool seen = f.partial_posted;
+            f = {};
+            if (!seen) continue;
+            d.type = static_cast<uint16_t>(shm::event::receive_error);
+            d.stream = e.stream_id;
+            d.member = e.member;
+            d.value = e.offset;
+            d.reason = static_cast<uint32_t>(reason::given_up);
+            post(ch, d);
+          }
           continue;
         }
         rx_piece p;
@@ -999,7 +1017,7 @@ endpoint::session *endpoint::accept_for_app(std::size_t port_index, const core::
   c.members = {sender};
   c.zero_copy_delivery = false;
   c.max_events = app_max_events;
-  if (listener_.link != nullptr) c.in_place_fragments_max_bytes = listener_.link->handoff->layout.plan.buffer_bytes;
+  c.in_place_fragments_max_bytes = c.stream_buffer_bytes;
   sp->members.push_back(peer_from(port_index, v));
   sp->conn = std::make_unique<core::connection>(c, now_ns);
   const bool listening = listener_.link != nullptr;

@@ -179,12 +179,15 @@ class endpoint {
       std::size_t done = 0;
       std::vector<std::byte> bytes;
     } stage;
-    /// A receive buffer being filled before its event: the fragments of a
-    /// message (one buffer, one Received), or a long message's pieces
-    /// until the buffer is full (ReceivedPartial). Two: a message coming
-    /// in fragments may be open while the engine hands over another's.
+    /// A message being received: its bytes fill a receive buffer before
+    /// its event (one buffer, one Received, for a message that fits; a
+    /// longer one posts each full buffer as ReceivedPartial). Two: a
+    /// message coming in fragments may be open while the engine hands
+    /// over another's.
     struct rx_fill {
-      uint32_t buffer = shm::no_buffer;  ///< no_buffer: not open
+      bool active = false;               ///< a message of (member, stream) is in progress
+      bool partial_posted = false;       ///< the application has seen pieces of it
+      uint32_t buffer = shm::no_buffer;  ///< the buffer being filled (no_buffer: none yet)
       uint32_t length = 0;
       uint32_t member = 0;
       uint64_t stream = 0;

@@ -302,11 +302,15 @@ class TestLibmtp:
         messages of 5000 B, each in three send buffers (send_more pieces
         that mtpd holds and reads in place until the message is stable).
         Verify: every message arrived once, in order, every byte right;
-        every piece's buffer came back (daemon a holds none)."""
+        every piece's buffer came back (daemon a holds none); on b, at
+        least half the bytes went from the packets straight into receive
+        buffers (each message fills three, posted as they fill)."""
         a, b = pair
         Transfer(a, b, 3000, 5000).delivered()
         assert a.counter("app_sends") == 3000
         assert a.counter("app_buffers_held") == 0
+        assert b.counter("app_received_bytes") == 3000 * 5000
+        assert b.counter("app_received_in_place") >= 3000 * 5000 // 2
 
     def test_datagrams_are_sent_from_the_buffer_and_it_comes_back(self, pair):
         """Steps: a receiver listens on b; a sender on a sends 4000

@@ -63,6 +63,7 @@ MTP_SAME_REASON(CLOSED, closed)
 MTP_SAME_REASON(NO_RESOURCES, no_resources)
 MTP_SAME_REASON(BAD_COMMAND, bad_command)
 MTP_SAME_REASON(LISTENER_EXISTS, listener_exists)
+MTP_SAME_REASON(GIVEN_UP, given_up)
 MTP_SAME_REASON(TIMEOUT, timeout)
 MTP_SAME_REASON(PEER_CLOSED, peer_closed)
 MTP_SAME_REASON(PROTOCOL_VIOLATION, protocol_violation)
@@ -739,6 +740,11 @@ bool translate(mtp_channel &ch, const descriptor &d, mtp_event &e) {
                                                                            : MTP_EVENT_MEMBER_LEFT;
       e.member = d.member;
       e.code = d.value;
+      return true;
+    case shm::event::receive_error:
+      e.type = MTP_EVENT_RECEIVE_ERROR;
+      e.member = d.member;
+      e.offset = d.value;
       return true;
     case shm::event::closed:
     case shm::event::connection_error:

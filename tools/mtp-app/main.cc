@@ -344,6 +344,9 @@ int run_rx(const options &o, bool echo) {
       } else if (e.type == MTP_EVENT_CONNECTION_RECEIVED) {
         std::printf("CONNECTION_RECEIVED from member %u\n", e.member);
         std::fflush(stdout);
+      } else if (e.type == MTP_EVENT_RECEIVE_ERROR) {
+        // A message whose rest its sender gave up: its pieces go.
+        gather.clear();
       } else if (e.type == MTP_EVENT_COMMAND_ERROR && e.connection == l) {
         // The listen itself was refused (another application listens).
         fail(std::string("listen refused: ") + mtp_reason_text(e.reason));

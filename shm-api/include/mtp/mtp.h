@@ -106,7 +106,8 @@ typedef enum mtp_reason {
   MTP_REASON_ABORTED = 25,
   MTP_REASON_DAEMON_GONE = 26,
   MTP_REASON_REFUSED = 27,
-  MTP_REASON_CHANNEL_BROKEN = 28
+  MTP_REASON_CHANNEL_BROKEN = 28,
+  MTP_REASON_GIVEN_UP = 29
 } mtp_reason;
 
 /* A sentence for a reason. Never NULL. */
@@ -327,7 +328,11 @@ typedef enum mtp_event_type {
   MTP_EVENT_CLOSED = 10,              /* the connection ended normally; the handle is gone */
   MTP_EVENT_CONNECTION_ERROR = 11,    /* the connection failed: reason, code; the handle is gone */
   MTP_EVENT_COMMAND_ERROR = 12,       /* mtpd refused an action: reason; user as given; code: which action */
-  MTP_EVENT_DATAGRAM = 13             /* an unreliable datagram: data, length */
+  MTP_EVENT_DATAGRAM = 13,            /* an unreliable datagram: data, length */
+  MTP_EVENT_RECEIVE_ERROR = 14        /* the message whose RECEIVED_PARTIAL pieces came on (member,
+                                         stream) will not be completed (reason GIVEN_UP: a partially
+                                         reliable message whose rest its sender gave up, or the member
+                                         left): drop the pieces; offset: where they stopped */
 } mtp_event_type;
 
 typedef struct mtp_event {

@@ -74,6 +74,8 @@ enum class event : uint16_t {
   command_error = 10,       ///< a command was refused: connection, stream, user as given; reason; buffer returned
   buffer_returned = 11,     ///< buffer: a send buffer is the application's again; user echoed
   member_joined = 12,       ///< connection, member: a member accepted (sent its first packet)
+  receive_error = 13,       ///< connection, stream, member; value: stream offset it stopped at; reason:
+                            ///< a message some of whose pieces came will not be completed
 };
 
 /// send command flags.
@@ -124,7 +126,8 @@ enum event_flags : uint16_t {
   X(aborted, 25, "the connection was aborted")                                   \
   X(daemon_gone, 26, "mtpd stopped or detached this application")                \
   X(refused, 27, "no application listens at the peer")                           \
-  X(channel_broken, 28, "the channel's rings were corrupted: mtpd stopped serving it")
+  X(channel_broken, 28, "the channel's rings were corrupted: mtpd stopped serving it") \
+  X(given_up, 29, "the sender gave up the rest of the message, or left")
 
 enum class reason : uint32_t {
 #define MTP_X(name, value, text) name = value,

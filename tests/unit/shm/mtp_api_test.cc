@@ -873,6 +873,36 @@ TEST(mtp_api, send_burst_rate_of_64_byte_messages) {
 
 // -- receiving -----------------------------------------------------------------
 
+TEST(mtp_api, a_receive_error_says_which_message_will_not_be_completed) {
+  bed b;
+  ASSERT_EQ(b.status, MTP_OK);
+  const mtp_connection c = b.connect();
+  b.daemon->post(b.daemon->receive(c, "first piece", 0, 4096));
+  descriptor err{};
+  err.type = static_cast<uint16_t>(event::receive_error);
+  err.connection = c;
+  err.buffer = no_buffer;
+  err.stream = 3;
+  err.member = 7;
+  err.value = 4096 + 11;
+  err.reason = static_cast<uint32_t>(reason::given_up);
+  b.daemon->post(err);
+  mtp_event ev[4];
+  ASSERT_EQ(mtp_poll(b.ch, ev, 4), 2u);
+  EXPECT_EQ(ev[0].type, MTP_EVENT_RECEIVED_PARTIAL);
+  EXPECT_EQ(ev[1].type, MTP_EVENT_RECEIVE_ERROR);
+  EXPECT_EQ(ev[1].connection, c);
+  EXPECT_EQ(ev[1].stream, 3u);
+  EXPECT_EQ(ev[1].member, 7u);
+  EXPECT_EQ(ev[1].offset, 4096u + 11u);
+  EXPECT_EQ(ev[1].reason, static_cast<uint32_t>(MTP_REASON_GIVEN_UP));
+  EXPECT_EQ(ev[1].length, 0u);
+  EXPECT_STREQ(mtp_reason_text(ev[1].reason), "the sender gave up the rest of the message, or left");
+  mtp_release(b.ch, &ev[0]);
+  mtp_release(b.ch, &ev[1]);  // no buffer: nothing to release
+  EXPECT_EQ(b.daemon->take().size(), 1u) << "one release, for the piece";
+}
+
 TEST(mtp_api, received_events_map_to_received_partial_and_datagram_and_release_posts_release) {
   bed b;
   ASSERT_EQ(b.status, MTP_OK);
