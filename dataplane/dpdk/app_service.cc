@@ -347,6 +347,21 @@ bool endpoint::run_command(app_link &link, uint32_t c, const descriptor &d, core
     case shm::command::release:
       if (link.ledger.release(d) != shm::buffer_check::ok) command_error(link, ch, d, reason::bad_buffer, false);
       return true;
+    case shm::command::release_batch: {
+      const shm::buffer_batch b = shm::batch_of(d);
+      if (b.count == 0 || b.count > shm::buffer_batch::max_buffers) {
+        command_error(link, ch, d, reason::bad_command, false);
+        return true;
+      }
+      for (uint32_t k = 0; k < b.count; ++k) {
+        descriptor one{};
+        one.type = static_cast<uint16_t>(shm::command::release);
+        one.buffer = b.buffers[k];
+        // Each bad one is refused alone; the good ones around it count.
+        if (link.ledger.release(one) != shm::buffer_check::ok) command_error(link, ch, one, reason::bad_buffer, false);
+      }
+      return true;
+    }
     default:
       break;
   }
@@ -706,17 +721,24 @@ bool endpoint::return_buffers(session &s, bool force) {
   }
   app_link &link = *s.app;
   app_channel &ch = link.channels[s.channel];
+  // Up to 15 buffers per event (a buffer_batch): a small message's buffer
+  // would otherwise cost an event of its own beside its Sent.
+  constexpr uint32_t per_event = shm::buffer_batch::max_buffers;
   while (s.conn->has_released()) {
     const uint32_t room = ch.events.room();
     if (room == 0 && !force) return false;
-    const std::size_t n = s.conn->poll_released(std::span<uint64_t>(tokens, force ? 64 : std::min<uint32_t>(room, 64)));
+    const std::size_t max = force ? 64 : std::min<std::size_t>(uint64_t{room} * per_event, 64);
+    const std::size_t n = s.conn->poll_released(std::span<uint64_t>(tokens, max));
     note_held(-static_cast<int64_t>(n));
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto b = static_cast<uint32_t>(tokens[i]);
-      link.ledger.complete_send(b);
-      descriptor e = event_for(shm::event::buffer_returned, s.handle);
-      e.buffer = b;
-      post(ch, e);
+    for (std::size_t i = 0; i < n; i += per_event) {
+      shm::buffer_batch b{};
+      b.type = static_cast<uint16_t>(shm::event::buffers_returned);
+      b.count = static_cast<uint16_t>(std::min<std::size_t>(per_event, n - i));
+      for (uint32_t k = 0; k < b.count; ++k) {
+        b.buffers[k] = static_cast<uint32_t>(tokens[i + k]);
+        link.ledger.complete_send(b.buffers[k]);
+      }
+      post(ch, shm::descriptor_of(b));
     }
   }
   return true;

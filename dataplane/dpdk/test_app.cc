@@ -242,6 +242,12 @@ void test_app::on_event(const descriptor &e, core::time_ns now_ns) {
     case shm::event::buffer_returned:
       if (e.buffer < layout_.plan.tx_buffers) free_send_.push_back(e.buffer);
       return;
+    case shm::event::buffers_returned: {
+      const shm::buffer_batch b = shm::batch_of(e);
+      for (uint32_t k = 0; k < b.count && k < shm::buffer_batch::max_buffers; ++k)
+        if (b.buffers[k] < layout_.plan.tx_buffers) free_send_.push_back(b.buffers[k]);
+      return;
+    }
     case shm::event::command_error:
       if (e.buffer < layout_.plan.tx_buffers) free_send_.push_back(e.buffer);
       if (!warned_) {

@@ -10,12 +10,26 @@ maps the region, checks its header, prints one line
 import fcntl
 import mmap
 import os
+import re
 import socket
 import struct
 import sys
 
 ATTACH_MAGIC = 0x4154504D
-LAYOUT_VERSION = 1
+
+
+def _layout_version():
+    """shm::layout_version, read from the header both sides compile, so this
+    client asks for what this tree's mtpd speaks (MTP_LAYOUT_VERSION when
+    run as `python3 -c SOURCE`, which has no file to find the tree from)."""
+    if "MTP_LAYOUT_VERSION" in os.environ:
+        return int(os.environ["MTP_LAYOUT_VERSION"])
+    header = os.path.join(os.path.dirname(__file__), "..", "..", "shm-api", "include", "mtp", "shm_layout.h")
+    with open(header) as f:
+        return int(re.search(r"inline constexpr uint32_t layout_version = (\d+);", f.read()).group(1))
+
+
+LAYOUT_VERSION = _layout_version()
 REGION_MAGIC = b"MTPSHM\x00\x01"
 F_GET_SEALS, F_SEAL_SHRINK, F_SEAL_GROW = 1034, 0x2, 0x4
 STATUS = {0: "ok", 1: "not_allowed", 2: "bad_request", 3: "layout_mismatch", 4: "no_resources", 5: "timeout"}

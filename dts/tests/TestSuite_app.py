@@ -69,7 +69,7 @@ class TestApp:
             status, reason, fds, _, greeting, s = app_client.attach(d.socket, app_client.request(version=99))
             assert greeting.startswith("MTPD 1 ") and "node=app2" in greeting, greeting
             assert (status, fds) == ("layout_mismatch", []), (status, reason)
-            assert "layout version 99 requested, mtpd has 1" in reason, reason
+            assert f"layout version 99 requested, mtpd has {app_client.LAYOUT_VERSION}" in reason, reason
             s.close()
             status, reason, fds, _, _, s = app_client.attach(d.socket, app_client.request(magic=0x12345678))
             assert (status, fds) == ("bad_request", []), (status, reason)
@@ -117,7 +117,8 @@ class TestApp:
             with open(app_client.__file__) as f:
                 source = f.read()
             p = subprocess.Popen([sys.executable, "-c", source, d.socket], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.setuid(nobody))
+                                 stdout=subprocess.PIPE, text=True, preexec_fn=lambda: os.setuid(nobody),
+                                 env=dict(os.environ, MTP_LAYOUT_VERSION=str(app_client.LAYOUT_VERSION)))
             try:
                 line = p.stdout.readline().split()
                 assert line[:1] == ["attached"], line

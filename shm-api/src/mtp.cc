@@ -249,6 +249,9 @@ struct alignas(shm::cache_line_bytes) mtp_channel {
   std::vector<uint64_t> held_bits;
   std::vector<uint64_t> pending_bits;
   uint32_t pending_count = 0;
+  /// Released since the last poll, posted together (post_releases).
+  uint32_t releases[shm::buffer_batch::max_buffers];
+  uint32_t release_count = 0;
   uint32_t pending_word = 0;  ///< where the next flush starts looking
 
   handle_table handles;
@@ -393,26 +396,39 @@ bool test_bit(const std::vector<uint64_t> &bits, uint32_t i) { return (bits[i / 
 void set_bit(std::vector<uint64_t> &bits, uint32_t i) { bits[i / 64] |= uint64_t{1} << (i % 64); }
 void clear_bit(std::vector<uint64_t> &bits, uint32_t i) { bits[i / 64] &= ~(uint64_t{1} << (i % 64)); }
 
-/// Posts the releases that found the ring full, as many as fit now. Only
-/// runs when the ring was full at a release: rare, so a scan of the bitmap
-/// is fine.
+/// Posts the releases that found the ring full, as many as fit now, up to
+/// 15 buffers per command. Only runs when the ring was full at a release:
+/// rare, so a scan of the bitmap is fine.
 void flush_releases(mtp_channel &ch) {
   const uint32_t tx_buffers = ch.ctx->layout.plan.tx_buffers;
   const uint32_t words = static_cast<uint32_t>(ch.pending_bits.size());
+  constexpr uint32_t per = shm::buffer_batch::max_buffers;
   while (ch.pending_count > 0) {
-    descriptor d[poll_burst];
-    uint32_t k = 0;
+    shm::buffer_batch b[poll_burst];
+    uint32_t k = 0, in = 0;  // batches, buffers in the last one
     for (uint32_t seen = 0; seen < words && k < poll_burst; ++seen) {
       const uint32_t w = ch.pending_word;
-      for (uint64_t bits = ch.pending_bits[w]; bits != 0 && k < poll_burst; bits &= bits - 1) {
-        d[k] = command_for(shm::command::release, 0);
-        d[k++].buffer = tx_buffers + w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
+      uint64_t bits = ch.pending_bits[w];
+      for (; bits != 0 && k < poll_burst; bits &= bits - 1) {
+        if (in == 0) b[k] = {static_cast<uint16_t>(shm::command::release_batch), 0, {}};
+        b[k].buffers[in++] = tx_buffers + w * 64 + static_cast<uint32_t>(__builtin_ctzll(bits));
+        b[k].count = static_cast<uint16_t>(in);
+        if (in == per) {
+          ++k;
+          in = 0;
+        }
       }
-      if (k < poll_burst) ch.pending_word = (w + 1) % words;
+      if (bits == 0) ch.pending_word = (w + 1) % words;
     }
+    if (in != 0) ++k;
+    descriptor d[poll_burst];
+    for (uint32_t i = 0; i < k; ++i) d[i] = shm::descriptor_of(b[i]);
     const uint32_t n = ch.tx.push_burst(d, k);
-    for (uint32_t i = 0; i < n; ++i) clear_bit(ch.pending_bits, d[i].buffer - tx_buffers);
-    ch.pending_count -= n;
+    for (uint32_t i = 0; i < n; ++i)
+      for (uint32_t j = 0; j < b[i].count; ++j) {
+        clear_bit(ch.pending_bits, b[i].buffers[j] - tx_buffers);
+        --ch.pending_count;
+      }
     ch.stats.commands_posted += n;
     if (n > 0) wake_daemon(ch);
     if (n < k || k == 0) {
@@ -420,6 +436,22 @@ void flush_releases(mtp_channel &ch) {
       return;
     }
   }
+}
+
+/// Posts the releases gathered since the last poll (one command for up to
+/// 15 buffers); what the ring has no room for waits as pending.
+void post_releases(mtp_channel &ch) {
+  if (ch.release_count == 0) return;
+  shm::buffer_batch b{};
+  b.type = static_cast<uint16_t>(shm::command::release_batch);
+  b.count = static_cast<uint16_t>(ch.release_count);
+  std::memcpy(b.buffers, ch.releases, sizeof(uint32_t) * ch.release_count);
+  if (post_one(ch, shm::descriptor_of(b)) == MTP_EAGAIN)
+    for (uint32_t i = 0; i < ch.release_count; ++i) {
+      set_bit(ch.pending_bits, ch.releases[i] - ch.ctx->layout.plan.tx_buffers);
+      ++ch.pending_count;
+    }
+  ch.release_count = 0;
 }
 
 uint64_t max_message_bytes_of(const mtp_channel &ch) {
@@ -691,6 +723,15 @@ bool translate(mtp_channel &ch, const descriptor &d, mtp_event &e) {
     case shm::event::buffer_returned:
       returned_by_daemon(ch, d.buffer);
       return false;
+    case shm::event::buffers_returned: {
+      const shm::buffer_batch b = shm::batch_of(d);
+      if (b.count > shm::buffer_batch::max_buffers) {
+        ++ch.events_dropped;
+        return false;
+      }
+      for (uint32_t k = 0; k < b.count; ++k) returned_by_daemon(ch, b.buffers[k]);
+      return false;
+    }
     case shm::event::command_error:
       returned_by_daemon(ch, d.buffer);
       // A command posted before the application polled its connection's
@@ -853,6 +894,7 @@ void disarm(mtp_channel &ch) {
 int prepare_sleep(mtp_channel &ch) {
   if (ch.state == channel_state::dead) return -ch.dead_status;
   if (ch.state == channel_state::ending || usable(ch) != MTP_OK) return 0;
+  post_releases(ch);
   flush_releases(ch);
   if (ch.pending_count > 0 || ch.stash_count > 0) return 0;
   ch.header->app_sleeping.store(1, std::memory_order_seq_cst);
@@ -1296,6 +1338,7 @@ size_t mtp_poll(mtp_channel *ch, mtp_event *events, size_t max) {
   disarm(*ch);
   std::size_t n = 0;
   if (ch->state == channel_state::alive) {
+    post_releases(*ch);
     if (ch->pending_count > 0) flush_releases(*ch);
     if (ch->ctx->daemon_gone.load(std::memory_order_relaxed) != 0)
       begin_ending(*ch, MTP_EDAEMON, MTP_REASON_DAEMON_GONE);
@@ -1329,14 +1372,10 @@ void mtp_release(mtp_channel *ch, const mtp_event *e) {
   if (!test_bit(ch->held_bits, i)) return;  // released already, or not lent to this channel
   clear_bit(ch->held_bits, i);
   if (ch->state != channel_state::alive) return;  // nobody to hand it to
-  if (ch->pending_count == 0) {
-    descriptor d = command_for(shm::command::release, 0);
-    d.buffer = e->buffer;
-    if (post_one(*ch, d) != MTP_EAGAIN) return;
-  }
-  // The ring is full (or others wait already): posted by the next poll.
-  set_bit(ch->pending_bits, i);
-  ++ch->pending_count;
+  // Gathered, posted by the next poll or wait (or now, when 15 wait):
+  // one command for many small messages' buffers.
+  ch->releases[ch->release_count++] = e->buffer;
+  if (ch->release_count == shm::buffer_batch::max_buffers) post_releases(*ch);
 }
 
 int mtp_wait(mtp_channel *ch, int timeout_ms) {

@@ -25,7 +25,11 @@
 // application hands each back with cmd_release once it has read it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
+
+#include "mtp/shm_layout.h"
 
 namespace mtp::shm {
 
@@ -58,6 +62,8 @@ enum class command : uint16_t {
   datagram = 9,
   /// Ends a byte stream. connection, stream.
   finish = 10,
+  /// Hands several receive buffers back: a buffer_batch.
+  release_batch = 11,
 };
 
 /// descriptor::type of an event (mtpd -> application).
@@ -76,7 +82,31 @@ enum class event : uint16_t {
   member_joined = 12,       ///< connection, member: a member accepted (sent its first packet)
   receive_error = 13,       ///< connection, stream, member; value: stream offset it stopped at; reason:
                             ///< a message some of whose pieces came will not be completed
+  buffers_returned = 14,    ///< a buffer_batch of send buffers that are the application's again
 };
+
+/// Several buffers in one descriptor (release_batch, buffers_returned):
+/// a release or a return per buffer would cost a ring slot per small
+/// message. `count` is 1..max_buffers; the rest of the slots mean nothing.
+struct buffer_batch {
+  static constexpr uint32_t max_buffers = 15;
+  uint16_t type;
+  uint16_t count;
+  uint32_t buffers[max_buffers];
+};
+static_assert(sizeof(buffer_batch) == sizeof(descriptor));
+static_assert(offsetof(buffer_batch, buffers) == 4);
+
+inline buffer_batch batch_of(const descriptor &d) {
+  buffer_batch b;
+  std::memcpy(&b, &d, sizeof b);
+  return b;
+}
+inline descriptor descriptor_of(const buffer_batch &b) {
+  descriptor d;
+  std::memcpy(&d, &b, sizeof d);
+  return d;
+}
 
 /// send command flags.
 enum send_flags : uint16_t {

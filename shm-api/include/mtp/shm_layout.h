@@ -46,7 +46,7 @@ namespace mtp::shm {
 
 /// "MTPSHM" then 0x00 0x01, little-endian: the first 8 bytes of a region.
 inline constexpr uint64_t region_magic = 0x0100'4d48'5350'544dull;
-inline constexpr uint32_t layout_version = 1;
+inline constexpr uint32_t layout_version = 2;  // 2: buffer batches (shm_commands.h)
 inline constexpr uint32_t cache_line_bytes = 64;
 
 /// Bounds mtpd applies when it plans a region (and the application when it

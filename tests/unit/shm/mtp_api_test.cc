@@ -83,6 +83,28 @@ struct stand_in {
     return out;
   }
   void post(const descriptor &e, uint32_t c = 0) { ASSERT_TRUE(channels[c].events.push(e)); }
+  /// The receive buffers that release and release_batch commands among
+  /// `cmds` hand back, in order, each taken back by the ledger.
+  std::vector<uint32_t> released(const std::vector<descriptor> &cmds) {
+    std::vector<uint32_t> out;
+    for (const descriptor &d : cmds) {
+      std::vector<uint32_t> bufs;
+      if (d.type == static_cast<uint16_t>(command::release)) bufs.push_back(d.buffer);
+      if (d.type == static_cast<uint16_t>(command::release_batch)) {
+        const buffer_batch b = batch_of(d);
+        EXPECT_GE(b.count, 1u);
+        EXPECT_LE(b.count, buffer_batch::max_buffers);
+        bufs.assign(b.buffers, b.buffers + std::min<uint32_t>(b.count, buffer_batch::max_buffers));
+      }
+      for (uint32_t buf : bufs) {
+        descriptor one{};
+        one.buffer = buf;
+        EXPECT_EQ(ledger.release(one), buffer_check::ok) << "buffer " << buf;
+        out.push_back(buf);
+      }
+    }
+    return out;
+  }
   static descriptor make_event(event type, uint64_t handle) {
     descriptor e{};
     e.type = static_cast<uint16_t>(type);
@@ -900,7 +922,8 @@ TEST(mtp_api, a_receive_error_says_which_message_will_not_be_completed) {
   EXPECT_STREQ(mtp_reason_text(ev[1].reason), "the sender gave up the rest of the message, or left");
   mtp_release(b.ch, &ev[0]);
   mtp_release(b.ch, &ev[1]);  // no buffer: nothing to release
-  EXPECT_EQ(b.daemon->take().size(), 1u) << "one release, for the piece";
+  mtp_poll(b.ch, nullptr, 0);
+  EXPECT_EQ(b.daemon->released(b.daemon->take()), std::vector<uint32_t>{ev[0].buffer}) << "the piece's only";
 }
 
 TEST(mtp_api, received_events_map_to_received_partial_and_datagram_and_release_posts_release) {
@@ -936,13 +959,12 @@ TEST(mtp_api, received_events_map_to_received_partial_and_datagram_and_release_p
   EXPECT_EQ(b.daemon->ledger.app_held_receive(), 3u);
   for (int i = 0; i < 3; ++i) mtp_release(b.ch, &ev[i]);
   mtp_release(b.ch, &ev[0]);  // twice: ignored
+  EXPECT_TRUE(b.daemon->take().empty()) << "releases are gathered until the next poll";
+  mtp_poll(b.ch, nullptr, 0);
   const std::vector<descriptor> cmds = b.daemon->take();
-  ASSERT_EQ(cmds.size(), 3u);
-  for (int i = 0; i < 3; ++i) {
-    EXPECT_EQ(cmds[i].type, static_cast<uint16_t>(command::release));
-    EXPECT_EQ(cmds[i].buffer, ev[i].buffer);
-    EXPECT_EQ(b.daemon->ledger.release(cmds[i]), buffer_check::ok);
-  }
+  ASSERT_EQ(cmds.size(), 1u) << "one command for the three";
+  EXPECT_EQ(cmds[0].type, static_cast<uint16_t>(command::release_batch));
+  EXPECT_EQ(b.daemon->released(cmds), (std::vector<uint32_t>{ev[0].buffer, ev[1].buffer, ev[2].buffer}));
   EXPECT_EQ(b.daemon->ledger.app_held_receive(), 0u);
   EXPECT_TRUE(b.daemon->ledger.consistent());
 }
@@ -980,7 +1002,64 @@ TEST(mtp_api, a_bogus_receive_buffer_never_becomes_a_pointer_outside_the_region)
   EXPECT_LE(p + ev[0].length, region_end);
   EXPECT_EQ(text_of(p, ev[0].length), "real");
   mtp_release(b.ch, &ev[0]);
-  EXPECT_EQ(b.daemon->take().size(), 1u);
+  mtp_poll(b.ch, nullptr, 0);
+  EXPECT_EQ(b.daemon->released(b.daemon->take()), std::vector<uint32_t>{good.buffer});
+}
+
+TEST(mtp_api, releases_go_fifteen_to_a_command_and_returns_come_many_to_an_event) {
+  bed b;
+  ASSERT_EQ(b.status, MTP_OK);
+  const mtp_connection c = b.connect();
+  mtp_event ev[64];
+  for (const uint32_t n : {15u, 10u}) {
+    SCOPED_TRACE(std::to_string(n) + " released");
+    std::vector<uint32_t> lent;
+    for (uint32_t i = 0; i < n; ++i) {
+      const descriptor d = b.daemon->receive(c, "m" + std::to_string(i), end_of_message);
+      lent.push_back(d.buffer);
+      b.daemon->post(d);
+    }
+    ASSERT_EQ(mtp_poll(b.ch, ev, 64), n);
+    for (uint32_t i = 0; i < n; ++i) mtp_release(b.ch, &ev[i]);
+    std::vector<descriptor> cmds = b.daemon->take();
+    if (n == 15) {
+      ASSERT_EQ(cmds.size(), 1u) << "posted as soon as 15 wait, without a poll";
+    } else {
+      EXPECT_TRUE(cmds.empty()) << "fewer wait for the next poll";
+      mtp_poll(b.ch, nullptr, 0);
+      cmds = b.daemon->take();
+      ASSERT_EQ(cmds.size(), 1u);
+    }
+    EXPECT_EQ(batch_of(cmds[0]).count, n);
+    EXPECT_EQ(b.daemon->released(cmds), lent) << "every buffer once, in release order";
+    EXPECT_EQ(b.daemon->ledger.app_held_receive(), 0u);
+  }
+
+  // Send buffers back, 15 to an event; a count past 15 is dropped whole.
+  std::vector<uint32_t> sent;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_EQ(mtp_send(b.ch, c, 0, "x", 1, nullptr, 0), MTP_OK);
+  }
+  for (const descriptor &d : b.daemon->take()) {
+    ASSERT_EQ(b.daemon->ledger.take_for_send(d), buffer_check::ok);
+    ASSERT_TRUE(b.daemon->ledger.complete_send(d.buffer));
+    sent.push_back(d.buffer);
+  }
+  ASSERT_EQ(sent.size(), 20u);
+  const uint32_t before = b.free_buffers();
+  buffer_batch r{};
+  r.type = static_cast<uint16_t>(event::buffers_returned);
+  r.count = 15;
+  std::copy(sent.begin(), sent.begin() + 15, r.buffers);
+  b.daemon->post(descriptor_of(r));
+  buffer_batch bad = r;
+  bad.count = 16;
+  b.daemon->post(descriptor_of(bad));
+  r.count = 5;
+  std::copy(sent.begin() + 15, sent.end(), r.buffers);
+  b.daemon->post(descriptor_of(r));
+  EXPECT_EQ(mtp_poll(b.ch, ev, 64), 0u) << "returns are not the application's events";
+  EXPECT_EQ(b.free_buffers(), before + 20) << "all 20 back; the malformed batch changed nothing";
 }
 
 TEST(mtp_api, releases_that_find_the_ring_full_go_with_the_next_poll) {
@@ -1000,11 +1079,7 @@ TEST(mtp_api, releases_that_find_the_ring_full_go_with_the_next_poll) {
   for (int i = 0; i < 6; ++i) mtp_release(b.ch, &ev[i]);  // the ring is full of sends
   std::set<uint32_t> released;
   for (int round = 0; round < 5 && released.size() < 6; ++round) {
-    for (const descriptor &d : b.daemon->take())
-      if (d.type == static_cast<uint16_t>(command::release)) {
-        EXPECT_EQ(b.daemon->ledger.release(d), buffer_check::ok);
-        released.insert(d.buffer);
-      }
+    for (uint32_t buf : b.daemon->released(b.daemon->take())) EXPECT_TRUE(released.insert(buf).second);
     mtp_poll(b.ch, ev, 8);
   }
   EXPECT_EQ(released.size(), 6u) << "every release went, none twice";
@@ -1592,9 +1667,10 @@ TEST(mtp_api, the_cpp_layer_attaches_sends_polls_and_detaches) {
   const auto bytes = mtp::data_of(got[0]);
   EXPECT_EQ(text_of(bytes.data(), bytes.size()), "world");
   ch.release(got[0]);
+  ch.poll(storage);  // posts the gathered release
   cmds = daemon.take();
   ASSERT_EQ(cmds.size(), 1u);
-  EXPECT_EQ(cmds[0].type, static_cast<uint16_t>(command::release));
+  EXPECT_EQ(cmds[0].type, static_cast<uint16_t>(command::release_batch));
   EXPECT_EQ(ch.stats().send_buffers_free, ch.stats().send_buffers_total);
   EXPECT_TRUE(ch.close(conn.value()).ok());
   EXPECT_EQ(ch.close(conn.value()).status(), MTP_ECLOSED);

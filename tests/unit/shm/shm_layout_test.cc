@@ -121,7 +121,7 @@ TEST(shm_layout, the_check_refuses_each_broken_field) {
     return check_region(r.base, r.bytes - mapped_delta, seen) != nullptr;
   };
   EXPECT_TRUE(refused([](region_header &h) { h.magic ^= 1; }));
-  EXPECT_TRUE(refused([](region_header &h) { h.layout_version = 2; }));
+  EXPECT_TRUE(refused([](region_header &h) { h.layout_version = layout_version + 1; }));
   EXPECT_TRUE(refused([](region_header &h) { h.header_bytes = 128; }));
   EXPECT_TRUE(refused([](region_header &h) { h.descriptor_bytes = 32; }));
   EXPECT_TRUE(refused([](region_header &h) { h.channel_count = 0; }));
