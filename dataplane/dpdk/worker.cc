@@ -8,6 +8,8 @@
 // bursts of 32, prefetch three frames ahead, partial tx freed and counted.
 #include "worker.h"
 
+#include <sys/prctl.h>
+
 #include <rte_cycles.h>
 #include <rte_ethdev.h>
 #include <rte_mbuf.h>
@@ -450,6 +452,9 @@ unsigned receive(const runtime &rt, worker_context &w, worker_state &ws, std::si
 int worker_main(void *arg) {
   auto &w = *static_cast<worker_context *>(arg);
   const runtime &rt = *w.rt;
+  // An adaptive sleep of a few microseconds must not become the kernel's
+  // default 50 us of timer slack: a frame (or a command) would wait that long.
+  if (rt.config.idle.policy == cfg::idle_policy::adaptive) prctl(PR_SET_TIMERSLACK, 1UL, 0UL, 0UL, 0UL);
   idle_strategy idle(rt.config.idle);
   idle_counters idle_n;
   worker_state ws;

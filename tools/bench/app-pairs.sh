@@ -29,13 +29,17 @@
 # runs the same configs with its source or sink. Every throughput is the
 # sender's count of Sent (acknowledged) messages; every pair is the best of
 # three runs, and the round trips the best p50 of three, alternating.
-# Usage: [IDLE=busy|adaptive] tools/bench/app-pairs.sh [SECONDS] [rate|goodput|rtt ...]
+# Usage: [IDLE=busy|adaptive] [MAX_SLEEP_US=N] tools/bench/app-pairs.sh [SECONDS] [rate|goodput|rtt ...]
 #        (default 8 s per point, every pair; root; build first). With
 #        adaptive, a daemon's worker sleeps when idle, so an application
 #        sleeping in mtp_wait and its daemon share a CPU without spinning
-#        against each other.
+#        against each other; MAX_SLEEP_US sets their idle.max_sleep_us (how
+#        long a sleeping worker may leave a frame waiting: memif has no
+#        receive interrupts), default the config's 500.
 set -euo pipefail
 idle=${IDLE:-busy}
+max_sleep=${MAX_SLEEP_US:-}
+if [ -n "$max_sleep" ] && ! [[ $max_sleep =~ ^[0-9]+$ ]]; then echo "app-pairs: MAX_SLEEP_US must be a number" >&2; exit 2; fi
 case $idle in busy|adaptive) ;; *) echo "app-pairs: IDLE must be busy or adaptive" >&2; exit 2;; esac
 cd "$(dirname "$0")/../.."
 secs=${1:-8}
@@ -76,7 +80,7 @@ peers:
   - {id: $peer, ip: 10.97.0.$peer, mac: "02:00:00:00:1e:0$peer", port: m0}
 lcores: {control: 0, workers: [1], cpus: {0: $cpu, 1: $cpu}}
 memory: {hugepages: false, size_mb: 1024, mbufs: 65535}
-idle: {policy: $idle}
+idle: {policy: $idle${max_sleep:+, max_sleep_us: $max_sleep}}
 eal: {file_prefix: apppairs-$name}
 app: {socket: $app_sock-$name.sock}
 EOF
@@ -234,7 +238,7 @@ print(f'application -> sink {s:.0f} ({s/t:.3f} of it): ' + ('met' if s >= t else
 }
 
 load_note() {
-  echo "Idle policy: $idle. Load before the run: $(cut -d' ' -f1-3 /proc/loadavg); other MTP/DPDK processes:" \
+  echo "Idle policy: $idle${max_sleep:+, max_sleep_us $max_sleep}. Load before the run: $(cut -d' ' -f1-3 /proc/loadavg); other MTP/DPDK processes:" \
     "$(pgrep -af 'mtpd|mtp-perf|mtp-app|dpdk-testpmd|pytest' | grep -v app-pairs | wc -l)"
 }
 
