@@ -361,7 +361,9 @@ typedef struct mtp_event {
 size_t mtp_poll(mtp_channel *ch, mtp_event *events, size_t max);
 
 /* Hands back the receive buffer of a RECEIVED, RECEIVED_PARTIAL or
- * DATAGRAM event (other events: no-op). */
+ * DATAGRAM event (other events: no-op). `data` is invalid from here on.
+ * Releases are gathered and reach mtpd together: when 15 wait, else with
+ * the channel's next mtp_poll, mtp_wait or mtp_arm. */
 void mtp_release(mtp_channel *ch, const mtp_event *e);
 
 /*
