@@ -9,7 +9,7 @@
 //   mtp-app --socket S rx     [--messages N] [--seconds S] [--slow-us U] [--verify on|off]
 //   mtp-app --socket S echo   [--seconds S]
 //   mtp-app --socket S ping   --members 2 [--size B] [--count N] [--seconds S]
-//   mtp-app --socket S hostile --attack ring|buffer|handle|oversize|release
+//   mtp-app --socket S hostile --attack ring|buffer|handle|oversize|release|batch
 //
 // tx sends messages carrying their index and a pattern; rx checks every
 // byte, the order, and counts; --hold keeps tx's connection open after the
@@ -52,7 +52,7 @@ const char usage[] =
     "  --slow-us U           rx: sleep U microseconds per message (a slow receiver)\n"
     "  --verify on|off       rx: check every byte (default on)\n"
     "  --count N             ping: round trips (default 10000)\n"
-    "  --attack KIND         hostile: ring, buffer, handle, oversize, release\n";
+    "  --attack KIND         hostile: ring, buffer, handle, oversize, release, batch\n";
 
 struct options {
   std::string socket, mode, group, attack;
@@ -415,6 +415,9 @@ int run_ping(const options &o) {
 //   handle    sends and closes on handles it never opened -> bad_handle
 //   oversize  a length past the buffer -> bad_buffer
 //   release   releasing receive buffers never lent -> bad_buffer
+//   batch     release_batch commands with a count of 0 and of 16
+//             (-> bad_command each) and one naming three buffers never
+//             lent (-> bad_buffer for each of them)
 //   ring      the command ring's head jumps past the ring -> mtpd stops
 //             serving that channel (counted) and goes on
 int run_hostile(const options &o) {
@@ -426,6 +429,7 @@ int run_hostile(const options &o) {
   ring_producer<descriptor> cmds(to_daemon_indices(ch, l), to_daemon_slots(ch, l), l.plan.to_daemon_slots);
   ring_consumer<descriptor> events(to_app_indices(ch, l), to_app_slots(ch, l), l.plan.to_app_slots);
   std::vector<descriptor> bad;
+  uint64_t expected = 0;  // command errors beyond one per bad command
   // Initiate checks its buffer before anything else, so it reaches the
   // buffer checks without a connection to a real member.
   auto send_cmd = [&](uint32_t buffer, uint32_t offset, uint32_t length, uint64_t handle) {
@@ -463,6 +467,19 @@ int run_hostile(const options &o) {
       d.buffer = b;
       bad.push_back(d);
     }
+  } else if (o.attack == "batch") {
+    buffer_batch b{};
+    b.type = static_cast<uint16_t>(command::release_batch);
+    b.count = 0;
+    bad.push_back(descriptor_of(b));
+    b.count = buffer_batch::max_buffers + 1;
+    bad.push_back(descriptor_of(b));
+    b.count = 3;
+    b.buffers[0] = 0;  // a send buffer
+    b.buffers[1] = l.plan.buffer_count;
+    b.buffers[2] = UINT32_MAX;
+    bad.push_back(descriptor_of(b));
+    expected = 2;  // the third command: one error per buffer
   } else if (o.attack == "ring") {
     // The head runs 10^6 past the tail: beyond any ring.
     to_daemon_indices(ch, l)->head.store(1'000'000, std::memory_order_release);
@@ -475,7 +492,8 @@ int run_hostile(const options &o) {
   uint64_t errors = 0, other = 0;
   const uint64_t deadline = now_ns() + 3'000'000'000ull;
   descriptor e{};
-  while (now_ns() < deadline && errors < bad.size()) {
+  expected += bad.size();
+  while (now_ns() < deadline && errors < expected) {
     if (!events.pop(e)) {
       usleep(1000);
       continue;
@@ -489,12 +507,12 @@ int run_hostile(const options &o) {
   }
   // The second channel still works: a listen there must be answered
   // (refused or taken) only if the daemon still serves this application.
-  std::printf("MTP_APP_SUMMARY {\"mode\":\"hostile\",\"attack\":\"%s\",\"commands\":%zu,\"command_errors\":%" PRIu64
-              ",\"other_events\":%" PRIu64 "}\n",
-              o.attack.c_str(), bad.size(), errors, other);
+  std::printf("MTP_APP_SUMMARY {\"mode\":\"hostile\",\"attack\":\"%s\",\"commands\":%zu,\"expected_errors\":%" PRIu64
+              ",\"command_errors\":%" PRIu64 ",\"other_events\":%" PRIu64 "}\n",
+              o.attack.c_str(), bad.size(), expected, errors, other);
   std::fflush(stdout);
   close(r.socket_fd);
-  return errors == bad.size() ? 0 : 2;
+  return errors == expected ? 0 : 2;
 }
 
 std::vector<uint32_t> parse_ids(const char *s) {
