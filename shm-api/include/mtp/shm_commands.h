@@ -14,7 +14,8 @@
 //
 // Buffers. A command that carries bytes names one of the application's
 // send buffers (buffer, offset, length; offset >= the region's headroom).
-// mtpd takes the buffer and hands it back with a buffer_returned event:
+// mtpd takes the buffer and hands it back with a buffer_returned event (or
+// in a buffers_returned batch with others):
 // at once for initiate and listen (their bytes are copied); for send only
 // once the message's bytes are stable, given up or the connection closed,
 // and for datagram once its packet was built (or it was dropped), since
