@@ -37,6 +37,10 @@ bool connection::on_ack_frame(std::size_t mi, const ack_frame &a, time_ns now) {
       bool recorded = true;
       for (uint32_t i = 0; i < p.frame_count; ++i) {
         const frame_record &f = frames_.at(p.frame_first + i);
+        if (f.kind == frame_record::group_key) {
+          if (group_key_set_ && f.offset == group_epoch_) m.key_acked = true;
+          continue;
+        }
         if (f.kind == frame_record::credit || f.stream >= send_streams_.size() || !send_streams_[f.stream]) continue;
         stream_member &sm = send_streams_[f.stream]->per_member[mi];
         // Out of order, leave one range free for the ACK that fills the gap.

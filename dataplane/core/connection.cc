@@ -159,7 +159,7 @@ bool connection::owes_members() const {
 
 std::size_t connection::max_datagram_bytes() const {
   // Header, CRC, the frame type and a length varint of up to 2 bytes.
-  return cfg_.max_packet_bytes - header_size - crc_size - 1 - 2;
+  return cfg_.max_packet_bytes - header_size - trailer_size(cfg_.packet_protection) - 1 - 2;
 }
 
 void connection::dump(FILE *out) const {
@@ -859,7 +859,25 @@ std::size_t connection::lone_member() const {
 
 bool connection::only_ack_owed(const member_state &m) const {
   return m.ack_pending && !m.credit_pending && !m.probe_pending && !m.heartbeat_pending && !m.repairs_queued() &&
-         !m.fwd_pending;
+         !m.fwd_pending && !m.key_pending;
+}
+
+status connection::set_group_key(uint64_t epoch, std::span<const std::byte> secret) {
+  if (cfg_.side != role::client || cfg_.packet_protection != protection::sealed ||
+      secret.size() != group_secret_size || (group_key_set_ && epoch <= group_epoch_) || epoch > varint_max)
+    return status::invalid;
+  group_key_set_ = true;
+  group_epoch_ = epoch;
+  std::memcpy(group_secret_, secret.data(), group_secret_size);
+  for (auto &m : members_) {
+    m->key_acked = false;
+    m->key_pending = m->live;
+  }
+  return status::ok;
+}
+
+bool connection::member_has_group_key(std::size_t index) const {
+  return index < members_.size() && members_[index]->key_acked;
 }
 
 transmit connection::poll_transmit(std::span<std::byte> out, time_ns now) {

@@ -104,6 +104,11 @@ struct connection_config {
   /// `abandoned` says to drop the fragments. 0: only whole messages are
   /// delivered in place.
   uint32_t in_place_fragments_max_bytes = 0;
+  /// crc: plaintext, every packet ends with CRC32C (3.4). sealed: packets
+  /// carry the S flag and a 16-byte tag the caller fills (seals) after
+  /// poll_transmit and verifies (opens) before on_packet; a packet without
+  /// S is dropped (not_sealed), GROUP_KEY frames are known (protocol.md 9).
+  protection packet_protection = protection::crc;
   /// Seeds the initial packet number and the packet numbers skipped to
   /// catch optimistic ACKs (3.2). Give every connection its own.
   uint64_t seed = 0;
@@ -130,6 +135,9 @@ enum class event_type : uint8_t {
   member_left,       ///< member left: reason (member_left_reason); error_code its CLOSE's code
   closed,            ///< the connection closed: error_code (0 = normal)
   connection_error,  ///< the connection failed: error_code
+  /// (member side of a sealed connection) the client's group secret of
+  /// epoch `message_id`: `data` (32 bytes, valid for the next 3 epochs)
+  group_key,
 };
 
 /// Why a member left (event::reason, protocol.md 5.2).
@@ -197,7 +205,9 @@ enum class error_code : uint64_t {
   X(sends_blocked_by_amplification)                                            \
   X(members_left)                                                              \
   X(closes_sent)                                                               \
-  X(closes_received)
+  X(closes_received)                                                           \
+  X(group_keys_sent)                                                           \
+  X(group_keys_received)
 
 struct connection_stats {
 #define MTP_X(name) uint64_t name = 0;
@@ -215,6 +225,10 @@ struct connection_stats {
 struct transmit {
   std::size_t bytes = 0;  ///< 0: nothing to send now
   uint64_t member_mask = 0;
+  /// New data for the group (one copy serves all; a sealed client seals it
+  /// with the group key); else a packet for its one member (ACKs, repairs,
+  /// probes, CLOSE: the pairwise key).
+  bool group = false;
 };
 
 class connection {
@@ -299,6 +313,14 @@ class connection {
   /// Closes now: CLOSE at the next poll_transmit; every message not yet
   /// stable is reported as SendError.
   void abort(error_code code, std::string_view reason, time_ns now);
+  /// Client of a sealed connection: the group secret of `epoch` (> every
+  /// earlier one) goes to every live member in a GROUP_KEY frame over its
+  /// pairwise key, repaired until acknowledged (protocol.md 9.6). The
+  /// caller seals group packets with it from now on.
+  /// @return ok; invalid (not a sealed client, wrong size, old epoch)
+  status set_group_key(uint64_t epoch, std::span<const std::byte> secret);
+  /// The member acknowledged the GROUP_KEY of the current epoch.
+  bool member_has_group_key(std::size_t index) const;
 
   // -- network side ------------------------------------------------------
 
@@ -525,6 +547,15 @@ class connection {
   counted_message counted_[max_frames_per_packet] = {};
   std::size_t counted_n_ = 0;
   drop_reason last_drop_ = drop_reason::not_absorbed;  ///< why the last frame was not absorbed
+  // Group keys (sealed connections, protocol.md 9.6). The client's current
+  // secret; a member's last few received (events point into this ring).
+  uint64_t group_epoch_ = 0;
+  bool group_key_set_ = false;
+  std::byte group_secret_[group_secret_size] = {};
+  static constexpr std::size_t group_keys_kept = 4;
+  std::byte received_group_keys_[group_keys_kept][group_secret_size] = {};
+  uint64_t group_keys_received_ = 0;
+  bool append_group_key(std::size_t m, packet_builder &b);
   connection_stats stats_;
 };
 

@@ -13,7 +13,7 @@ inline uint64_t member_bit(std::size_t m) { return uint64_t{1} << m; }
 
 /// A frame whose loss must be repaired: stream data, a FORWARD or credits.
 struct connection::frame_record {
-  enum kind_t : uint8_t { stream_data, forward, credit };
+  enum kind_t : uint8_t { stream_data, forward, credit, group_key };  // group_key: offset is the epoch
   uint64_t offset = 0;
   uint64_t msg_seq = 0;  ///< message record of the data (message mode)
   uint32_t len = 0;
@@ -203,6 +203,8 @@ struct connection::member_state {
   uint64_t conn_released = 0;      ///< sum over streams of released bytes
   uint64_t conn_advertised = 0;
   bool credit_pending = false;
+  bool key_pending = false;       ///< the current GROUP_KEY is owed to it
+  bool key_acked = false;         ///< it acknowledged the current GROUP_KEY
 
   member_state(time_ns initial_rtt, std::size_t ack_ranges, memory_account *acct)
       : rtt(initial_rtt), received_pns(ack_ranges, acct) {}

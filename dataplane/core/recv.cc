@@ -38,7 +38,7 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
   }
   packet_header h;
   std::span<const std::byte> frames;
-  if (const parse_status st = parse_packet(packet, h, frames); st != parse_status::ok) {
+  if (const parse_status st = parse_packet(packet, h, frames, cfg_.packet_protection); st != parse_status::ok) {
     drop(drop_reason_of(st));
     return;
   }
@@ -61,7 +61,7 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
   if (pn < m.pn_floor || m.received_pns.contains(pn)) {
     drop(drop_reason::duplicate);
     // Our ACK may have been lost: answer at once if it asked for one.
-    frame_reader peek(frames);
+    frame_reader peek(frames, cfg_.packet_protection == protection::sealed);
     frame pf;
     bool asks = false;
     while (!asks && !peek.done() && peek.next(pf) == parse_status::ok) asks = is_ack_eliciting(pf.type);
@@ -85,7 +85,7 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
   drop_reason why = absorbed_ok;
   bool eliciting = false;
   bool ping = false;
-  frame_reader rd(frames);
+  frame_reader rd(frames, cfg_.packet_protection == protection::sealed);
   frame f;
   while (!rd.done()) {
     if (const parse_status st = rd.next(f); st != parse_status::ok) {
@@ -132,6 +132,25 @@ void connection::on_packet(std::span<const std::byte> packet, time_ns now) {
       case frame_type::ping:
         ping = true;  // the sender wants its ACK now (protocol.md 6.2)
         break;
+      case frame_type::group_key: {
+        // Only the client hands out group keys (9.6).
+        if (cfg_.side != role::server) {
+          drop(drop_reason::malformed_frame);
+          return;
+        }
+        // Kept in a small ring so the event's span outlives the packet;
+        // a repeated epoch (a repair) is reported again, harmlessly.
+        std::byte *slot = received_group_keys_[group_keys_received_++ % group_keys_kept];
+        std::memcpy(slot, f.group_secret.data(), group_secret_size);
+        event e;
+        e.type = event_type::group_key;
+        e.member = m.id;
+        e.message_id = f.key_epoch;
+        e.data = {slot, group_secret_size};
+        push_event(e);
+        ++stats_.group_keys_received;
+        break;
+      }
       default:
         break;  // heartbeat, padding, group_ack, extensions: nothing beyond the ACK
     }

@@ -135,7 +135,7 @@ bool connection::new_data_pending(time_ns now, time_ns *wait_until) const {
   pending += (dgram_tail_ - dgram_head_) * 64;
   if (dgram_tail_ != dgram_head_) low_latency = true;
   if (pending == 0) return false;
-  if (low_latency || pending + header_size + crc_size >= cfg_.max_packet_bytes) {
+  if (low_latency || pending + header_size + trailer_size(cfg_.packet_protection) >= cfg_.max_packet_bytes) {
     *wait_until = 0;
     return true;
   }
@@ -218,7 +218,7 @@ std::span<std::byte> connection::amplification_limit(uint64_t mask, std::span<st
     const uint64_t allowed = 3 * m.rx_bytes;
     room = std::min<std::size_t>(room, allowed > m.tx_bytes ? allowed - m.tx_bytes : 0);
   }
-  if (room < header_size + crc_size + 8) {
+  if (room < header_size + trailer_size(cfg_.packet_protection) + 8) {
     ++stats_.sends_blocked_by_amplification;
     return {};
   }
@@ -265,6 +265,11 @@ connection::repair_result connection::repair_frame(std::size_t mi, const frame_r
   if (done_end != nullptr) *done_end = hi;
   if (f.kind == frame_record::credit) {
     resend_credits(mi);
+    return repair_result::done;
+  }
+  if (f.kind == frame_record::group_key) {
+    // Only the current epoch's secret is worth sending again.
+    if (group_key_set_ && f.offset == group_epoch_ && !members_[mi]->key_acked) members_[mi]->key_pending = true;
     return repair_result::done;
   }
   if (f.stream >= send_streams_.size() || !send_streams_[f.stream]) return repair_result::done;
@@ -415,7 +420,8 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
   const bool window_room = m.bytes_in_flight + cfg_.max_packet_bytes <= m.cc->cwnd();
   const bool want_ack = m.ack_pending && (m.ack_now || now >= m.ack_deadline);
   const bool want_repair = m.repairs_queued() && window_room;
-  if (!want_ack && !m.credit_pending && !want_repair && !m.fwd_pending && !m.probe_pending && !m.heartbeat_pending)
+  if (!want_ack && !m.credit_pending && !want_repair && !m.fwd_pending && !m.probe_pending && !m.heartbeat_pending &&
+      !m.key_pending)
     return {};
   const bool ring_room = tracking_room(false);
   if (!ring_room && !want_ack) return {};
@@ -423,7 +429,7 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
   if (out.empty()) return {};
 
   const packet_header h = next_header(member_bit(mi));
-  packet_builder b(out, h);
+  packet_builder b(out, h, cfg_.packet_protection);
   const uint64_t frame_first = frame_tail_;
   bool eliciting = false;
   auto add_credits = [&] {
@@ -436,6 +442,8 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
   };
   if (want_ack || (m.ack_pending && ring_room)) append_ack(mi, b, now);
   if (ring_room) {
+    // The group key first: the member opens nothing of the group without it.
+    eliciting |= append_group_key(mi, b);
     add_credits();
     eliciting |= add_forwards(mi, b);
     // Repairs stay within the window; a probe without window room is a
@@ -499,12 +507,27 @@ transmit connection::build_member_packet(std::size_t mi, std::span<std::byte> ou
   return {len, member_bit(mi)};
 }
 
+bool connection::append_group_key(std::size_t mi, packet_builder &b) {
+  member_state &m = *members_[mi];
+  if (!m.key_pending || b.frames() >= max_frames_per_packet ||
+      !b.append_group_key(group_epoch_, {group_secret_, group_secret_size}))
+    return false;
+  frame_record f;
+  f.kind = frame_record::group_key;
+  f.offset = group_epoch_;
+  frames_.at(frame_tail_++) = f;
+  b.count_frame();
+  m.key_pending = false;
+  ++stats_.group_keys_sent;
+  return true;
+}
+
 transmit connection::build_close_packet(std::size_t mi, std::span<std::byte> out) {
   member_state &m = *members_[mi];
   m.close_owed = false;
   out = amplification_limit(member_bit(mi), out);
   if (out.empty()) return {};
-  packet_builder b(out, next_header(member_bit(mi)));
+  packet_builder b(out, next_header(member_bit(mi)), cfg_.packet_protection);
   // The reason is cut to what fits (an amplification-limited reply is short).
   const std::size_t room = b.room() > 12 ? b.room() - 12 : 0;
   const std::string_view reason = std::string_view(close_reason_).substr(0, room);
@@ -545,7 +568,7 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   if (!pacer_allows(cfg_.max_packet_bytes, now)) return {};
 
   const packet_header h = next_header(live_mask);
-  packet_builder b(out, h);
+  packet_builder b(out, h, cfg_.packet_protection);
   const uint64_t frame_first = frame_tail_;
   // With this packet a member's window is within two packets of full:
   // ask for the ACK now (protocol.md 6.2); the data fills the rest.
@@ -724,7 +747,7 @@ transmit connection::build_group_packet(std::span<std::byte> out, time_ns now) {
   time_ns dummy = never;
   if (!new_data_pending(now, &dummy) || dummy == never) flush_requested_ = false;
   on_sent(mask, len);
-  return {len, mask};
+  return {len, mask, true};
 }
 
 // ---- repairs held by range ----
@@ -753,6 +776,10 @@ bool connection::repairs_to_ranges(std::size_t mi, const sent_packet &p, uint32_
     const frame_record &f = frames_.at(p.frame_first + i);
     if (f.kind == frame_record::credit) {
       resend_credits(mi);
+      continue;
+    }
+    if (f.kind == frame_record::group_key) {
+      if (group_key_set_ && f.offset == group_epoch_ && !m.key_acked) m.key_pending = true;
       continue;
     }
     if (f.stream >= send_streams_.size() || !send_streams_[f.stream]) continue;

@@ -57,21 +57,31 @@ std::string_view drop_reason_name(drop_reason r) {
   return i < drop_reason_count ? drop_names[i] : "invalid";
 }
 
-parse_status parse_packet(std::span<const std::byte> packet, packet_header &hdr, std::span<const std::byte> &frames) {
+parse_status parse_packet(std::span<const std::byte> packet, packet_header &hdr, std::span<const std::byte> &frames,
+                          protection p) {
   // The version first (protocol.md 3.5): the rest depends on it.
   if (packet.empty()) return parse_status::too_short;
   hdr.version = std::to_integer<uint8_t>(packet[0]);
   if (hdr.version != protocol_version) return parse_status::bad_version;
-  if (packet.size() < header_size + crc_size) return parse_status::too_short;
+  const std::size_t trailer = trailer_size(p);
+  // A plaintext packet on a secured connection is named for what it is,
+  // whatever its length.
+  if (p == protection::sealed && packet.size() >= header_size &&
+      !(std::to_integer<uint8_t>(packet[2]) & flag_sealed))
+    return parse_status::not_sealed;
+  if (packet.size() < header_size + trailer) return parse_status::too_short;
   const uint8_t type = std::to_integer<uint8_t>(packet[1]);
   if (type != static_cast<uint8_t>(packet_type::data)) return parse_status::bad_type;
   hdr.type = static_cast<packet_type>(type);
   hdr.flags = std::to_integer<uint8_t>(packet[2]);
-  // Until the security issue adds AEAD, every packet carries the CRC.
-  if (!(hdr.flags & flag_crc)) return parse_status::no_crc;
-  const std::size_t body = packet.size() - crc_size;
-  if (crc32c(packet.first(body)) != static_cast<uint32_t>(load_be(packet.data() + body, 4)))
-    return parse_status::bad_crc;
+  const std::size_t body = packet.size() - trailer;
+  if (p == protection::sealed) {
+    // Opened by the caller: the tag covered every byte (9.4).
+  } else {
+    if (!(hdr.flags & flag_crc)) return parse_status::no_crc;
+    if (crc32c(packet.first(body)) != static_cast<uint32_t>(load_be(packet.data() + body, 4)))
+      return parse_status::bad_crc;
+  }
   hdr.sender_id = static_cast<uint32_t>(load_be(packet.data() + 4, 4));
   hdr.connection_id = load_be(packet.data() + 8, 8);
   hdr.packet_number = load_be(packet.data() + 16, 8);
@@ -181,6 +191,11 @@ parse_status frame_reader::next(frame &f) {
           f.forward.offset + f.forward.length > varint_max)
         return fail(parse_status::malformed_frame);
       return parse_status::ok;
+    case frame_type::group_key:
+      // Known only inside a sealed packet (9.6): plaintext keeps it reserved.
+      if (!sealed_) return fail(parse_status::unknown_frame);
+      if (!var(f.key_epoch) || !bytes(group_secret_size, f.group_secret)) return fail(parse_status::malformed_frame);
+      return parse_status::ok;
     default:
       if (is_extension_frame(t)) {
         uint64_t len = 0;
@@ -213,15 +228,18 @@ bool ack_range_iter::next(uint64_t &lo, uint64_t &hi) {
   return true;
 }
 
-packet_builder::packet_builder(std::span<std::byte> out, const packet_header &hdr)
-    : out_(out), pos_(header_size), limit_(out.size() >= header_size + crc_size ? out.size() - crc_size : 0) {
+packet_builder::packet_builder(std::span<std::byte> out, const packet_header &hdr, protection p)
+    : out_(out),
+      protection_(p),
+      pos_(header_size),
+      limit_(out.size() >= header_size + trailer_size(p) ? out.size() - trailer_size(p) : 0) {
   if (limit_ == 0) {
     pos_ = 0;
     return;
   }
   out[0] = static_cast<std::byte>(hdr.version);
   out[1] = static_cast<std::byte>(hdr.type);
-  out[2] = static_cast<std::byte>(hdr.flags | flag_crc);
+  out[2] = static_cast<std::byte>(p == protection::sealed ? (hdr.flags & ~flag_crc) | flag_sealed : hdr.flags | flag_crc);
   out[3] = std::byte{0};
   store_be(out.data() + 4, hdr.sender_id, 4);
   store_be(out.data() + 8, hdr.connection_id, 8);
@@ -353,6 +371,19 @@ bool packet_builder::append_credit(const credit_frame &c) {
   return false;
 }
 
+bool packet_builder::append_group_key(uint64_t epoch, std::span<const std::byte> secret) {
+  const std::size_t start = pos_;
+  auto lim = out_.first(limit_);
+  if (secret.size() == group_secret_size && put_u8(static_cast<uint8_t>(frame_type::group_key)) &&
+      write_varint(lim, pos_, epoch) && limit_ - pos_ >= secret.size()) {
+    std::memcpy(out_.data() + pos_, secret.data(), secret.size());
+    pos_ += secret.size();
+    return true;
+  }
+  pos_ = start;
+  return false;
+}
+
 bool packet_builder::append_close(uint64_t error_code, std::string_view reason) {
   const std::size_t start = pos_;
   auto lim = out_.first(limit_);
@@ -378,6 +409,10 @@ bool packet_builder::append_forward(const forward_frame &f) {
 
 std::size_t packet_builder::finish() {
   if (pos_ < header_size) return 0;
+  if (protection_ == protection::sealed) {
+    std::memset(out_.data() + pos_, 0, tag_size);
+    return pos_ + tag_size;
+  }
   store_be(out_.data() + pos_, crc32c(out_.first(pos_)), 4);
   return pos_ + crc_size;
 }
@@ -419,11 +454,11 @@ parse_status parse_version_negotiation(std::span<const std::byte> packet, uint32
   return parse_status::ok;
 }
 
-bool is_opening_packet(std::span<const std::byte> packet) {
+bool is_opening_packet(std::span<const std::byte> packet, protection p) {
   packet_header h;
   std::span<const std::byte> frames;
-  if (parse_packet(packet, h, frames) != parse_status::ok || !(h.flags & flag_opening)) return false;
-  frame_reader rd(frames);
+  if (parse_packet(packet, h, frames, p) != parse_status::ok || !(h.flags & flag_opening)) return false;
+  frame_reader rd(frames, p == protection::sealed);
   frame f;
   bool eliciting = false;
   while (!rd.done()) {

@@ -15,6 +15,7 @@
 //   |   frames ...                      |    (4)
 //   +-----------------------------------+
 //   |   CRC32C (32), if flags & 0x01    |    over every byte before it
+//   |   or AEAD tag (128), if flags & 0x04|  sealed (9.4): header is AAD
 //   +-----------------------------------+
 //
 // Parsing never allocates and never reads past the view it is given;
@@ -38,6 +39,8 @@ inline constexpr uint64_t max_packet_number = (uint64_t{1} << 62) - 1;
 inline constexpr uint32_t reserved_member_id_low = 0, reserved_member_id_high = 0xffffffffu;
 inline constexpr std::size_t header_size = 24;
 inline constexpr std::size_t crc_size = 4;
+/// A sealed packet ends with an AES-256-GCM tag instead of the CRC (9.4).
+inline constexpr std::size_t tag_size = 16;
 inline constexpr uint16_t default_udp_port = 7400;
 
 /// Version 1 defines one packet type; version negotiation is a version-0
@@ -47,6 +50,19 @@ enum class packet_type : uint8_t { data = 0x01 };
 inline constexpr uint8_t flag_crc = 0x01;
 /// O: a client's first flight (3.1, 5.1); only such a packet opens a connection.
 inline constexpr uint8_t flag_opening = 0x02;
+/// S: sealed (9.4). The payload is encrypted, the packet ends with a
+/// 16-byte AEAD tag, there is no CRC, and byte 3 names the key.
+inline constexpr uint8_t flag_sealed = 0x04;
+/// How a connection's packets are protected: CRC32C (plaintext, 3.4) or
+/// AEAD (9.4). The engine leaves the sealing to its caller: it builds a
+/// sealed packet's tag space, and takes a sealed packet only once the
+/// caller opened it (verified and decrypted in place).
+enum class protection : uint8_t { crc, sealed };
+/// Byte 3 of a sealed packet: G (the group key) and the key epoch mod 128.
+inline constexpr uint8_t key_byte_group = 0x80;
+inline constexpr uint8_t key_byte_epoch_mask = 0x7f;
+/// GROUP_KEY frame: the group secret of one epoch (9.6).
+inline constexpr std::size_t group_secret_size = 32;
 
 enum class frame_type : uint8_t {
   padding = 0x00,
@@ -70,7 +86,9 @@ enum class frame_type : uint8_t {
   bind = 0x16,
   relay = 0x17,
   telemetry = 0x18,
-  handshake = 0x19,
+  /// On sealed connections only (9.6); a plaintext connection drops it as
+  /// unknown_frame, as version 1 always did.
+  group_key = 0x19,
 };
 
 /// Frame types 0x40-0x7f are extensions: type, length(v), body. A receiver
@@ -89,7 +107,8 @@ inline bool is_extension_frame(uint8_t t) { return t >= extension_frame_first &&
   X(bad_packet_number, "packet number at or above 2^62")                       \
   X(bad_sender_id, "sender id 0 or 2^32-1 (reserved)")                         \
   X(malformed_frame, "a frame runs past the packet or breaks its own rules")   \
-  X(unknown_frame, "a reserved or unknown frame type")
+  X(unknown_frame, "a reserved or unknown frame type")                         \
+  X(not_sealed, "a plaintext packet on a secured connection (a downgrade)")
 #define MTP_PARSE_STATUSES(X) X(ok, "parsed") MTP_PARSE_FAILURES(X)
 
 enum class parse_status : uint8_t {
@@ -218,12 +237,20 @@ struct frame {
   uint64_t heartbeat_seq = 0;
   std::span<const std::byte> datagram;
   std::span<const std::byte> extension;  ///< body of an extension frame (0x40-0x7f)
+  uint64_t key_epoch = 0;                ///< GROUP_KEY
+  std::span<const std::byte> group_secret;  ///< GROUP_KEY: group_secret_size bytes
 };
 
 /// Parses and checks the header and trailer.
 /// @param packet  the UDP payload
-/// @param frames  set to the frame bytes (between header and CRC) on ok
-parse_status parse_packet(std::span<const std::byte> packet, packet_header &hdr, std::span<const std::byte> &frames);
+/// @param frames  set to the frame bytes (between header and trailer) on ok
+/// @param p  crc: the CRC flag and CRC are checked (3.4). sealed: the
+///   caller opened the packet (9.4); the S flag is required (not_sealed
+///   otherwise) and the tag is skipped.
+parse_status parse_packet(std::span<const std::byte> packet, packet_header &hdr, std::span<const std::byte> &frames,
+                          protection p = protection::crc);
+/// Bytes after the header: the CRC or the tag.
+constexpr std::size_t trailer_size(protection p) { return p == protection::sealed ? tag_size : crc_size; }
 
 /// Reads the sender and connection ids of a packet without verifying it
 /// (no CRC): enough to find its session, which then parses it fully. The
@@ -243,7 +270,8 @@ inline bool peek_ids(std::span<const std::byte> packet, uint32_t &sender_id, uin
 /// Walks the frames of a packet one at a time.
 class frame_reader {
  public:
-  explicit frame_reader(std::span<const std::byte> frames) : in_(frames) {}
+  /// @param sealed  GROUP_KEY frames are known (a sealed connection's)
+  explicit frame_reader(std::span<const std::byte> frames, bool sealed = false) : in_(frames), sealed_(sealed) {}
   bool done() const { return pos_ >= in_.size(); }
   /// Parses the next frame. After an error the reader stays at it.
   parse_status next(frame &f);
@@ -251,6 +279,7 @@ class frame_reader {
  private:
   std::span<const std::byte> in_;
   std::size_t pos_ = 0;
+  bool sealed_ = false;
 };
 
 /// Iterates the acknowledged ranges of an ACK frame, highest first.
@@ -276,7 +305,9 @@ class ack_range_iter {
 class packet_builder {
  public:
   /// Starts a packet in `out` (its size is the most the packet may take).
-  packet_builder(std::span<std::byte> out, const packet_header &hdr);
+  /// A sealed packet gets the S flag and room for the tag, which finish()
+  /// leaves zero for the caller's AEAD.
+  packet_builder(std::span<std::byte> out, const packet_header &hdr, protection p = protection::crc);
 
   bool append_ping();
   bool append_heartbeat(uint64_t seq);
@@ -298,6 +329,8 @@ class packet_builder {
   bool append_credit(const credit_frame &c);
   bool append_close(uint64_t error_code, std::string_view reason);
   bool append_forward(const forward_frame &f);
+  /// GROUP_KEY (sealed connections only, 9.6).
+  bool append_group_key(uint64_t epoch, std::span<const std::byte> secret);
 
   std::size_t size() const { return pos_; }
   std::size_t room() const { return limit_ > pos_ ? limit_ - pos_ : 0; }
@@ -305,12 +338,13 @@ class packet_builder {
   std::size_t frames() const { return frames_; }
   void count_frame() { ++frames_; }
   bool empty() const { return pos_ == header_size; }
-  /// Writes the CRC trailer. @return the packet's length.
+  /// Writes the CRC trailer (or zeroes the tag's room). @return the packet's length.
   std::size_t finish();
 
  private:
   bool put_u8(uint8_t v);
   std::span<std::byte> out_;
+  protection protection_ = protection::crc;
   std::size_t pos_ = 0;
   std::size_t limit_ = 0;  ///< out_.size() less the trailer
   std::size_t frames_ = 0;
@@ -334,7 +368,8 @@ parse_status parse_version_negotiation(std::span<const std::byte> packet, uint32
 
 /// Does this verified packet open a connection (5.1)? A DATA packet with
 /// the O flag and at least one ack-eliciting frame, every frame well formed.
-bool is_opening_packet(std::span<const std::byte> packet);
+/// A sealed packet is asked about once opened (protection::sealed).
+bool is_opening_packet(std::span<const std::byte> packet, protection p = protection::crc);
 
 /// Ack-eliciting: every frame but ACK, PADDING and CLOSE (4).
 inline bool is_ack_eliciting(frame_type t) {
