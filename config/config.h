@@ -9,6 +9,7 @@
 // all of it runs before. Thread-safety: plain values, build once at start-up.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -194,10 +195,45 @@ struct test_config {
   faults_config faults;
 };
 
+/// Native security (docs/security.md, protocol.md 9).
+enum class security_mode {
+  required,   ///< every connection is sealed; plaintext packets are dropped
+  plaintext,  ///< no handshake, CRC only: tests and benchmarks, said explicitly
+};
+
+using key_bytes = std::array<uint8_t, 32>;
+
+struct security_config {
+  security_mode mode = security_mode::required;
+  /// This node's static private key (base64, one line, mode 0600).
+  /// Default: /var/lib/mtpd/<node.name>.key.
+  std::string key_file;
+  /// Missing key_file: write a new key pair there (the embedded default
+  /// does, so it starts with no set-up). Off: a missing file is an error.
+  bool generate_key = false;
+  /// Traffic keys roll to a new epoch after this many packets or seconds
+  /// under one key, without a handshake (protocol.md 9.5).
+  uint64_t rekey_after_packets = uint64_t{1} << 24;
+  uint32_t rekey_after_s = 120;
+  /// A client repeats its initiation this often until answered.
+  uint32_t handshake_retry_ms = 200;
+  /// Initiations a worker takes per second before it demands cookies
+  /// (address validation, 9.3); 0: always demand them.
+  uint32_t cookie_after_handshakes_per_s = 1000;
+};
+
 /// A member this node talks to: its id and where it is.
 struct peer_config {
   uint32_t id = 0;
   core::ip_address ip;
+  /// Its static public key: who it must prove to be, and whom we accept
+  /// as it (security.mode required).
+  std::optional<key_bytes> public_key;
+  /// Or a file holding it (base64, as `mtpd keygen` prints it), read at
+  /// start (load_peer_keys in mtpd) into public_key.
+  std::string public_key_file;
+  /// Mixed into the handshake with it when set (Noise psk2, as WireGuard).
+  std::optional<key_bytes> preshared_key;
   /// A static neighbour entry; without it the worker resolves `ip` by ARP
   /// (IPv4) or neighbour discovery (IPv6) on the peer's port.
   std::optional<std::array<uint8_t, 6>> mac;
@@ -226,6 +262,7 @@ struct config {
   app_config app;
   log_config log;
   telemetry_config telemetry;
+  security_config security;
   test_config test;
   std::map<std::string, source_mark> marks;  ///< key path -> where it was written
 

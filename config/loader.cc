@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "config.h"
+#include "keyfile.h"
 #include "yaml_reader.h"
 
 namespace mtp::cfg {
@@ -403,12 +404,45 @@ struct loader {
     return std::nullopt;
   }
 
+  // A 32-byte key in base64 (44 characters, as `mtpd keygen` and wg print).
+  void read_key(const YAML::Node &map, const std::string &path, const char *key, std::optional<key_bytes> &out) {
+    auto v = r.child(map, path, key);
+    if (!v) return;
+    const std::string kp = yaml_reader::join(path, key);
+    auto s = r.as_string(*v, kp, "a base64 key of 32 bytes (44 characters)");
+    if (!s) return;
+    key_bytes k{};
+    std::string why;
+    if (!crypto::key_from_base64(*s, k.data(), why)) {
+      r.report(*v, kp, "expected a base64 key of 32 bytes (44 characters, as `mtpd keygen` prints), found '" + *s +
+                           "': " + why);
+      return;
+    }
+    out = k;
+  }
+
+  void read_security(const YAML::Node &n) {
+    const std::string p = "security";
+    if (!r.check_map(n, p, {"mode", "key_file", "generate_key", "rekey_after_packets", "rekey_after_s",
+                            "handshake_retry_ms", "cookie_after_handshakes_per_s"}))
+      return;
+    if (auto v = r.child(n, p, "mode"))
+      if (auto i = r.as_choice(*v, p + ".mode", {"required", "plaintext"})) c.security.mode = static_cast<security_mode>(*i);
+    if (auto v = r.child(n, p, "key_file"))
+      if (auto s = r.as_string(*v, p + ".key_file", "a file path")) c.security.key_file = *s;
+    r.read_bool(n, p, "generate_key", c.security.generate_key);
+    r.read_uint(n, p, "rekey_after_packets", c.security.rekey_after_packets, 16, uint64_t{1} << 40);
+    r.read_uint(n, p, "rekey_after_s", c.security.rekey_after_s, 1, 86400);
+    r.read_uint(n, p, "handshake_retry_ms", c.security.handshake_retry_ms, 10, 10000);
+    r.read_uint(n, p, "cookie_after_handshakes_per_s", c.security.cookie_after_handshakes_per_s, 0, 10000000);
+  }
+
   void read_peers(const YAML::Node &n) {
     if (!r.check_list(n, "peers", "peers")) return;
     for (std::size_t i = 0; i < n.size(); ++i) {
       const YAML::Node e = n[i];
       const std::string p = yaml_reader::index("peers", i);
-      if (!r.check_map(e, p, {"id", "ip", "mac", "port"})) continue;
+      if (!r.check_map(e, p, {"id", "ip", "mac", "port", "public_key", "public_key_file", "preshared_key"})) continue;
       peer_config peer;
       if (!e["id"].IsDefined() || !e["ip"].IsDefined()) {
         r.report(e, p, "missing required key: a peer needs id and ip (and mac unless it is resolved on the link)");
@@ -419,6 +453,15 @@ struct loader {
       read_mac(e, p, "mac", peer.mac);
       if (auto v = r.child(e, p, "port"))
         if (auto s = r.as_string(*v, p + ".port", "a port name")) peer.port = *s;
+      read_key(e, p, "public_key", peer.public_key);
+      if (auto v = r.child(e, p, "public_key_file"))
+        if (auto s = r.as_string(*v, p + ".public_key_file", "a file path")) {
+          if (peer.public_key)
+            r.report(*v, p + ".public_key_file", "give public_key or public_key_file, not both");
+          else
+            peer.public_key_file = *s;
+        }
+      read_key(e, p, "preshared_key", peer.preshared_key);
       c.peers.push_back(peer);
     }
   }
@@ -646,13 +689,23 @@ struct loader {
                  "expected at most the number of members (" + std::to_string(g.members.size()) + "), found " +
                      std::to_string(g.threshold));
     }
+    if (c.security.mode == security_mode::required)
+      for (std::size_t i = 0; i < c.peers.size(); ++i)
+        if (!c.peers[i].public_key && c.peers[i].public_key_file.empty()) {
+          const std::string pp = yaml_reader::index("peers", i);
+          r.report(c.mark_of(pp + ".id"), pp + ".public_key",
+                   "peer " + std::to_string(c.peers[i].id) +
+                       " has no public_key: security.mode is required, so every peer must be named by its key "
+                       "(public_key or public_key_file; or set security.mode: plaintext explicitly)");
+        }
+    if (c.security.key_file.empty()) c.security.key_file = "/var/lib/mtpd/" + c.node.name + ".key";
     if (c.eal.file_prefix.empty()) c.eal.file_prefix = "mtpd-" + c.node.name;
     if (c.app.socket_path.empty()) c.app.socket_path = "/run/mtpd/" + c.node.name + ".sock";
   }
 
   void read(const YAML::Node &root) {
     static const std::vector<std::string> sections = {"node", "ports", "peers", "groups", "lcores", "memory", "eal", "idle",
-                                                      "limits", "app", "log", "telemetry", "test"};
+                                                      "limits", "app", "log", "telemetry", "security", "test"};
     if (!root.IsMap()) {
       r.report(root, "", "expected a mapping with the sections node, ports, lcores, ..., found " +
                              yaml_reader::describe(root));
@@ -671,6 +724,7 @@ struct loader {
     if (auto n = r.child(root, "", "app")) read_app(*n);
     if (auto n = r.child(root, "", "log")) read_log(*n);
     if (auto n = r.child(root, "", "telemetry")) read_telemetry(*n);
+    if (auto n = r.child(root, "", "security")) read_security(*n);
     if (auto n = r.child(root, "", "test")) read_test(*n);
   }
 };

@@ -39,6 +39,16 @@ const std::vector<std::string> &drop_counter_names() {
   }();
   return names;
 }
+// "hs_bad_mac1", ...: handshake packets refused, by crypto::hs_error.
+const std::vector<std::string> &hs_counter_names() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (std::size_t i = 0; i < crypto::hs_error_count; ++i)
+      v.push_back("hs_" + std::string(crypto::to_string(static_cast<crypto::hs_error>(i))));
+    return v;
+  }();
+  return names;
+}
 }  // namespace
 
 std::vector<named_value> worker_counter_values(const dp::worker_counters &c) {
@@ -49,6 +59,8 @@ std::vector<named_value> worker_counter_values(const dp::worker_counters &c) {
   };
   for (std::size_t i = 0; i < core::drop_reason_count; ++i)
     v.push_back({drop_counter_names()[i].c_str(), c.mtp_drops[i].get()});
+  for (std::size_t i = 1; i < crypto::hs_error_count; ++i)
+    v.push_back({hs_counter_names()[i].c_str(), c.hs_drops[i].get()});
   return v;
 }
 

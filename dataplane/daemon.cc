@@ -10,7 +10,10 @@
 #include <rte_mbuf.h>
 #include <rte_ring.h>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <csignal>
 #include <cstdio>
@@ -42,10 +45,76 @@ void fail(const char *name, const error &e) { std::fprintf(stderr, "%s: %s\n", n
 
 }  // namespace
 
+bool load_identity(const cfg::config &c, crypto::static_keypair &out, std::string &error, bool *generated) {
+  if (generated != nullptr) *generated = false;
+  if (c.security.mode != cfg::security_mode::required) return true;
+  const std::string &path = c.security.key_file;
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 && errno == ENOENT) {
+    if (!c.security.generate_key) {
+      error = "security.key_file " + path + " does not exist: create it with `mtpd keygen " + path +
+              "` (or set security.generate_key: true)";
+      return false;
+    }
+    // First start: a directory only we may enter, then a new key pair.
+    const std::string dir = path.substr(0, path.rfind('/'));
+    if (!dir.empty() && ::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      error = "cannot create the directory " + dir + " for security.key_file: " + std::strerror(errno);
+      return false;
+    }
+    if (!crypto::generate_keypair(out)) {
+      error = "cannot generate a key pair (the random generator failed)";
+      return false;
+    }
+    if (!crypto::write_private_key_file(path, out, error)) return false;
+    if (generated != nullptr) *generated = true;
+    return true;
+  }
+  return crypto::load_private_key_file(path, out, error);
+}
+
+bool load_peer_keys(cfg::config &c, std::string &error) {
+  if (c.security.mode != cfg::security_mode::required) return true;
+  for (auto &p : c.peers) {
+    if (p.public_key_file.empty()) continue;
+    std::FILE *f = std::fopen(p.public_key_file.c_str(), "r");
+    if (f == nullptr) {
+      error = "peer " + std::to_string(p.id) + ": cannot read public_key_file " + p.public_key_file + ": " +
+              std::strerror(errno);
+      return false;
+    }
+    char line[128] = {};
+    const std::size_t n = std::fread(line, 1, sizeof line - 1, f);
+    std::fclose(f);
+    std::string_view text(line, n);
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r' || text.back() == ' ')) text.remove_suffix(1);
+    cfg::key_bytes key{};
+    std::string why;
+    if (!crypto::key_from_base64(text, key.data(), why)) {
+      error = "peer " + std::to_string(p.id) + ": public_key_file " + p.public_key_file +
+              " does not hold one base64 key (as `mtpd keygen` prints): " + why;
+      return false;
+    }
+    p.public_key = key;
+  }
+  return true;
+}
+
 int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, const run_hooks &hooks) {
   runtime rt;
   rt.config = std::move(config);
   const auto &cfg = rt.config;
+  {
+    std::string why;
+    bool generated = false;
+    if (!load_peer_keys(rt.config, why) || !load_identity(cfg, rt.identity, why, &generated)) {
+      std::fprintf(stderr, "%s: %s\n", hooks.name, why.c_str());
+      return exit_usage;
+    }
+    if (generated)
+      std::fprintf(stderr, "%s: generated a new key pair in %s; public key %s\n", hooks.name,
+                   cfg.security.key_file.c_str(), crypto::key_to_base64(rt.identity.pub).c_str());
+  }
   if (auto r = check_hugepages(cfg); !r) return fail(hooks.name, r.err()), exit_runtime;
 
   ctl::app_listener app;
@@ -75,6 +144,11 @@ int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, co
   }
   MTP_LOG(INFO, "%s %s node %s (id %u), config %s\n", hooks.name, MTP_VERSION, cfg.node.name.c_str(), cfg.node.id,
           cfg.source.c_str());
+  if (rt.secured())
+    MTP_LOG(INFO, "security required: key file %s, public key %s, %zu peer(s) allowed\n",
+            cfg.security.key_file.c_str(), crypto::key_to_base64(rt.identity.pub).c_str(), cfg.peers.size());
+  else
+    MTP_LOG(INFO, "security: plaintext (security.mode says so): packets are checked by CRC32C, not authenticated\n");
 
   int status = exit_ok;
   // Everything below is undone in reverse order at `shutdown`.

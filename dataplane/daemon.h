@@ -26,6 +26,17 @@ struct run_hooks {
   std::function<void(const runtime &)> at_exit;
 };
 
+/// This node's static key pair for security.mode required: read from
+/// security.key_file (mode 0600 checked), or, if it is missing and
+/// security.generate_key is set, generated and written there (its
+/// directory made, mode 0700). @return false with a message in `error`.
+/// Nothing to do (true) in plaintext mode.
+bool load_identity(const cfg::config &c, crypto::static_keypair &out, std::string &error, bool *generated = nullptr);
+
+/// Reads every peers[].public_key_file into peers[].public_key (security
+/// required). @return false with a message naming the peer and the file.
+bool load_peer_keys(cfg::config &c, std::string &error);
+
 /// Runs until SIGINT/SIGTERM or hooks.tick says stop.
 /// @return exit_ok, or exit_runtime after one clear message on stderr.
 int run_daemon(cfg::config config, const std::vector<std::string> &eal_extra, const run_hooks &hooks);

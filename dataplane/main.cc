@@ -7,6 +7,8 @@
 #include <rte_eal.h>
 #include <rte_version.h>
 
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -14,6 +16,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "keyfile.h"
 #include "mtp_version.h"
 
 namespace {
@@ -24,6 +27,7 @@ using mtp::dp::exit_usage;
 const char usage_text[] =
     "usage: mtpd [--config FILE] [-- EAL-ARGS...]\n"
     "       mtpd --check-config FILE\n"
+    "       mtpd keygen KEY-FILE | mtpd pubkey KEY-FILE\n"
     "       mtpd --print-default-config | --version | --help\n"
     "\n"
     "  --config FILE          run with FILE (default: the embedded default, see\n"
@@ -32,6 +36,10 @@ const char usage_text[] =
     "  --print-default-config print the embedded default config\n"
     "  --version              print the version\n"
     "  --help                 print this help\n"
+    "  keygen KEY-FILE        write a new static key pair's private key to KEY-FILE\n"
+    "                         (created mode 0600, never overwritten) and print\n"
+    "                         its public key, for the peers' configs\n"
+    "  pubkey KEY-FILE        print the public key of a private key file\n"
     "  -- EAL-ARGS            passed to DPDK's EAL after those the config sets\n"
     "\n"
     "Stop with SIGINT or SIGTERM. Exit codes: 0 clean stop, 1 runtime failure,\n"
@@ -43,8 +51,30 @@ struct options {
   std::vector<std::string> eal_extra;
 };
 
+// `mtpd keygen FILE` and `mtpd pubkey FILE` (docs/security.md).
+int key_command(const std::string &verb, int argc, char **argv) {
+  if (argc != 3) {
+    std::fprintf(stderr, "mtpd: %s needs exactly one key file name\n%s", verb.c_str(), usage_text);
+    return exit_usage;
+  }
+  mtp::crypto::static_keypair keys{};
+  std::string why;
+  const bool ok = verb == "keygen" ? mtp::crypto::generate_keypair(keys) &&
+                                         mtp::crypto::write_private_key_file(argv[2], keys, why)
+                                   : mtp::crypto::load_private_key_file(argv[2], keys, why);
+  if (!ok) {
+    std::fprintf(stderr, "mtpd: %s\n", why.empty() ? "cannot generate a key pair" : why.c_str());
+    return mtp::dp::exit_runtime;
+  }
+  std::printf("%s\n", mtp::crypto::key_to_base64(keys.pub).c_str());
+  mtp::crypto::wipe(&keys, sizeof keys);
+  return exit_ok;
+}
+
 /// @return exit code to leave with, or -1 to go on.
 int parse_options(int argc, char **argv, options &o) {
+  if (argc >= 2 && (std::strcmp(argv[1], "keygen") == 0 || std::strcmp(argv[1], "pubkey") == 0))
+    return key_command(argv[1], argc, argv);
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--") {
@@ -94,6 +124,16 @@ int main(int argc, char **argv) {
   if (!loaded) return report(loaded.err()), exit_usage;
   if (!report(mtp::cfg::check_host(*loaded))) return exit_usage;
   if (opt.check_only) {
+    // The key file too (a missing one is fine where it will be generated).
+    mtp::crypto::static_keypair keys{};
+    std::string why;
+    struct stat st {};
+    const bool will_generate = loaded->security.generate_key && ::stat(loaded->security.key_file.c_str(), &st) != 0;
+    if (!mtp::dp::load_peer_keys(*loaded, why) || (!will_generate && !mtp::dp::load_identity(*loaded, keys, why))) {
+      std::fprintf(stderr, "%s: %s\n", loaded->source.c_str(), why.c_str());
+      return exit_usage;
+    }
+    mtp::crypto::wipe(&keys, sizeof keys);
     std::printf("%s: ok\n", loaded->source.c_str());
     return exit_ok;
   }

@@ -7,8 +7,9 @@
 #      shows its live counters over DPDK telemetry;
 #   2. runs two daemons joined by net_memif that send each other frames,
 #      and shows what each counted;
-#   3. runs a reliable MTP transfer of 256 MiB between two daemons over
-#      memif, every byte checked at the receiver;
+#   3. runs a secured, reliable MTP transfer of 256 MiB between two
+#      daemons over memif (key pairs made by `mtpd keygen`, every packet
+#      sealed), every byte checked at the receiver;
 #   4. runs two daemons that serve applications and two applications
 #      (file_sender, file_receiver of shm-api/examples, through libmtp)
 #      that send an 8 MiB file from one to the other, checked by sha256;
@@ -86,7 +87,15 @@ echo "--- node memif-a:"; stop "${pids[0]}" "$la"
 pids=()
 
 echo
-echo "=== 3. a reliable MTP transfer: 256 MiB from source to sink over memif, every byte verified"
+echo "=== 3. a secured, reliable MTP transfer: 256 MiB from source to sink over memif, every byte verified"
+# Each node's key pair (once), and the public halves the other names.
+keys=/var/lib/mtpd/transfer-memif
+mkdir -p -m 700 "$keys"
+for n in source sink; do
+  [ -f "$keys/$n.key" ] || "$MTPD" keygen "$keys/$n.key" >/dev/null
+  "$MTPD" pubkey "$keys/$n.key" >"$keys/$n.pub"
+done
+echo "--- keys: source $(cat "$keys/source.pub"), sink $(cat "$keys/sink.pub") (mtpd keygen, $keys)"
 ls_=$(mktemp /tmp/mtpd-sink.XXXX.log); lo=$(mktemp /tmp/mtpd-source.XXXX.log)
 "$MTPD" --config config/examples/transfer-memif/sink.yaml >"$ls_" 2>&1 &
 pids=($!)
@@ -96,7 +105,9 @@ pids+=($!)
 wait_running "$lo" "${pids[1]}"
 for _ in $(seq 600); do grep -q "bytes stable" "$lo" && break; sleep 0.1; done
 grep -E "^mtpd: (source|sink)" "$lo" "$ls_" | sed 's/^[^:]*://'
-printf '/mtp/workers\n' | dpdk-telemetry.py -f mtpd-sink 2>/dev/null | grep -oE '"sink_(bytes|messages|verify_errors|order_errors)": [0-9]+' | tr '\n' ' '; echo
+printf '/mtp/workers\n' | dpdk-telemetry.py -f mtpd-sink 2>/dev/null |
+  grep -oE '"(sink_(bytes|messages|verify_errors|order_errors)|handshakes_completed|packets_opened|auth_failed|replayed)": [0-9]+' |
+  tr '\n' ' '; echo
 echo "--- node source:"; stop "${pids[1]}" "$lo"
 echo "--- node sink:"; stop "${pids[0]}" "$ls_"
 pids=()

@@ -458,7 +458,14 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
   // A private copy: the application may rewrite the buffer meanwhile.
   shm::initiate_params ip{};
   const bool whole = d.length >= sizeof ip;
-  if (whole) std::memcpy(&ip, shm::buffer_at(link.handoff->base, link.handoff->layout, d.buffer) + d.offset, sizeof ip);
+  // The expected member keys that may follow (as many as were written).
+  uint8_t keys[shm::initiate_params::max_members][crypto::key_bytes];
+  const std::size_t key_bytes_given = whole ? std::min<std::size_t>(d.length - sizeof ip, sizeof keys) : 0;
+  if (whole) {
+    const std::byte *at = shm::buffer_at(link.handoff->base, link.handoff->layout, d.buffer) + d.offset;
+    std::memcpy(&ip, at, sizeof ip);
+    std::memcpy(keys, at + sizeof ip, key_bytes_given);
+  }
   link.ledger.complete_send(d.buffer);
   auto refuse = [&](reason why) { command_error(link, ch, d, why, true); };
   if (!whole) return refuse(reason::bad_params);
@@ -468,6 +475,11 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
   if (const reason why = shm::check_initiate_params(ip, rt_.config.limits.streams_per_session, false);
       why != reason::none)
     return refuse(why);
+  // The node seals every connection or none (security.mode).
+  if ((ip.security == 2 && !rt_.secured()) || (ip.security == 0 && rt_.secured()) || (ip.member_keys && !rt_.secured()))
+    return refuse(reason::security_mismatch);
+  if (ip.member_keys && key_bytes_given < std::size_t{crypto::key_bytes} * ip.member_count)
+    return refuse(reason::bad_params);
   std::vector<uint32_t> members;
   uint32_t threshold = ip.threshold;
   if (ip.member_count == 0) {
@@ -487,6 +499,13 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
     for (std::size_t k = 0; k < rt_.config.peers.size(); ++k)
       if (rt_.config.peers[k].id == members[i]) ci = k;
     if (ci == rt_.config.peers.size()) return refuse(reason::unknown_member);
+    // The identity the application expects must be the one we accept.
+    if (ip.member_keys && (!rt_.config.peers[ci].public_key ||
+                           std::memcmp(rt_.config.peers[ci].public_key->data(), keys[i], crypto::key_bytes) != 0)) {
+      MTP_LOG(INFO, "application %llu: refused a connection: the key it expects for member %u is not the one the "
+              "config allows\n", static_cast<unsigned long long>(link.handoff->app_id), members[i]);
+      return refuse(reason::peer_not_allowed);
+    }
     peers.push_back(peer_of(ci));
   }
   uint64_t cid = ip.connection_id;
@@ -536,8 +555,12 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
   sp->app = &link;
   sp->channel = c;
   sp->handle = d.connection;
+  if (rt_.secured() && (!aead_ || !identity_)) return refuse(reason::no_resources);
   session *s = add(std::move(sp));
   if (s == nullptr) return refuse(reason::no_resources);
+  // Keys first: every packet the engine builds from here on is sealed or
+  // held until its member's handshake ends.
+  if (rt_.secured()) start_security(*s, now_ns);
   ch.handles.emplace(d.connection, s->index);
   ++app_connections_;
   w_.counters.app_connections.set(app_connections_);
@@ -580,6 +603,8 @@ void endpoint::listen(app_link &link, uint32_t c, const descriptor &d) {
     if (const reason why = shm::check_initiate_params(ip, rt_.config.limits.streams_per_session, true);
         why != reason::none)
       return refuse(why);
+  if (have_params && ((ip.security == 2 && !rt_.secured()) || (ip.security == 0 && rt_.secured())))
+    return refuse(reason::security_mismatch);
   bool none = false;
   if (!link.builtin && !rt_.app_listens.compare_exchange_strong(none, true, std::memory_order_acq_rel))
     return refuse(reason::listener_exists);
@@ -869,12 +894,12 @@ bool endpoint::app_has_room(const session &s) {
 // copied into receive buffers. Stops (and comes back at the next poll)
 // when the application's ring or buffers are short: what is not polled
 // stays in the engine, whose window then holds the peers back.
-void endpoint::drain_app_events(session &s, core::time_ns) {
+void endpoint::drain_app_events(session &s, core::time_ns now_ns) {
   core::event e;
   if (s.app == nullptr) {
     // The application is gone: nothing to tell.
     return_buffers(s);
-    while (s.conn->poll_event(e)) {
+    while (next_event(s, e, now_ns)) {
     }
     return;
   }
@@ -892,6 +917,18 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
     descriptor a = event_for(shm::event::connection_received, s.handle);
     a.value = s.listener_handle;
     a.member = s.conn->member_id(0);
+    if (s.sec) {
+      // The identity the client proved, in a receive buffer libmtp keeps
+      // with the handle (mtp_peer_identity) and gives straight back.
+      const uint32_t b = link.ledger.take_for_filling();
+      if (b == shm::no_buffer) return stall();
+      std::memcpy(shm::buffer_at(link.handoff->base, link.handoff->layout, b), s.sec->members[0].identity,
+                  crypto::key_bytes);
+      link.ledger.lend_filled(b);
+      a.buffer = b;
+      a.offset = 0;
+      a.length = crypto::key_bytes;
+    }
     post(ch, a);
     s.announced = true;
   }
@@ -903,7 +940,7 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
     if (!return_buffers(s)) return stall();
     // Room for one event of any kind, or a received piece.
     if (!ch.events.has_room(2) || link.ledger.free_receive() == 0) return stall();
-    if (!s.conn->poll_event(e)) break;
+    if (!next_event(s, e, now_ns)) break;
     descriptor d = event_for(shm::event::ready, s.handle);
     auto pop_cookie = [&] {
       if (e.stream_id < s.cookies.size() && !s.cookies[e.stream_id].empty()) {
@@ -915,6 +952,8 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
       case core::event_type::ready:
         if (s.conn->side() == core::role::server) continue;  // announced by ConnectionReceived
         break;
+      case core::event_type::group_key:
+        continue;  // next_event installed it
       case core::event_type::received:
       case core::event_type::datagram: {
         // Piece by piece into receive buffers, straight from the engine's
@@ -1016,7 +1055,7 @@ void endpoint::drain_app_events(session &s, core::time_ns) {
         post(ch, d);
         forget_handle(s);
         // The handle is gone: anything after is the engine's own business.
-        while (s.conn->poll_event(e)) {
+        while (next_event(s, e, now_ns)) {
         }
         return;
     }

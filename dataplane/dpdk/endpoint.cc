@@ -65,6 +65,19 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
       MTP_LOG(ERR, "worker lcore %u: cannot create the redirect table of %u entries: %s; connections it owns "
               "reach only a listener on this worker\n", w_.lcore, hp.entries, rte_strerror(rte_errno));
   }
+  if (rt_.secured()) {
+    std::string why;
+    aead_ = crypto::aead_engine::create(why);
+    if (!aead_)
+      MTP_LOG(ERR, "worker lcore %u: no AES-256-GCM engine (%s): this worker refuses every connection\n", w_.lcore,
+              why.c_str());
+    identity_ = std::make_unique<crypto::hs_identity>();
+    if (!crypto::make_identity(rt_.identity, rt_.config.node.id, *identity_)) identity_.reset();
+    if (identity_) cookies_ = std::make_unique<crypto::cookie_checker>(*identity_, static_cast<uint64_t>(now_ns));
+    peer_timestamps_.resize(rt_.config.peers.size());
+    hs_tokens_ = rt_.config.security.cookie_after_handshakes_per_s / 10.0 + 1;
+    hs_last_ns_ = now_ns;
+  }
   // The test source runs on the worker owning its connection id; a sink
   // listens on every worker (each accepts the connections it owns).
   const auto &test = rt_.config.test;
@@ -82,6 +95,8 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
 
 endpoint::~endpoint() {
   for (auto &q : tx_) rte_pktmbuf_free_bulk(q.data(), static_cast<unsigned>(q.size()));
+  for (auto &s : sessions_)
+    if (s) drop_held(*s);
   // Connections give their memory back before the budget goes.
   sessions_.clear();
   rte_hash_free(table_);
@@ -113,7 +128,18 @@ core::connection_config endpoint::base_config(uint64_t cid, uint32_t window_byte
   // Events are drained right after each call (drain_events), so spans may
   // point into the mbuf being processed.
   c.zero_copy_delivery = true;
+  // A secured node seals every packet (secure.cc): the engine leaves room
+  // for the tag and takes only packets opened before it sees them.
+  c.packet_protection = rt_.secured() ? core::protection::sealed : core::protection::crc;
   return c;
+}
+
+void endpoint::drop_held(session &s) {
+  if (!s.sec) return;
+  for (auto &m : s.sec->members) {
+    for (const held_packet &h : m.held) rte_pktmbuf_free(h.mb);
+    m.held.clear();
+  }
 }
 
 endpoint::session *endpoint::find(uint64_t cid) {
@@ -171,6 +197,7 @@ void endpoint::remove(session &s) {
     forget_handle(s);
   }
   if (s.redirect_tag != 0) end_redirect(s.cid, s.redirect_tag);
+  drop_held(s);
   const uint32_t index = s.index;
   if (s.blocked) blocked_.erase(std::find(blocked_.begin(), blocked_.end(), index));
   wheel_.cancel(index);
@@ -284,8 +311,22 @@ endpoint::onward endpoint::on_frame(std::size_t port_index, const core::udp_fram
     answer_version(port_index, v, cid, now_ns);
     return {};
   }
+  if (version == core::protocol_version) {
+    const uint8_t type = std::to_integer<uint8_t>(v.payload[1]);
+    if (type >= static_cast<uint8_t>(crypto::hs_type::initiation) &&
+        type <= static_cast<uint8_t>(crypto::hs_type::cookie_reply))
+      return on_handshake(port_index, v, cid, sender, now_ns, redirect_tag);
+  }
   session *s = find(cid);
-  const bool opening = version == core::protocol_version && core::is_opening_packet(v.payload);
+  // On a secured node only an initiation opens a connection: a plaintext
+  // packet, opening or not, is refused (auth_failed) wherever it goes.
+  const bool secured = rt_.secured();
+  if (secured && (version != core::protocol_version ||
+                  !(std::to_integer<uint8_t>(v.payload[2]) & core::flag_sealed))) {
+    w_.counters.auth_failed.inc();
+    return {};
+  }
+  const bool opening = !secured && version == core::protocol_version && core::is_opening_packet(v.payload);
   if (s != nullptr && opening && s->conn->is_closed() && !s->source) {
     // A new connection with the id of one that closed (a rerun): the old
     // one holds nothing more to deliver.
@@ -311,6 +352,7 @@ endpoint::onward endpoint::on_frame(std::size_t port_index, const core::udp_fram
     w_.counters.mtp_wrong_address.inc();
     return {};
   }
+  if (s->sec && !open_sealed(*s, v, sender)) return {};
   if (redirect_tag != 0) s->redirect_tag = redirect_tag;
   w_.counters.mtp_packets_in.inc();
   // An application that can take this packet's data at once gets it
@@ -398,19 +440,16 @@ void endpoint::drain_events(session &s, core::time_ns now_ns) {
   if (s.app_owned) return drain_app_events(s, now_ns);
   // A session no application took (refused: nothing listened).
   core::event e;
-  while (s.conn->poll_event(e)) {
+  while (next_event(s, e, now_ns)) {
   }
 }
 
 void endpoint::transmit(session &s, core::time_ns now_ns) {
   // The engine writes each packet straight into an mbuf, past room for the
-  // largest headers. The first member's frame gets its headers written in
-  // front of that payload; every further member gets a small mbuf with its
-  // own headers chained to a clone of the payload (the buffer is shared,
-  // reference-counted), or a copy where the port cannot send chains.
-  constexpr std::size_t room = core::udp_headers_size(6);
-  uint32_t targets[64];
-  for (int n = 0; n < 256; ++n) {
+  // largest headers; a burst of them is sealed at once (secured sessions),
+  // then each goes to its members (fan_out).
+  if (s.sec) age_group_key(s, now_ns);
+  for (int n = 0; n < 256 / tx_burst; ++n) {
     if (backlogged(s)) {
       // Resumed at the next poll, once its ports have taken some.
       if (!s.blocked) {
@@ -419,73 +458,99 @@ void endpoint::transmit(session &s, core::time_ns now_ns) {
       }
       return;
     }
-    rte_mbuf *first = rte_pktmbuf_alloc(rt_.pool);
-    if (first == nullptr) {
-      w_.counters.tx_nombuf.inc();
-      return;
-    }
-    const uint16_t base_off = first->data_off;
-    std::byte *base = rte_pktmbuf_mtod(first, std::byte *);
-    const std::size_t cap = rte_pktmbuf_tailroom(first);
-    const core::transmit t = s.conn->poll_transmit({base + room, cap - room}, now_ns);
-    if (t.bytes == 0) {
-      rte_pktmbuf_free(first);
-      break;
-    }
-    std::size_t k = 0;
-    for (std::size_t m = 0; m < s.members.size(); ++m) {
-      if (!(t.member_mask & (uint64_t{1} << m))) continue;
-      if (!s.members[m].known) {
-        w_.counters.mtp_unknown_peer.inc();
-        continue;
+    built_packet built[tx_burst];
+    std::size_t count = 0;
+    while (count < tx_burst) {
+      rte_mbuf *first = rte_pktmbuf_alloc(rt_.pool);
+      if (first == nullptr) {
+        w_.counters.tx_nombuf.inc();
+        break;
       }
-      targets[k++] = static_cast<uint32_t>(m);
+      std::byte *base = rte_pktmbuf_mtod(first, std::byte *);
+      const std::size_t cap = rte_pktmbuf_tailroom(first);
+      const core::transmit t = s.conn->poll_transmit({base + tx_headroom, cap - tx_headroom}, now_ns);
+      if (t.bytes == 0) {
+        rte_pktmbuf_free(first);
+        break;
+      }
+      built[count++] = {first, t};
     }
-    if (k == 0) {
-      rte_pktmbuf_free(first);
+    if (count == 0) return;
+    if (s.sec) seal_built(s, {built, count}, now_ns);
+    for (std::size_t i = 0; i < count; ++i) fan_out(s, built[i]);
+    if (count < tx_burst) return;
+  }
+}
+
+// The first member's frame gets its headers written in front of the
+// payload; every further member gets a small mbuf with its own headers
+// chained to a clone of the payload (the buffer is shared,
+// reference-counted), or a copy where the port cannot send chains. A
+// member still in its handshake (secured client) gets a copy held back
+// until its keys exist (hold).
+void endpoint::fan_out(session &s, const built_packet &bp) {
+  rte_mbuf *first = bp.mb;
+  const core::transmit &t = bp.t;
+  const uint16_t base_off = first->data_off;
+  std::byte *base = rte_pktmbuf_mtod(first, std::byte *);
+  uint32_t targets[64];
+  std::size_t k = 0;
+  for (std::size_t m = 0; m < s.members.size(); ++m) {
+    if (!(t.member_mask & (uint64_t{1} << m))) continue;
+    if (!s.members[m].known) {
+      w_.counters.mtp_unknown_peer.inc();
       continue;
     }
-    const std::span<const std::byte> payload{base + room, t.bytes};
-    if (k > 1) {
-      // Clones take the payload-only view the packet has now.
-      first->data_off = static_cast<uint16_t>(base_off + room);
-      first->data_len = static_cast<uint16_t>(t.bytes);
-      first->pkt_len = static_cast<uint32_t>(t.bytes);
-      for (std::size_t i = 1; i < k; ++i) {
-        const peer &p = s.members[targets[i]];
-        const auto hlen = static_cast<uint16_t>(core::udp_headers_size(p.to.dst_ip.family));
-        if (rt_.ports[p.port].tx_multi_seg) {
-          rte_mbuf *head = rte_pktmbuf_alloc(rt_.header_pool);
-          rte_mbuf *body = head != nullptr ? rte_pktmbuf_clone(first, rt_.header_pool) : nullptr;
-          if (body == nullptr) {
-            rte_pktmbuf_free(head);
-            w_.counters.tx_nombuf.inc();
-            continue;
-          }
-          auto *h = reinterpret_cast<std::byte *>(rte_pktmbuf_append(head, hlen));
-          rte_pktmbuf_chain(head, body);  // two segments: cannot overflow
-          w_.counters.fanout_attached.inc();
-          emit(p, head, h, payload);
-        } else {
-          rte_mbuf *copy = rte_pktmbuf_alloc(rt_.pool);
-          if (copy == nullptr) {
-            w_.counters.tx_nombuf.inc();
-            continue;
-          }
-          auto *h = reinterpret_cast<std::byte *>(rte_pktmbuf_append(copy, static_cast<uint16_t>(hlen + t.bytes)));
-          std::memcpy(h + hlen, payload.data(), t.bytes);
-          w_.counters.fanout_copied.inc();
-          emit(p, copy, h, {h + hlen, t.bytes});
+    if (s.sec && !member_keyed(s, m)) {
+      hold(s, m, {base + tx_headroom, t.bytes}, bp.sealed);
+      continue;
+    }
+    targets[k++] = static_cast<uint32_t>(m);
+  }
+  if (k == 0) {
+    rte_pktmbuf_free(first);
+    return;
+  }
+  const std::span<const std::byte> payload{base + tx_headroom, t.bytes};
+  if (k > 1) {
+    // Clones take the payload-only view the packet has now.
+    first->data_off = static_cast<uint16_t>(base_off + tx_headroom);
+    first->data_len = static_cast<uint16_t>(t.bytes);
+    first->pkt_len = static_cast<uint32_t>(t.bytes);
+    for (std::size_t i = 1; i < k; ++i) {
+      const peer &p = s.members[targets[i]];
+      const auto hlen = static_cast<uint16_t>(core::udp_headers_size(p.to.dst_ip.family));
+      if (rt_.ports[p.port].tx_multi_seg) {
+        rte_mbuf *head = rte_pktmbuf_alloc(rt_.header_pool);
+        rte_mbuf *body = head != nullptr ? rte_pktmbuf_clone(first, rt_.header_pool) : nullptr;
+        if (body == nullptr) {
+          rte_pktmbuf_free(head);
+          w_.counters.tx_nombuf.inc();
+          continue;
         }
+        auto *h = reinterpret_cast<std::byte *>(rte_pktmbuf_append(head, hlen));
+        rte_pktmbuf_chain(head, body);  // two segments: cannot overflow
+        w_.counters.fanout_attached.inc();
+        emit(p, head, h, payload);
+      } else {
+        rte_mbuf *copy = rte_pktmbuf_alloc(rt_.pool);
+        if (copy == nullptr) {
+          w_.counters.tx_nombuf.inc();
+          continue;
+        }
+        auto *h = reinterpret_cast<std::byte *>(rte_pktmbuf_append(copy, static_cast<uint16_t>(hlen + t.bytes)));
+        std::memcpy(h + hlen, payload.data(), t.bytes);
+        w_.counters.fanout_copied.inc();
+        emit(p, copy, h, {h + hlen, t.bytes});
       }
     }
-    const peer &p = s.members[targets[0]];
-    const std::size_t hlen = core::udp_headers_size(p.to.dst_ip.family);
-    first->data_off = static_cast<uint16_t>(base_off + room - hlen);
-    first->data_len = static_cast<uint16_t>(hlen + t.bytes);
-    first->pkt_len = static_cast<uint32_t>(hlen + t.bytes);
-    emit(p, first, rte_pktmbuf_mtod(first, std::byte *), payload);
   }
+  const peer &p = s.members[targets[0]];
+  const std::size_t hlen = core::udp_headers_size(p.to.dst_ip.family);
+  first->data_off = static_cast<uint16_t>(base_off + tx_headroom - hlen);
+  first->data_len = static_cast<uint16_t>(hlen + t.bytes);
+  first->pkt_len = static_cast<uint32_t>(hlen + t.bytes);
+  emit(p, first, rte_pktmbuf_mtod(first, std::byte *), payload);
 }
 
 void endpoint::emit(const peer &p, rte_mbuf *head, std::byte *headers, std::span<const std::byte> payload) {
@@ -595,12 +660,13 @@ void endpoint::service(session &s, core::time_ns now_ns) {
   s.dirty = false;
   // Events of timers first: what an application answers leaves in this transmit.
   drain_events(s, now_ns);
+  if (s.sec && s.conn->side() == core::role::client) service_handshakes(s, now_ns);
   transmit(s, now_ns);
   account(s);
   if (s.conn->finished())
     finished_.push_back(s.index);
   else
-    wheel_.arm(s.index, s.conn->next_expiry());
+    wheel_.arm(s.index, s.sec ? std::min(s.conn->next_expiry(), s.sec->next_ns) : s.conn->next_expiry());
 }
 
 // The engine's counters of a session, added to the worker's as they move.

@@ -31,7 +31,11 @@
 #include <unordered_map>
 #include <vector>
 
+#include "aead.h"
 #include "connection.h"
+#include "handshake.h"
+#include "key_schedule.h"
+#include "replay_window.h"
 #include "mtp/shm_commands.h"
 #include "mtp/shm_ledger.h"
 #include "mtp/shm_ring.h"
@@ -134,8 +138,58 @@ class endpoint {
     std::size_t port = 0;
     std::size_t config_index = 0;  ///< in config.peers (source members only)
   };
+  // -- native security (secure.cc; docs/security.md) -----------------------
+  /// A packet built for a member still in its handshake (a secured
+  /// client's): held until its keys exist, then sealed if need be and sent.
+  struct held_packet {
+    rte_mbuf *mb = nullptr;  ///< the packet at tx_headroom
+    uint32_t bytes = 0;
+    bool sealed = false;  ///< a group packet, sealed already
+  };
+  static constexpr std::size_t held_max = 64;
+  /// One member's half of a secured session: its handshake (client side),
+  /// the pairwise keys each way, its replay window.
+  struct secure_member {
+    crypto::initiator_state init;  ///< client: the handshake with it
+    bool keyed = false;            ///< the handshake finished: tx and rx hold keys
+    bool gave_up = false;          ///< client: no answer within member_timeout
+    core::time_ns next_init_ns = 0;
+    core::time_ns first_init_ns = 0;
+    crypto::traffic_keys tx, rx;
+    crypto::replay_window replay;
+    uint64_t tx_packets = 0;          ///< sealed under tx's current epoch
+    core::time_ns tx_epoch_ns = 0;    ///< when tx's epoch began
+    uint8_t identity[crypto::key_bytes] = {};  ///< its static public key
+    std::vector<held_packet> held;
+  };
+  struct secure_state {
+    std::vector<secure_member> members;
+    // Client: the group key it seals group packets with (epoch = the
+    // GROUP_KEY frame's). Member: the client's last two.
+    uint64_t group_epoch = 0;
+    crypto::aead_key group_tx{};
+    uint64_t group_packets = 0;
+    core::time_ns group_since_ns = 0;
+    struct group_key {
+      bool set = false;
+      uint64_t epoch = 0;
+      crypto::aead_key key{};
+    };
+    group_key group_rx[2];
+    core::time_ns next_ns = core::never;  ///< the next handshake retry
+  };
+  struct built_packet {
+    rte_mbuf *mb = nullptr;  ///< the packet at tx_headroom
+    core::transmit t;
+    bool sealed = false;
+  };
+  /// Room in front of a packet for the largest headers.
+  static constexpr std::size_t tx_headroom = core::udp_headers_size(6);
+
   struct session {
     std::unique_ptr<core::connection> conn;
+    /// Secured (security.mode required): keys and handshakes; null in plaintext.
+    std::unique_ptr<secure_state> sec;
     std::vector<peer> members;
     uint64_t cid = 0;
     uint32_t index = 0;  ///< in sessions_, and its timer's id
@@ -272,8 +326,60 @@ class endpoint {
   void flush_tx();
   bool backlogged(const session &s) const;
 
+  // secure.cc
+  /// Client: keys for the session's members, initiations sent as their
+  /// addresses resolve, the first group key handed out.
+  void start_security(session &s, core::time_ns now_ns);
+  /// Client: (re)sends initiations that are due. @return the next due time.
+  void service_handshakes(session &s, core::time_ns now_ns);
+  /// A handshake packet (types 2-4): from an initiator, a responder, or a
+  /// responder's cookie. May create a session (an initiation, accepted).
+  onward on_handshake(std::size_t port_index, const core::udp_frame_view &v, uint64_t cid, uint32_t sender,
+                      core::time_ns now_ns, uint32_t redirect_tag);
+  /// Verifies and decrypts a packet of a secured session in place (its
+  /// replay window, its key). @return false: dropped and counted.
+  bool open_sealed(session &s, const core::udp_frame_view &v, uint32_t sender);
+  /// Seals a burst of built packets: group packets with the group key,
+  /// the others with their member's pairwise key (if it has one yet).
+  void seal_built(session &s, std::span<built_packet> pkts, core::time_ns now_ns);
+  void fan_out(session &s, const built_packet &bp);
+  bool member_keyed(const session &s, std::size_t m) const { return s.sec->members[m].keyed; }
+  void hold(session &s, std::size_t m, std::span<const std::byte> payload, bool sealed);
+  /// Client: a group key that sealed rekey_after_packets packets or is
+  /// rekey_after_s old is replaced, before the packets of a transmit are
+  /// built (so its GROUP_KEY frames leave ahead of the group packets
+  /// sealed with it).
+  void age_group_key(session &s, core::time_ns now_ns);
+  /// The member's handshake finished: what waited for it is sealed and sent.
+  void release_held(session &s, std::size_t m, core::time_ns now_ns);
+  /// Client: a new random group secret, epoch + 1, handed to every live member.
+  void rekey_group(session &s, core::time_ns now_ns);
+  /// Member: the client's group secret of an epoch (core::event_type::group_key).
+  void install_group_key(session &s, const core::event &e);
+  /// The engine's next event, with the security ones handled here
+  /// (group_key installed, member_left rekeys the group).
+  bool next_event(session &s, core::event &e, core::time_ns now_ns);
+  /// Sends a handshake packet back where `v` came from.
+  void send_reply(std::size_t port_index, const core::udp_frame_view &v, std::span<const uint8_t> bytes);
+  void send_to_member(session &s, std::size_t m, std::span<const uint8_t> bytes);
+  /// Allowed-peer table for the responder (config.peers with a key).
+  static bool lookup_peer(void *ctx, const uint8_t static_pub[crypto::key_bytes], uint32_t sender_member_id,
+                          crypto::hs_peer_entry &out);
+  bool under_load(core::time_ns now_ns);
+
   const runtime &rt_;
   worker_context &w_;
+  // Native security: this worker's AEAD engine, our identity, cookies,
+  // each peer's greatest initiation timestamp, and the initiation rate
+  // that decides when cookies are demanded.
+  std::unique_ptr<crypto::aead_engine> aead_;
+  std::unique_ptr<crypto::hs_identity> identity_;
+  std::unique_ptr<crypto::cookie_checker> cookies_;
+  std::vector<std::array<uint8_t, crypto::hs_timestamp_bytes>> peer_timestamps_;
+  double hs_tokens_ = 0;
+  core::time_ns hs_last_ns_ = 0;
+  uint64_t last_wall_ns_ = 0;  ///< the last initiation's timestamp (strictly increasing)
+  void drop_held(session &s);
   std::vector<std::unique_ptr<app_link>> apps_;
   listener listener_;
   std::vector<uint32_t> app_stalled_;  ///< sessions whose events wait for their application

@@ -19,6 +19,8 @@
 #include <vector>
 
 #include "config.h"
+#include "handshake.h"
+#include "keyfile.h"
 #include "mtp/shm_layout.h"
 #include "udp_frame.h"
 #include "wire.h"
@@ -120,7 +122,20 @@ class counter {
   X(app_channels_broken, "channels whose ring indices an application broke") \
   X(app_connections, "application connections open now (a gauge)")          \
   X(sessions_no_listener, "opening packets refused: no application listens") \
-  X(app_wakeups, "idle sleeps an application's command cut short (eventfd)")
+  X(app_wakeups, "idle sleeps an application's command cut short (eventfd)") \
+  X(auth_failed, "packets refused on a secured node: plaintext (a downgrade), a bad tag, or no member's key") \
+  X(replayed, "sealed packets already accepted, or behind the replay window")  \
+  X(no_key, "sealed packets under a key epoch not held (yet): the sender repairs") \
+  X(packets_sealed, "packets sealed (AES-256-GCM), once per group packet")   \
+  X(packets_opened, "sealed packets opened and authentic")                   \
+  X(handshakes_initiated, "handshake initiations sent (retries included)")    \
+  X(handshakes_completed, "handshakes finished, either role")                 \
+  X(handshakes_failed, "members whose handshake never finished (gave up)")   \
+  X(cookies_sent, "cookie replies: an initiation under load without a valid mac2") \
+  X(group_rekeys, "new group keys handed out (a member left, or the key aged)") \
+  X(key_rolls, "pairwise traffic keys rolled to a new epoch (count or age)") \
+  X(group_keys_installed, "group keys a member took from its client (one per epoch)") \
+  X(held_dropped, "packets for a member still in its handshake, over its queue")
 
 /// Round-trip times in log-linear buckets: sixteen per power of two, so a
 /// percentile is read within 6.25%. Bucket i covers [bucket_low(i),
@@ -157,6 +172,8 @@ struct alignas(64) worker_counters {
   /// MTP packets the engine dropped, by reason (core::drop_reason,
   /// protocol.md 3.5), summed over this worker's sessions.
   std::array<counter, core::drop_reason_count> mtp_drops;
+  /// Handshake packets refused, by crypto::hs_error (docs/security.md).
+  std::array<counter, crypto::hs_error_count> hs_drops;
   rtt_histogram rtt;
 
   /// One ping-pong round trip (MTP or raw UDP) measured.
@@ -234,6 +251,10 @@ struct alignas(64) worker_context {
 
 struct runtime {
   cfg::config config;
+  /// This node's static key pair (security.mode required; zero otherwise),
+  /// and the peers' public keys in config.peers order.
+  crypto::static_keypair identity{};
+  bool secured() const { return config.security.mode == cfg::security_mode::required; }
   std::vector<port_runtime> ports;
   rte_mempool *pool = nullptr;
   /// Small mbufs: headers of fan-out copies and the indirect mbufs that

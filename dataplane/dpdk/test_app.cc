@@ -145,6 +145,7 @@ unsigned test_app::feed_source(core::time_ns now_ns) {
   if (!source_started_) {
     shm::initiate_params ip{};
     ip.magic = shm::initiate_params::current_magic;
+    ip.security = 1;  // whatever the node runs
     ip.member_count = static_cast<uint32_t>(std::min<std::size_t>(src.members.size(), shm::initiate_params::max_members));
     std::copy_n(src.members.begin(), ip.member_count, ip.members);
     ip.threshold = src.threshold;
@@ -259,6 +260,14 @@ void test_app::on_event(const descriptor &e, core::time_ns now_ns) {
       return;
     case shm::event::connection_received:
       sinks_[e.connection].next_offset.assign(rt_.config.limits.streams_per_session, 0);
+      if (e.buffer != shm::no_buffer) {
+        // A secured node lends the client's identity: the sink trusts the
+        // handshake and gives the buffer straight back.
+        descriptor r{};
+        r.type = static_cast<uint16_t>(shm::command::release);
+        r.buffer = e.buffer;
+        command(r);
+      }
       return;
     case shm::event::sent:
       if (!from_source) return;
@@ -311,6 +320,7 @@ unsigned test_app::run(core::time_ns now_ns) {
   if (sink_ && !listening_) {
     shm::initiate_params ip{};
     ip.magic = shm::initiate_params::current_magic;
+    ip.security = 1;  // whatever the node runs
     // Every stream the source may send on, so echoes go back on theirs.
     ip.streams = rt_.config.test.sink.echo ? rt_.config.limits.streams_per_session : 1;
     ip.ordering = 1;

@@ -88,6 +88,40 @@ def sniff_pn(iface, spec):
     return struct.unpack(">Q", payload[16:24])[0]
 
 
+def sniff_sealed(iface, spec, count):
+    """Sealed packets of the live connection (flag S) seen on the wire, as
+    UDP payloads: what an on-path attacker can replay or tamper with."""
+    from scapy.all import sniff
+    got = sniff(iface=iface, count=count, timeout=20,
+                lfilter=lambda p: UDP in p and p[IP].src == spec["src_ip"] and p[IP].dst == spec["dst_ip"] and
+                len(bytes(p[UDP].payload)) >= 40 and bytes(p[UDP].payload)[2] & 0x04)
+    if len(got) < count:
+        raise SystemExit(f"only {len(got)} sealed packets seen: is the bridge flooding?")
+    return [bytes(p[UDP].payload) for p in got]
+
+
+def mac1_of(msg, receiver_public):
+    """mac1 (protocol.md 9.3.1): anyone who knows the receiver's public key
+    (it is public) can make it, so a flood passes this first check."""
+    import hashlib
+    import hmac
+    key = hashlib.sha256(b"mac1----" + receiver_public).digest()
+    return hmac.new(key, msg, hashlib.sha256).digest()[:16]
+
+
+def initiation(rng, sender, cid, receiver_public=None, length=164):
+    """An INITIATION-shaped packet (protocol.md 9.2.4.1) of random keys and
+    ciphertext: with the receiver's public key its mac1 is right, and it
+    costs the responder its Diffie-Hellman before decrypt_failed."""
+    body = struct.pack(">BBBBIQQ", 1, 0x02, 0, 0, sender, cid, 0) + rng.randbytes(108)
+    if receiver_public is not None:
+        body += mac1_of(body, receiver_public)
+    else:
+        body += rng.randbytes(16)
+    p = body + bytes(16)  # no cookie: mac2 zero
+    return p[:length] if length <= len(p) else p + rng.randbytes(length - len(p))
+
+
 def frame(spec, payload, src_ip=None):
     return (Ether(src=spec["src_mac"], dst=spec.get("dst_mac_override", spec["dst_mac"])) /
             IP(src=src_ip or spec["src_ip"], dst=spec["dst_ip"]) /
@@ -158,6 +192,64 @@ def main():
         for i in range(count):
             p = packet(rng.randrange(1, 2 ** 31), rng.getrandbits(64), i, PING, flags=0x03)
             frames.append(frame(dict(spec, dst_mac_override="02:00:00:00:99:99"), p))
+            sent_bytes += len(p)
+    elif kind == "replay_sealed":
+        # Sealed packets read off the wire, sent again verbatim: each must
+        # be dropped as replayed (the replay window, protocol.md 9.4).
+        for p in sniff_sealed(iface, spec, count):
+            frames.append(frame(spec, p))
+            sent_bytes += len(p)
+    elif kind == "tamper_sealed":
+        # Sealed packets read off the wire with one bit flipped: in the
+        # ciphertext, the tag, or the header (packet number, key byte),
+        # and numbered ahead so the replay window lets them through to
+        # the tag check. Each must fail it (auth_failed) or name no key.
+        for i, p in enumerate(sniff_sealed(iface, spec, count)):
+            b = bytearray(p)
+            pn = struct.unpack(">Q", b[16:24])[0]
+            b[16:24] = struct.pack(">Q", pn + 100000 + i)  # the header changed: the tag no longer matches
+            where = i % 3
+            if where == 0:
+                b[24 + rng.randrange(len(b) - 40)] ^= 1 << rng.randrange(8)
+            elif where == 1:
+                b[-1 - rng.randrange(16)] ^= 1 << rng.randrange(8)
+            frames.append(frame(spec, bytes(b)))
+            sent_bytes += len(b)
+    elif kind == "plaintext_to_secured":
+        # CRC-valid plaintext: openers for fresh ids, and packets of the
+        # live connection (a downgrade). A secured node reads none.
+        for i in range(count):
+            if i % 2:
+                p = packet(rng.randrange(1, 2 ** 31), rng.getrandbits(64), rng.randrange(2 ** 31), PING, flags=0x03)
+            else:
+                p = packet(spec["sender"], spec["cid"], 2 ** 30 + i, PING)
+            frames.append(frame(spec, p))
+            sent_bytes += len(p)
+    elif kind == "handshake_flood":
+        # Initiations from spoofed addresses, each with a right mac1 (the
+        # responder's public key is public): under load the responder
+        # must answer cookies and keep nothing.
+        public = bytes.fromhex(spec["public_key_hex"])
+        for i in range(count):
+            p = initiation(rng, spec["sender"], rng.getrandbits(64), public)
+            victim = f"10.66.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+            frames.append(frame(spec, p, src_ip=victim))
+            sent_bytes += len(p)
+        listen = f"udp and src host {spec['dst_ip']} and src port 7400 and net 10.66.0.0/16"
+    elif kind == "handshake_garbage":
+        # Initiation-typed packets: random mac1, truncated, oversized, and
+        # the other handshake types where no handshake is pending.
+        for i in range(count):
+            k = i % 4
+            if k == 0:
+                p = initiation(rng, spec["sender"], rng.getrandbits(64))
+            elif k == 1:
+                p = initiation(rng, spec["sender"], rng.getrandbits(64), length=rng.randrange(24, 164))
+            elif k == 2:
+                p = initiation(rng, spec["sender"], rng.getrandbits(64), length=rng.randrange(165, 1400))
+            else:
+                p = struct.pack(">BBBBIQQ", 1, 0x03, 0, 0, spec["sender"], rng.getrandbits(64), 0) + rng.randbytes(80)
+            frames.append(frame(spec, p))
             sent_bytes += len(p)
     else:
         raise SystemExit(f"unknown attack {kind}")

@@ -21,8 +21,11 @@ class DaemonError(AssertionError):
 
 class Daemon:
     def __init__(self, name, ports=None, netns=None, extra=None, generator=None, hugepages=False, node_id=None,
-                 peers=None, test=None):
-        """ports=None runs the embedded default config (no --config)."""
+                 peers=None, test=None, security=None):
+        """ports=None runs the embedded default config (no --config).
+        security: the config's security section; None says plaintext
+        explicitly (the suites of other features), as the issue allows for
+        tests; TestSuite_security passes keys (framework.keys)."""
         self.name = name
         self.netns = netns
         self.file_prefix = TESTBED["file_prefix"] + name
@@ -35,6 +38,7 @@ class Daemon:
             "eal": {"file_prefix": self.file_prefix},
             "idle": {"policy": "adaptive"},
             "app": {"socket": self.socket},
+            "security": security or {"mode": "plaintext"},
         }
         if self.config is None:
             self.file_prefix, self.socket = "mtpd-mtpd", "/run/mtpd/mtpd.sock"

@@ -11,7 +11,7 @@ def run_config(tmp_path, name, body):
     """Runs mtpd on a config of `body` plus dts's prefix and socket for `name`."""
     f = tmp_path / f"{name}.yaml"
     f.write_text(f"node: {{name: {name}}}\n{body}eal: {{file_prefix: dts-{name}}}\n"
-                 f"app: {{socket: /run/mtpd-dts/{name}.sock}}\n")
+                 f"app: {{socket: /run/mtpd-dts/{name}.sock}}\nsecurity: {{mode: plaintext}}\n")
     return subprocess.run([TESTBED["mtpd"], "--config", str(f)], capture_output=True, text=True, timeout=60)
 
 

@@ -22,7 +22,8 @@ def config(name, node_id, role, cpu_of_worker, peer=None):
          "lcores": {"control": 0, "workers": [1], "cpus": {0: cpu_of_worker ^ 1, 1: cpu_of_worker}},
          "memory": {"hugepages": False, "size_mb": 512, "mbufs": 32767},
          "eal": {"file_prefix": f"dts-{name}"},
-         "app": {"socket": f"/run/mtpd-dts/{name}.sock"}}
+         "app": {"socket": f"/run/mtpd-dts/{name}.sock"},
+         "security": {"mode": "plaintext"}}
     if peer:
         c["peers"] = [{"id": peer, "ip": f"10.95.0.{peer}", "mac": f"02:00:00:00:0c:0{peer}"}]
     fd, path = tempfile.mkstemp(suffix=".yaml")

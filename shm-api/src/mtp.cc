@@ -121,12 +121,14 @@ class handle_table {
   struct entry {
     uint64_t handle;  ///< 0: empty slot
     uint8_t flags;
+    bool has_identity;
+    uint8_t identity[32];  ///< an accepted connection's client, proved in the handshake
   };
 
   handle_table() = default;
   /// `slots` a power of two.
   void init(std::size_t slots) {
-    slots_.assign(slots, entry{0, 0});
+    slots_.assign(slots, entry{0, 0, false, {}});
     size_ = 0;
   }
   std::size_t size() const { return size_; }
@@ -138,7 +140,7 @@ class handle_table {
     if (room() >= n) return;
     std::size_t want = slots_.size();
     while (want / 2 < size_ + n) want *= 2;
-    std::vector<entry> old(want, entry{0, 0});
+    std::vector<entry> old(want, entry{0, 0, false, {}});
     old.swap(slots_);
     for (const entry &e : old)
       if (e.handle != 0) place(e);
@@ -152,7 +154,7 @@ class handle_table {
   }
   /// Inserts a handle not present; room() must be > 0.
   void insert(uint64_t h, uint8_t flags) {
-    place(entry{h, flags});
+    place(entry{h, flags, false, {}});
     ++size_;
   }
   void erase(uint64_t h) {
@@ -168,12 +170,12 @@ class handle_table {
       slots_[hole] = slots_[j];
       hole = j;
     }
-    slots_[hole] = entry{0, 0};
+    slots_[hole] = entry{0, 0, false, {}};
     --size_;
   }
   const entry &slot(std::size_t i) const { return slots_[i]; }
   void clear() {
-    std::fill(slots_.begin(), slots_.end(), entry{0, 0});
+    std::fill(slots_.begin(), slots_.end(), entry{0, 0, false, {}});
     size_ = 0;
   }
 
@@ -619,7 +621,6 @@ int params_of(const mtp_preconnection *p, bool members, shm::initiate_params &ip
   if (reliability < MTP_RELIABILITY_DEFAULT || reliability > MTP_UNRELIABLE) return MTP_EINVAL;
   if (p->ordering < MTP_ORDER_NONE || p->ordering > MTP_ORDER_TOTAL) return MTP_EINVAL;
   if (!valid_preference(p->multicast) || !valid_preference(p->security)) return MTP_EINVAL;
-  if (p->security == MTP_PREFER || p->security == MTP_REQUIRE) return MTP_ENOTSUP;  // no native security yet
   if (p->ordering == MTP_ORDER_CAUSAL || p->ordering == MTP_ORDER_TOTAL) return MTP_ENOTSUP;
   if (p->multicast == MTP_REQUIRE) return MTP_ENOTSUP;
   if (p->streams > 16) return MTP_EINVAL;
@@ -630,11 +631,14 @@ int params_of(const mtp_preconnection *p, bool members, shm::initiate_params &ip
   // initiate_params: 0 reliable, 1 partial, 2 unreliable.
   ip.reliability = reliability == MTP_PARTIAL ? 1 : reliability == MTP_UNRELIABLE ? 2 : 0;
   ip.congestion = p->congestion_newreno ? 1 : 0;
-  ip.security = 0;
+  // mtpd holds the node's mode: it refuses what contradicts it.
+  ip.security = p->security == MTP_PROHIBIT ? 0 : p->security == MTP_REQUIRE ? 2 : 1;
   ip.multicast = p->multicast == MTP_PROHIBIT ? 0 : 1;
   ip.streams = std::max<uint32_t>(p->streams, 1);
   if (!members) return MTP_OK;
   if (p->member_count > shm::initiate_params::max_members) return MTP_EINVAL;
+  if (p->member_keys != nullptr && p->member_count == 0) return MTP_EINVAL;  // a group's keys are mtpd's
+  ip.member_keys = p->member_keys != nullptr ? 1 : 0;
   if (p->member_count > 0) {
     if (p->members == nullptr || p->threshold > p->member_count) return MTP_EINVAL;
     for (uint32_t i = 0; i < p->member_count; ++i)
@@ -656,7 +660,7 @@ int params_of(const mtp_preconnection *p, bool members, shm::initiate_params &ip
 /// Posts initiate or listen with `ip` in a send buffer (or none) under a
 /// new handle.
 int open_handle(mtp_channel &ch, shm::command type, const shm::initiate_params *ip, uint8_t flags,
-                mtp_connection *out) {
+                mtp_connection *out, const uint8_t (*keys)[32] = nullptr) {
   if (ch.next_handle >= daemon_handle_bit) return MTP_ENOMEM;  // 2^63 handles used: never in practice
   if (ip != nullptr && ch.free_count == 0) return MTP_EAGAIN;
   try {
@@ -670,6 +674,11 @@ int open_handle(mtp_channel &ch, shm::command type, const shm::initiate_params *
     d.offset = ch.ctx->layout.plan.buffer_headroom;
     d.length = sizeof *ip;
     std::memcpy(payload_of(ch, d.buffer), ip, sizeof *ip);
+    if (keys != nullptr) {
+      // The expected keys follow the parameters (checked to fit by the caller).
+      std::memcpy(payload_of(ch, d.buffer) + sizeof *ip, keys, std::size_t{32} * ip->member_count);
+      d.length += 32 * ip->member_count;
+    }
   }
   if (const int st = post_one(ch, d); st != MTP_OK) {
     if (d.buffer != shm::no_buffer) give_buffer(ch, d.buffer);
@@ -681,6 +690,24 @@ int open_handle(mtp_channel &ch, shm::command type, const shm::initiate_params *
 }
 
 // -- events ------------------------------------------------------------------
+
+/// A secured mtpd lends a receive buffer holding the client's 32-byte
+/// static key with ConnectionReceived: kept with the handle, the buffer
+/// given straight back (the application never sees it).
+void take_identity(mtp_channel &ch, const descriptor &d) {
+  const shm::region_layout &l = ch.ctx->layout;
+  if (d.buffer < l.plan.tx_buffers || d.buffer >= l.plan.buffer_count || d.length != 32 ||
+      uint64_t{d.offset} + d.length > l.plan.buffer_bytes)
+    return;
+  const uint32_t i = d.buffer - l.plan.tx_buffers;
+  if (test_bit(ch.held_bits, i) || test_bit(ch.pending_bits, i)) return;  // lent twice: not ours to give back
+  if (handle_table::entry *h = ch.handles.find(d.connection)) {
+    std::memcpy(h->identity, shm::buffer_at(ch.ctx->base, l, d.buffer) + d.offset, 32);
+    h->has_identity = true;
+  }
+  ch.releases[ch.release_count++] = d.buffer;
+  if (ch.release_count == shm::buffer_batch::max_buffers) post_releases(ch);
+}
 
 /// Turns one event descriptor into what the application sees, applying its
 /// effects on buffers and handles. @return false when it is not for the
@@ -759,6 +786,7 @@ bool translate(mtp_channel &ch, const descriptor &d, mtp_event &e) {
       const handle_table::entry *listener = ch.handles.find(d.value);
       const uint8_t flags = listener != nullptr ? (listener->flags & handle_table::byte_stream) : 0;
       ch.handles.insert(d.connection, flags);  // room reserved by mtp_poll
+      if (d.buffer != shm::no_buffer) take_identity(ch, d);
       e.type = MTP_EVENT_CONNECTION_RECEIVED;
       e.listener = d.value;
       e.member = d.member;
@@ -1086,7 +1114,11 @@ int mtp_initiate(mtp_channel *ch, const mtp_preconnection *p, mtp_connection *ou
   if (const int st = usable(*ch); st != MTP_OK) return st;
   shm::initiate_params ip;
   if (const int st = params_of(p, true, ip); st != MTP_OK) return st;
-  return open_handle(*ch, shm::command::initiate, &ip, p->byte_stream ? handle_table::byte_stream : 0, out);
+  if (p->member_keys != nullptr &&
+      sizeof ip + std::size_t{32} * ip.member_count + ch->ctx->layout.plan.buffer_headroom > ch->ctx->layout.plan.buffer_bytes)
+    return MTP_EINVAL;  // more keys than one buffer holds
+  return open_handle(*ch, shm::command::initiate, &ip, p->byte_stream ? handle_table::byte_stream : 0, out,
+                     p->member_keys);
 }
 
 int mtp_listen(mtp_channel *ch, const mtp_preconnection *p, mtp_connection *out) {
@@ -1098,6 +1130,14 @@ int mtp_listen(mtp_channel *ch, const mtp_preconnection *p, mtp_connection *out)
   if (const int st = params_of(p, false, ip); st != MTP_OK) return st;
   const uint8_t flags = handle_table::listener | (p->byte_stream ? handle_table::byte_stream : 0);
   return open_handle(*ch, shm::command::listen, &ip, flags, out);
+}
+
+int mtp_peer_identity(mtp_channel *ch, mtp_connection c, uint8_t key[32]) {
+  if (ch == nullptr || key == nullptr) return MTP_EINVAL;
+  const handle_table::entry *e = ch->handles.find(c);
+  if (e == nullptr || !e->has_identity) return MTP_EINVAL;
+  std::memcpy(key, e->identity, 32);
+  return MTP_OK;
 }
 
 int mtp_stop_listen(mtp_channel *ch, mtp_connection listener) {

@@ -83,6 +83,7 @@ memory: {hugepages: false, size_mb: 1024, mbufs: 65535}
 idle: {policy: $idle${max_sleep:+, max_sleep_us: $max_sleep}}
 eal: {file_prefix: apppairs-$name}
 app: {socket: $app_sock-$name.sock}
+security: {mode: plaintext}
 EOF
 }
 

@@ -67,6 +67,7 @@ write_cfg() {
     echo "idle: {policy: $idle}"
     echo "eal: {file_prefix: pairs-$name}"
     echo "app: {socket: /run/mtpd/pairs-$name.sock}"
+    echo "security: {mode: plaintext}"
     if [ -n "$peers" ]; then
       echo "peers:"
       k=0

@@ -107,7 +107,9 @@ typedef enum mtp_reason {
   MTP_REASON_DAEMON_GONE = 26,
   MTP_REASON_REFUSED = 27,
   MTP_REASON_CHANNEL_BROKEN = 28,
-  MTP_REASON_GIVEN_UP = 29
+  MTP_REASON_GIVEN_UP = 29,
+  MTP_REASON_SECURITY_MISMATCH = 30,  /* security required on a plaintext mtpd, or prohibited on a secured one */
+  MTP_REASON_PEER_NOT_ALLOWED = 31    /* a member_keys entry is not the key mtpd's config names for that member */
 } mtp_reason;
 
 /* A sentence for a reason. Never NULL. */
@@ -194,9 +196,18 @@ typedef struct mtp_preconnection {
   int congestion_newreno;        /* 0: CUBIC (default); 1: NewReno */
   mtp_preference multicast;      /* anything but REQUIRE: copies are sent per member */
   uint32_t streams;              /* streams opened with the connection (ids 0 .. streams-1), 1 .. 16 */
-  /* Security properties: anything but NO_PREFERENCE/PROHIBIT/AVOID fails
-   * with MTP_ENOTSUP until native security lands (issue 11). */
+  /* Security properties (docs/security.md). mtpd seals every connection
+   * or none (its security.mode): REQUIRE on a plaintext mtpd, or PROHIBIT
+   * on a secured one, is refused with CommandError
+   * MTP_REASON_SECURITY_MISMATCH; AVOID, NO_PREFERENCE and PREFER take
+   * what mtpd does. */
   mtp_preference security;
+  /* The identity each member must prove: its 32-byte static public key,
+   * parallel to `members` (not with `group`); NULL: the keys mtpd's config
+   * names. A key that is not the one the config allows for that member is
+   * refused with CommandError MTP_REASON_PEER_NOT_ALLOWED (mtpd accepts
+   * only the peers its config lists). */
+  const uint8_t (*member_keys)[32];
 } mtp_preconnection;
 
 /* Defaults: reliable, fifo, message mode, CUBIC, 1 stream, no threshold. */
@@ -222,6 +233,15 @@ int mtp_initiate(mtp_channel *ch, const mtp_preconnection *p, mtp_connection *ou
  */
 int mtp_listen(mtp_channel *ch, const mtp_preconnection *p, mtp_connection *out);
 int mtp_stop_listen(mtp_channel *ch, mtp_connection listener);
+
+/*
+ * The identity of the client of an accepted connection (one from
+ * CONNECTION_RECEIVED) on a secured mtpd: the 32-byte static public key
+ * it proved in the handshake, one of mtpd's allowed peers (the event's
+ * `member` names which). MTP_OK; MTP_EINVAL (not an accepted connection,
+ * or mtpd runs plaintext: no identity was proved).
+ */
+int mtp_peer_identity(mtp_channel *ch, mtp_connection c, uint8_t key[32]);
 
 /* ---- sending --------------------------------------------------------- */
 

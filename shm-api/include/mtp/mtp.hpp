@@ -15,6 +15,7 @@
 // Threads: as mtp.h (a channel is used by one thread at a time).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <initializer_list>
 #include <optional>
@@ -126,6 +127,11 @@ class preconnection {
     p_.security = p;
     return *this;
   }
+  /// The public key each member must prove, in members() order.
+  preconnection &member_keys(std::span<const std::array<uint8_t, 32>> keys) {
+    keys_.assign(keys.begin(), keys.end());
+    return *this;
+  }
 
   /// The C struct, pointing into this object (valid while it lives and is
   /// not changed).
@@ -133,6 +139,7 @@ class preconnection {
     p_.members = members_.empty() ? nullptr : members_.data();
     p_.member_count = static_cast<uint32_t>(members_.size());
     p_.group = group_.empty() ? nullptr : group_.c_str();
+    p_.member_keys = keys_.empty() ? nullptr : reinterpret_cast<const uint8_t(*)[32]>(keys_.data());
     return p_;
   }
 
@@ -140,6 +147,7 @@ class preconnection {
   mutable mtp_preconnection p_{};
   std::vector<uint32_t> members_;
   std::string group_;
+  std::vector<std::array<uint8_t, 32>> keys_;
 };
 
 /// Per-message properties (mtp_message_properties) with a builder. Fresh,
@@ -213,6 +221,14 @@ class channel {
     return detail::handle_or(st, c);
   }
   result<void> stop_listen(mtp_connection l) { return result<void>::of(mtp_stop_listen(ch_, l)); }
+  /// The static public key the client of an accepted connection proved
+  /// (mtp_peer_identity); MTP_EINVAL on a plaintext node.
+  result<std::array<uint8_t, 32>> peer_identity(mtp_connection c) {
+    std::array<uint8_t, 32> key{};
+    const int st = mtp_peer_identity(ch_, c, key.data());
+    if (st != MTP_OK) return result<std::array<uint8_t, 32>>(static_cast<mtp_status>(st));
+    return result<std::array<uint8_t, 32>>(key);
+  }
 
   result<void> send(mtp_connection c, uint64_t stream, std::span<const std::byte> bytes, uint64_t user = 0,
                     const message_properties *props = nullptr) {

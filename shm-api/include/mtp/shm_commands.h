@@ -158,7 +158,9 @@ enum event_flags : uint16_t {
   X(daemon_gone, 26, "mtpd stopped or detached this application")                \
   X(refused, 27, "no application listens at the peer")                           \
   X(channel_broken, 28, "the channel's rings were corrupted: mtpd stopped serving it") \
-  X(given_up, 29, "the sender gave up the rest of the message, or left")
+  X(given_up, 29, "the sender gave up the rest of the message, or left") \
+  X(security_mismatch, 30, "security required on a plaintext node, or prohibited on a secured one") \
+  X(peer_not_allowed, 31, "a member's expected identity is not the public key the config allows for it")
 
 enum class reason : uint32_t {
 #define MTP_X(name, value, text) name = value,
@@ -178,13 +180,15 @@ struct initiate_params {
   uint8_t ordering;       ///< 0 none, 1 fifo, 2 causal, 3 total (2, 3: not_supported)
   uint8_t reliability;    ///< default for messages: 0 reliable, 1 partial, 2 unreliable
   uint8_t congestion;     ///< 0 cubic, 1 newreno
-  uint8_t security;       ///< 0 none; 1 optional; 2 required (2: not_supported until native security)
+  uint8_t security;       ///< 0 prohibited; 1 either; 2 required (against mtpd's security.mode)
   uint8_t multicast;      ///< 0 prohibited, 1 permitted (sent as unicast copies), 2 required (not_supported yet)
   /// Stream buffer and receive window per stream, 2^window_log2 bytes,
   /// 12 .. 26 (4 KiB .. 64 MiB); 0: mtpd's default (4 MiB). Both ends of a
   /// connection must agree until a handshake carries it.
   uint8_t window_log2;
-  uint8_t reserved0;
+  /// 1: member_count expected public keys (32 bytes each, members[]
+  /// order) follow this struct in the buffer (initiate only).
+  uint8_t member_keys;
   uint32_t streams;       ///< streams to open at once, 0 .. 16 (0 means 1)
   char group[32];         ///< NUL-terminated group name, when member_count is 0
   uint32_t members[max_members];  ///< member node ids, each one of the daemon's peers

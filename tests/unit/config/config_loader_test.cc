@@ -30,6 +30,9 @@ std::string one_problem(const std::string &text) {
 }
 
 const char minimal[] = "ports:\n  - name: p0\n    device: net_null0\n";
+// Peers without keys need plaintext said explicitly (docs/security.md);
+// appended last, so the lines of the problems above it do not move.
+const char plaintext[] = "security: {mode: plaintext}\n";
 
 config load_ok(const std::string &text) {
   auto r = load_config_string(text, "t.yaml");
@@ -121,14 +124,15 @@ TEST(config_errors, peer_without_mac_must_be_on_link) {
       "ports:\n  - name: p0\n    device: net_null0\n    addresses: [10.0.0.1/24, fd00:1::1/64]\n"
       "  - name: p1\n    device: net_null1\n    addresses: [10.0.9.1/24]\n";
   auto c = load_ok(ports + "peers:\n  - {id: 5, ip: 10.0.0.5}\n  - {id: 6, ip: 'fd00:1::6'}\n"
-                           "  - {id: 7, ip: 10.0.9.7, port: p1}\n  - {id: 8, ip: 192.168.0.8, mac: 02:00:00:00:00:08}\n");
+                           "  - {id: 7, ip: 10.0.9.7, port: p1}\n  - {id: 8, ip: 192.168.0.8, mac: 02:00:00:00:00:08}\n" +
+                   plaintext);
   ASSERT_EQ(c.peers.size(), 4u);
   EXPECT_FALSE(c.peers[0].mac.has_value());
   EXPECT_TRUE(c.peers[3].mac.has_value());
-  EXPECT_EQ(one_problem(ports + "peers:\n  - {id: 5, ip: 10.0.9.5}\n"),
+  EXPECT_EQ(one_problem(ports + "peers:\n  - {id: 5, ip: 10.0.9.5}\n" + plaintext),
             "t.yaml:9:17: peers[0].ip: expected an address on a subnet of port 'p0' to resolve it there (or give the "
             "peer's mac), found 10.0.9.5");
-  EXPECT_EQ(one_problem(ports + "peers:\n  - {id: 6, ip: 'fd00:2::6', port: p0}\n"),
+  EXPECT_EQ(one_problem(ports + "peers:\n  - {id: 6, ip: 'fd00:2::6', port: p0}\n" + plaintext),
             "t.yaml:9:17: peers[0].ip: expected an address on a subnet of port 'p0' to resolve it there (or give the "
             "peer's mac), found fd00:2::6");
 }
@@ -485,7 +489,7 @@ TEST(config_loader, groups_are_read) {
   const config c = load_ok(std::string(minimal) +
                            "peers:\n  - {id: 2, ip: 10.0.0.2, mac: 02:00:00:00:00:02}\n"
                            "  - {id: 3, ip: 10.0.0.3, mac: 02:00:00:00:00:03}\n"
-                           "groups:\n  - {name: pair, members: [2, 3], threshold: 1}\n");
+                           "groups:\n  - {name: pair, members: [2, 3], threshold: 1}\n" + plaintext);
   ASSERT_EQ(c.groups.size(), 1u);
   EXPECT_EQ(c.groups[0].name, "pair");
   EXPECT_EQ(c.groups[0].members, (std::vector<uint32_t>{2, 3}));
@@ -494,16 +498,71 @@ TEST(config_loader, groups_are_read) {
 
 TEST(config_errors, group_members_must_be_peers_and_names_unique) {
   const std::string peers = "peers:\n  - {id: 2, ip: 10.0.0.2, mac: 02:00:00:00:00:02}\n";
-  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: [2, 9]}\n")
+  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: [2, 9]}\n" + plaintext)
                 .find("member 9 is not in peers"),
             std::string::npos);
-  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: [2]}\n  - {name: g, members: [2]}\n")
+  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: [2]}\n  - {name: g, members: [2]}\n" +
+                        plaintext)
                 .find("duplicate group name 'g'"),
             std::string::npos);
-  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: [2], threshold: 2}\n")
+  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: [2], threshold: 2}\n" +
+                        plaintext)
                 .find("expected at most the number of members (1)"),
             std::string::npos);
-  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: []}\n")
+  EXPECT_NE(one_problem(std::string(minimal) + peers + "groups:\n  - {name: g, members: []}\n" + plaintext)
                 .find("expected 1 to 64 members"),
             std::string::npos);
+}
+
+// Native security (docs/security.md): on by default, peers named by their
+// keys, every field checked.
+TEST(config_loader, security_is_required_by_default_and_reads_keys) {
+  const std::string key = "hVtW0Jq8tOB2Q7Y5aQxL0K1kD0z8A0kCk8X1f8qG6Tk=";
+  const config c = load_ok(std::string(minimal) + "peers:\n  - {id: 2, ip: 10.0.0.2, mac: 02:00:00:00:00:02, public_key: '" +
+                           key + "', preshared_key: '" + key + "'}\n");
+  EXPECT_EQ(c.security.mode, security_mode::required);
+  EXPECT_EQ(c.security.key_file, "/var/lib/mtpd/mtpd.key");
+  EXPECT_FALSE(c.security.generate_key);
+  ASSERT_TRUE(c.peers[0].public_key.has_value());
+  EXPECT_EQ((*c.peers[0].public_key)[0], 0x85);  // 'hVtW' decodes to 85 5b 56
+  EXPECT_EQ((*c.peers[0].public_key)[1], 0x5b);
+  ASSERT_TRUE(c.peers[0].preshared_key.has_value());
+  const config d = load_ok(std::string(minimal) +
+                           "security: {mode: plaintext, key_file: /k, rekey_after_packets: 2048, rekey_after_s: 5, "
+                           "handshake_retry_ms: 50, cookie_after_handshakes_per_s: 0, generate_key: true}\n");
+  EXPECT_EQ(d.security.mode, security_mode::plaintext);
+  EXPECT_EQ(d.security.key_file, "/k");
+  EXPECT_EQ(d.security.rekey_after_packets, 2048u);
+  EXPECT_EQ(d.security.rekey_after_s, 5u);
+  EXPECT_EQ(d.security.handshake_retry_ms, 50u);
+  EXPECT_EQ(d.security.cookie_after_handshakes_per_s, 0u);
+  EXPECT_TRUE(d.security.generate_key);
+  // The embedded default runs secured and makes its key on first start.
+  auto def = load_default_config();
+  ASSERT_TRUE(def.ok());
+  EXPECT_EQ(def->security.mode, security_mode::required);
+  EXPECT_TRUE(def->security.generate_key);
+}
+
+TEST(config_errors, security_fields_and_peer_keys_are_checked) {
+  const std::string peer = "peers:\n  - {id: 2, ip: 10.0.0.2, mac: 02:00:00:00:00:02}\n";
+  EXPECT_EQ(one_problem(std::string(minimal) + peer),
+            "t.yaml:5:10: peers[0].public_key: peer 2 has no public_key: security.mode is required, so every peer "
+            "must be named by its key (public_key or public_key_file; or set security.mode: plaintext explicitly)");
+  EXPECT_NE(one_problem(std::string(minimal) + "peers:\n  - {id: 2, ip: 10.0.0.2, mac: 02:00:00:00:00:02, public_key: "
+                                               "'hVtW0Jq8tOB2Q7Y5aQxL0K1kD0z8A0kCk8X1f8qG6Tk=', public_key_file: /k.pub}\n")
+                .find("not both"),
+            std::string::npos);
+  EXPECT_EQ(load_ok(std::string(minimal) + "peers:\n  - {id: 2, ip: 10.0.0.2, mac: 02:00:00:00:00:02, "
+                                           "public_key_file: /etc/mtpd/b.pub}\n")
+                .peers[0]
+                .public_key_file,
+            "/etc/mtpd/b.pub");
+  EXPECT_NE(one_problem(std::string(minimal) + "peers:\n  - {id: 2, ip: 10.0.0.2, mac: 02:00:00:00:00:02, public_key: abc}\n")
+                .find("peers[0].public_key: expected a base64 key of 32 bytes (44 characters"),
+            std::string::npos);
+  EXPECT_NE(one_problem(std::string(minimal) + "security: {mode: maybe}\n").find("security.mode"), std::string::npos);
+  EXPECT_NE(one_problem(std::string(minimal) + "security: {rekey_after_packets: 10}\n").find("security.rekey_after_packets"),
+            std::string::npos);
+  EXPECT_NE(one_problem(std::string(minimal) + "security: {keyfile: /k}\n").find("keyfile"), std::string::npos);
 }

@@ -399,7 +399,8 @@ TEST(mtp_api, initiate_posts_its_parameters_in_a_send_buffer_under_a_new_handle)
   EXPECT_EQ(ip.ordering, 0);
   EXPECT_EQ(ip.reliability, 1);
   EXPECT_EQ(ip.congestion, 1);
-  EXPECT_EQ(ip.security, 0);
+  EXPECT_EQ(ip.security, 1) << "no preference: whatever mtpd runs";
+  EXPECT_EQ(ip.member_keys, 0);
   EXPECT_EQ(ip.multicast, 1);
   EXPECT_EQ(ip.streams, 4u);
   EXPECT_EQ(ip.group[0], '\0');
@@ -461,8 +462,11 @@ TEST(mtp_api, initiate_refuses_locally_what_cannot_work_and_posts_nothing) {
     void (*change)(mtp_preconnection &);
   };
   const refusal cases[] = {
-      {"security required", MTP_ENOTSUP, [](mtp_preconnection &p) { p.security = MTP_REQUIRE; }},
-      {"security preferred", MTP_ENOTSUP, [](mtp_preconnection &p) { p.security = MTP_PREFER; }},
+      {"keys for a group", MTP_EINVAL,
+       [](mtp_preconnection &p) {
+         static const uint8_t keys[1][32] = {};
+         p.member_count = 0, p.group = "g", p.member_keys = keys;
+       }},
       {"causal order", MTP_ENOTSUP, [](mtp_preconnection &p) { p.ordering = MTP_ORDER_CAUSAL; }},
       {"total order", MTP_ENOTSUP, [](mtp_preconnection &p) { p.ordering = MTP_ORDER_TOTAL; }},
       {"multicast required", MTP_ENOTSUP, [](mtp_preconnection &p) { p.multicast = MTP_REQUIRE; }},
@@ -967,6 +971,81 @@ TEST(mtp_api, received_events_map_to_received_partial_and_datagram_and_release_p
   EXPECT_EQ(b.daemon->released(cmds), (std::vector<uint32_t>{ev[0].buffer, ev[1].buffer, ev[2].buffer}));
   EXPECT_EQ(b.daemon->ledger.app_held_receive(), 0u);
   EXPECT_TRUE(b.daemon->ledger.consistent());
+}
+
+// Security properties (docs/api.md): the preference goes to mtpd, which
+// holds the node's mode; expected keys follow the parameters; an accepted
+// connection's proved identity is kept with its handle and its buffer
+// given straight back.
+TEST(mtp_api, security_preferences_expected_keys_and_the_identity_of_an_accepted_connection) {
+  bed b;
+  ASSERT_EQ(b.status, MTP_OK);
+  const uint32_t members[] = {2, 3};
+  uint8_t keys[2][32];
+  for (int m = 0; m < 2; ++m)
+    for (int i = 0; i < 32; ++i) keys[m][i] = static_cast<uint8_t>(m * 100 + i);
+  const std::pair<mtp_preference, uint8_t> prefs[] = {
+      {MTP_PROHIBIT, 0}, {MTP_AVOID, 1}, {MTP_NO_PREFERENCE, 1}, {MTP_PREFER, 1}, {MTP_REQUIRE, 2}};
+  for (const auto &[pref, wire] : prefs) {
+    mtp_preconnection p;
+    mtp_preconnection_init(&p);
+    p.members = members;
+    p.member_count = 2;
+    p.security = pref;
+    p.member_keys = pref == MTP_REQUIRE ? keys : nullptr;
+    mtp_connection c = 0;
+    ASSERT_EQ(mtp_initiate(b.ch, &p, &c), MTP_OK) << pref;
+    const std::vector<descriptor> cmds = b.daemon->take();
+    ASSERT_EQ(cmds.size(), 1u);
+    ASSERT_EQ(b.daemon->ledger.take_for_send(cmds[0]), buffer_check::ok);
+    initiate_params ip;
+    std::memcpy(&ip, b.daemon->bytes(cmds[0]), sizeof ip);
+    EXPECT_EQ(ip.security, wire) << pref;
+    if (pref == MTP_REQUIRE) {
+      EXPECT_EQ(ip.member_keys, 1);
+      ASSERT_EQ(cmds[0].length, sizeof ip + 64) << "two keys after the parameters";
+      EXPECT_EQ(std::memcmp(b.daemon->bytes(cmds[0]) + sizeof ip, keys, 64), 0);
+    } else {
+      EXPECT_EQ(ip.member_keys, 0);
+      EXPECT_EQ(cmds[0].length, sizeof ip);
+    }
+    b.daemon->give_back(cmds[0]);
+    mtp_poll(b.ch, nullptr, 0);
+  }
+
+  // An accepted connection with the identity its client proved.
+  mtp_connection l = 0;
+  ASSERT_EQ(mtp_listen(b.ch, nullptr, &l), MTP_OK);
+  b.daemon->take();
+  const uint64_t accepted = (uint64_t{1} << 63) | 5;
+  const std::string key(reinterpret_cast<const char *>(keys[1]), 32);
+  descriptor e = b.daemon->receive(accepted, key, 0);
+  e.type = static_cast<uint16_t>(event::connection_received);
+  e.value = l;
+  e.member = 3;
+  const uint32_t lent = e.buffer;
+  b.daemon->post(e);
+  const uint64_t plain = (uint64_t{1} << 63) | 6;  // a plaintext node's: no buffer
+  e = stand_in::make_event(event::connection_received, plain);
+  e.value = l;
+  b.daemon->post(e);
+  const std::vector<mtp_event> ev = b.events(2);
+  ASSERT_EQ(ev.size(), 2u);
+  EXPECT_EQ(ev[0].type, MTP_EVENT_CONNECTION_RECEIVED);
+  EXPECT_EQ(ev[0].member, 3u);
+  EXPECT_EQ(ev[0].data, nullptr) << "the application has nothing to release";
+  uint8_t got[32] = {};
+  ASSERT_EQ(mtp_peer_identity(b.ch, accepted, got), MTP_OK);
+  EXPECT_EQ(std::memcmp(got, keys[1], 32), 0);
+  EXPECT_EQ(mtp_peer_identity(b.ch, plain, got), MTP_EINVAL) << "no identity was proved";
+  EXPECT_EQ(mtp_peer_identity(b.ch, 12345, got), MTP_EINVAL);
+  mtp_poll(b.ch, nullptr, 0);
+  EXPECT_EQ(b.daemon->released(b.daemon->take()), std::vector<uint32_t>{lent}) << "its buffer went straight back";
+  EXPECT_TRUE(b.daemon->ledger.consistent());
+  mtp::channel cpp(b.ch);
+  const auto id = cpp.peer_identity(accepted);
+  ASSERT_TRUE(id.ok());
+  EXPECT_EQ(std::memcmp(id.value().data(), keys[1], 32), 0);
 }
 
 TEST(mtp_api, a_bogus_receive_buffer_never_becomes_a_pointer_outside_the_region) {
@@ -1636,7 +1715,7 @@ TEST(mtp_api, the_cpp_layer_attaches_sends_polls_and_detaches) {
   EXPECT_FALSE(moved.channel(1));
   stand_in daemon(*b.server.apps()[0]);
 
-  auto refused = ch.initiate(mtp::preconnection().members({2, 3}).security(MTP_REQUIRE));
+  auto refused = ch.initiate(mtp::preconnection().members({2, 3}).ordering(MTP_ORDER_TOTAL));
   EXPECT_EQ(refused.status(), MTP_ENOTSUP);
   auto conn = ch.initiate(mtp::preconnection().members({2, 3}).threshold(1).streams(2));
   ASSERT_TRUE(conn.ok()) << conn.message();

@@ -53,8 +53,13 @@ TEST(initiate_params, every_field_is_range_checked) {
   EXPECT_EQ(with([](initiate_params &p) { p.members[1] = 0; }), reason::unknown_member);
   EXPECT_EQ(with([](initiate_params &p) { p.members[1] = UINT32_MAX; }), reason::unknown_member);
   EXPECT_EQ(with([](initiate_params &p) { p.member_count = 0; }), reason::bad_params);  // nor a group
+  // Security is the node's to judge (mtpd checks it against its mode).
+  EXPECT_EQ(with([](initiate_params &p) { p.security = 2; }), reason::none);
+  EXPECT_EQ(with([](initiate_params &p) { p.member_keys = 1; }), reason::none);
+  EXPECT_EQ(with([](initiate_params &p) { p.member_keys = 2; }), reason::bad_params);
+  EXPECT_EQ(with([](initiate_params &p) { p.member_keys = 1, p.member_count = 0, p.group[0] = 'g'; }),
+            reason::bad_params);  // a group's keys are the config's
   // Asked for what this version does not do: said so.
-  EXPECT_EQ(with([](initiate_params &p) { p.security = 2; }), reason::not_supported);
   EXPECT_EQ(with([](initiate_params &p) { p.ordering = 3; }), reason::not_supported);
   EXPECT_EQ(with([](initiate_params &p) { p.multicast = 2; }), reason::not_supported);
   EXPECT_EQ(with([](initiate_params &p) { p.security = 3; }), reason::bad_params);
