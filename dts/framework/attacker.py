@@ -195,8 +195,12 @@ def main():
             sent_bytes += len(p)
     elif kind == "replay_sealed":
         # Sealed packets read off the wire, sent again verbatim: each must
-        # be dropped as replayed (the replay window, protocol.md 9.4).
-        for p in sniff_sealed(iface, spec, count):
+        # be dropped as replayed (the replay window, protocol.md 9.4); with
+        # delay_s, once thousands of newer packets have moved the window
+        # past them.
+        captured = sniff_sealed(iface, spec, count)
+        time.sleep(spec.get("delay_s", 0))
+        for p in captured:
             frames.append(frame(spec, p))
             sent_bytes += len(p)
     elif kind == "tamper_sealed":

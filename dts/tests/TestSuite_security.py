@@ -4,6 +4,7 @@ protocol.md 9): sealed transfers 1->1 and 1->3 with a member leaving and
 the group rekeyed, traffic keys rolling mid-transfer, cookies demanded on
 every initiation, and the handshakes that must fail (an unknown peer, a
 wrong key, a plaintext client). Keys are made by `mtpd keygen`."""
+import signal
 import time
 
 import pytest
@@ -312,3 +313,59 @@ class TestKeys:
         assert "generated a new key pair" not in d2.log
         assert subprocess.run([TESTBED["mtpd"], "pubkey", str(key)], capture_output=True, text=True,
                               check=True).stdout == public.stdout
+
+
+class TestApplications:
+    """The API's security properties through libmtp (docs/api.md): mtp-app
+    on two secured daemons joined by memif."""
+
+    def test_expected_identities_preferences_and_the_identity_received(self, keys):
+        """Steps: secured daemons a (node 1) and b (node 2); an echo
+        application listens on b; from a, a ping application (1) naming
+        b's public key as the key member 2 must prove and requiring
+        security, (2) naming another key, (3) prohibiting security.
+        Verify: (1) makes its 20 round trips, and b's listener heard
+        ConnectionReceived with node 1's public key as the identity; (2)
+        is refused with PEER_NOT_ALLOWED and (3) with SECURITY_MISMATCH,
+        each before any packet: b accepted one connection in all."""
+        from TestSuite_libmtp import App, SOCKETS as LIB_SOCKETS
+        import os
+        os.makedirs(LIB_SOCKETS, exist_ok=True)
+        device = f"net_memif0,role=server,id=0,socket={LIB_SOCKETS}/secapp.sock,socket-abstract=no"
+        memory = {"memory": {"size_mb": 256, "mbufs": 16383}}
+        b = Daemon("sec-app-b", node_id=2, security=keys.security(2), extra=memory,
+                   peers=[keys.peer({"id": 1, "ip": "10.89.0.1", "mac": "02:00:00:00:1c:01", "port": "m0"}, 1)],
+                   ports=[{"name": "m0", "device": device, "mac": "02:00:00:00:1c:02",
+                           "addresses": ["10.89.0.2/24"]}]).start()
+        a = None
+        try:
+            a = Daemon("sec-app-a", node_id=1, security=keys.security(1), extra=memory,
+                       peers=[keys.peer({"id": 2, "ip": "10.89.0.2", "mac": "02:00:00:00:1c:02", "port": "m0"}, 2)],
+                       ports=[{"name": "m0", "device": device.replace("server", "client"),
+                               "mac": "02:00:00:00:1c:01", "addresses": ["10.89.0.1/24"]}]).start()
+            echo = App(b, "echo", "--seconds", 60)
+            echo.wait_line("LISTENING")
+            ok = App(a, "ping", "--members", 2, "--count", 20, "--security", "require",
+                     "--member-keys", keys.public[2])
+            assert ok.finish(timeout=30) == 0, "\n".join(ok.lines)
+            assert ok.summary()["msgs"] == 20
+            heard = echo.wait_line("CONNECTION_RECEIVED")
+            assert heard == f"CONNECTION_RECEIVED from member 1 identity {keys.public[1]}", heard
+            other = keys.make(9)
+            wrong = App(a, "ping", "--members", 2, "--count", 1, "--member-keys", other)
+            assert wrong.finish(timeout=30) != 0
+            assert any("initiate: a member's expected identity is not the public key the config allows" in line
+                       for line in wrong.lines), "\n".join(wrong.lines)
+            plain = App(a, "ping", "--members", 2, "--count", 1, "--security", "prohibit")
+            assert plain.finish(timeout=30) != 0
+            assert any("initiate: security required on a plaintext node, or prohibited on a secured one" in line
+                       for line in plain.lines), "\n".join(plain.lines)
+            echo.proc.send_signal(signal.SIGTERM)
+            echo.finish(timeout=20)
+        finally:
+            if a is not None:
+                a.stop()
+            b.stop()
+        assert b.worker_total("sessions_opened") == 1
+        assert b.worker_total("handshakes_completed") == 1
+        assert a.worker_total("app_command_errors") == 2

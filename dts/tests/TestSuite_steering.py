@@ -15,6 +15,7 @@ import pytest
 
 from TestSuite_transfer import MIB, SOCKETS, check_sink, wait_complete
 from framework.daemon import Daemon
+from framework.keys import Keyring
 
 M64 = (1 << 64) - 1
 TWO_WORKERS = {"control": 0, "workers": [1, 2], "cpus": {2: 0}}
@@ -98,7 +99,8 @@ class TestSteering:
             assert per_worker(d, "mtp_packets_in")[wrong] == 0
         assert per_worker(s, "mtp_packets_in")[0] >= total // 1500
 
-    def test_a_listener_on_one_worker_gets_every_connection(self):
+    @pytest.mark.parametrize("security", ["plaintext", "sealed"])
+    def test_a_listener_on_one_worker_gets_every_connection(self, security):
         """Steps: daemon b (node 2) with two workers, no built-in sink, and
         one application listening (mtp-app echo), which one worker serves;
         daemon a (node 1), two workers, joined to b by a two-queue memif
@@ -112,19 +114,26 @@ class TestSteering:
         packets itself, lost and refused nothing; once the connections
         ended, every redirect was forgotten and no session is left. A
         second application listening on b (served by the other worker) is
-        refused with LISTENER_EXISTS."""
+        refused with LISTENER_EXISTS. Sealed: the same with security
+        required, where the initiation is what the owner redirects (each
+        a handshake on the listener's worker)."""
         from TestSuite_libmtp import App
         sock = f"{SOCKETS}/listen-steer.sock"
         extra = {"memory": {"size_mb": 256, "mbufs": 16383}, "lcores": TWO_WORKERS}
-        b = Daemon("ls-b", node_id=2, extra=extra,
+        keys = Keyring()
+        peer_a = {"id": 1, "ip": "10.94.0.1", "mac": "02:00:00:00:0d:01", "port": "m0"}
+        peer_b = {"id": 2, "ip": "10.94.0.2", "mac": "02:00:00:00:0d:02", "port": "m0"}
+        sealed = security == "sealed"
+        b = Daemon("ls-b", node_id=2, extra=extra, security=keys.security(2) if sealed else None,
+                   peers=[keys.peer(peer_a, 1)] if sealed else None,
                    ports=[{"name": "m0", "mac": "02:00:00:00:0d:02", "addresses": ["10.94.0.2/24"],
                            "device": f"net_memif0,role=server,id=0,socket={sock},socket-abstract=no"}]).start()
         a = None
         try:
-            a = Daemon("ls-a", node_id=1, extra=extra,
+            a = Daemon("ls-a", node_id=1, extra=extra, security=keys.security(1) if sealed else None,
                        ports=[{"name": "m0", "mac": "02:00:00:00:0d:01", "addresses": ["10.94.0.1/24"],
                                "device": f"net_memif0,role=client,id=0,socket={sock},socket-abstract=no"}],
-                       peers=[{"id": 2, "ip": "10.94.0.2", "mac": "02:00:00:00:0d:02", "port": "m0"}]).start()
+                       peers=[keys.peer(peer_b, 2) if sealed else peer_b]).start()
             echo = App(b, "echo", "--seconds", 90)
             echo.wait_line("LISTENING")
             # A second listener, served by the other worker, is refused:
@@ -147,7 +156,11 @@ class TestSteering:
             if a is not None:
                 a.stop()
             b.stop()
+            keys.remove()
         assert sum(line.startswith("CONNECTION_RECEIVED") for line in echo.lines) == 12, "\n".join(echo.lines)
+        if sealed:
+            assert per_worker(b, "handshakes_completed")[per_worker(b, "sessions_opened").index(12)] == 12
+            assert b.worker_total("auth_failed") == 0 and a.worker_total("auth_failed") == 0
         opened = per_worker(b, "sessions_opened")
         listener = opened.index(12)
         other = 1 - listener

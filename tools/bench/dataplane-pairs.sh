@@ -10,6 +10,11 @@
 #   fanout    mtp-perf 1 -> 3 (three memif links, three receivers) vs 1 -> 1,
 #             1400 B: what the unicast copies cost the sender; and testpmd
 #             txonly -> rxonly on the same 1 or 3 ports
+#   security  sealed vs plaintext: mtp-perf reliable tx -> rx with security
+#             required (handshake, AES-256-GCM on every packet) next to the
+#             same with security plaintext, alternating, on the same ports
+#             and CPUs: 64 B and 1400 B over memif and af_xdp; and
+#             handshakes per second on one core (tools/bench/handshake_bench)
 #   rtt       round trips, 64 B: mtp-perf pingpong <-> echo, mtp-perf
 #             udp-ping (raw UDP, no MTP) <-> dpdk-testpmd macswap, and kernel
 #             UDP (sockperf ping-pong), over af_xdp on one veth pair; the two
@@ -20,13 +25,13 @@
 # are noisy and testpmd over memif is bimodal, so every throughput is the
 # best of three runs and every round trip the best p50 of three, for MTP
 # and its baseline alike, alternating.
-# Usage: tools/bench/dataplane-pairs.sh [SECONDS] [memif|afxdp|fanout|rtt ...]
+# Usage: tools/bench/dataplane-pairs.sh [SECONDS] [memif|afxdp|fanout|security|rtt ...]
 #        (default 8 s per point, every pair; root; build first)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 secs=${1:-8}
 shift || true
-pairs=${*:-memif afxdp fanout rtt}
+pairs=${*:-memif afxdp fanout security rtt}
 perf=$PWD/build/tools/mtp-perf/mtp-perf
 netns=$PWD/tools/mtp-netns
 [ -x "$perf" ] || { echo "dataplane-pairs: build first (ninja -C build)" >&2; exit 1; }
@@ -51,6 +56,16 @@ memif() {  # k role -> a memif device on socket k
   echo "net_memif$1,role=$2,id=0,socket=$sock-$1.sock,socket-abstract=no"
 }
 
+# Security of the configs write_cfg writes: plaintext (every pair but
+# `security`), or sealed with the key pairs keys_up made (node<id>.key).
+sec=plaintext
+keys_up() {
+  local mtpd=$PWD/build/dataplane/mtpd id
+  for id in 1 2 3 4; do
+    [ -f "$work/node$id.key" ] || "$mtpd" keygen "$work/node$id.key" > "$work/node$id.pub"
+  done
+}
+
 # write_cfg name id cpu idle "port-device..." ["peer-id..."]: one port per
 # device, m<k> = 10.96.<k>.<id>/24, peers at 10.96.<k>.<peer>.
 write_cfg() {
@@ -67,12 +82,16 @@ write_cfg() {
     echo "idle: {policy: $idle}"
     echo "eal: {file_prefix: pairs-$name}"
     echo "app: {socket: /run/mtpd/pairs-$name.sock}"
-    echo "security: {mode: plaintext}"
+    if [ "$sec" = sealed ]; then
+      echo "security: {mode: required, key_file: $work/node$id.key}"
+    else
+      echo "security: {mode: plaintext}"
+    fi
     if [ -n "$peers" ]; then
       echo "peers:"
       k=0
       for p in $peers; do
-        echo "  - {id: $p, ip: 10.96.$k.$p, port: m$k}"
+        echo "  - {id: $p, ip: 10.96.$k.$p, port: m$k, public_key_file: $work/node$p.pub}"
         k=$((k + 1))
       done
     fi
@@ -108,26 +127,32 @@ tput_table_head() {
   printf '| message | MTP reliable msgs/s | MTP goodput Gbit/s | testpmd frames/s (same frame size) | testpmd Gbit/s of payload | MTP / testpmd |\n|---|---|---|---|---|---|\n'
 }
 
+# mtp_tput RX-NS TX-NS SIZE -> "msgs/s Gbit/s" of one mtp-perf tx -> rx run
+# with the configs written last.
+mtp_tput() {
+  local rxns=$1 txns=$2 size=$3 rxrun=() txrun=()
+  [ "$rxns" != "-" ] && rxrun=(ip netns exec "$rxns")
+  [ "$txns" != "-" ] && txrun=(ip netns exec "$txns")
+  rm -f $sock-*.sock
+  "${rxrun[@]}" "$perf" --config "$work/rx.yaml" --mode rx --seconds $((secs + 6)) > "$work/mrx.log" 2>&1 &
+  local rxpid=$!
+  sleep 2
+  "${txrun[@]}" "$perf" --config "$work/tx.yaml" --mode tx --members 2 --size "$size" --bytes 1000000000000 \
+    --seconds "$secs" > "$work/mtx.log" 2>&1
+  kill -TERM "$rxpid" 2>/dev/null || true
+  wait "$rxpid" || true
+  grep -q '"verify_errors":0' "$work/mrx.log" || { echo "dataplane-pairs: the sink saw bad bytes" >&2; exit 1; }
+  summary "$work/mtx.log" 'd["msgs_per_s"], d["gbit_per_s"]'
+}
+
 # tput_pair LABEL SIZE TRIES RX-NS TX-NS RX-DEV TX-DEV
 tput_pair() {
   local label=$1 size=$2 tries=$3 rxns=$4 txns=$5 rxdev=$6 txdev=$7
-  local rxrun=() txrun=()
-  [ "$rxns" != "-" ] && rxrun=(ip netns exec "$rxns")
-  [ "$txns" != "-" ] && txrun=(ip netns exec "$txns")
   write_cfg rx 2 0 busy "$rxdev"
   write_cfg tx 1 1 busy "$txdev" 2
   local msgs=0 gbit=0 m g
   for _ in $(seq "$tries"); do
-    rm -f $sock-*.sock
-    "${rxrun[@]}" "$perf" --config "$work/rx.yaml" --mode rx --seconds $((secs + 6)) > "$work/mrx.log" 2>&1 &
-    local rxpid=$!
-    sleep 2
-    "${txrun[@]}" "$perf" --config "$work/tx.yaml" --mode tx --members 2 --size "$size" --bytes 1000000000000 \
-      --seconds "$secs" > "$work/mtx.log" 2>&1
-    kill -TERM "$rxpid" 2>/dev/null || true
-    wait "$rxpid" || true
-    grep -q '"verify_errors":0' "$work/mrx.log" || { echo "dataplane-pairs: the sink saw bad bytes" >&2; exit 1; }
-    read -r m g < <(summary "$work/mtx.log" 'd["msgs_per_s"], d["gbit_per_s"]')
+    read -r m g < <(mtp_tput "$rxns" "$txns" "$size")
     if py "import sys; sys.exit(0 if $g > $gbit else 1)"; then msgs=$m gbit=$g; fi
   done
   # One MTP frame carries at least this message: Ethernet+IPv4+UDP (42), MTP
@@ -167,6 +192,52 @@ if [[ " $pairs " == *" afxdp "* ]]; then
   tput_table_head
   tput_pair "(af_xdp)" 1400 3 "${ns}2" "${ns}1" "$(afxdp_dev 0)" "$(afxdp_dev 0)"
   "$netns" destroy --prefix "$ns" >/dev/null
+  echo
+fi
+
+# ---- security: sealed next to plaintext --------------------------------------
+
+# security_pair LABEL SIZE TRIES RX-NS TX-NS RX-DEV TX-DEV: plaintext and
+# sealed alternating, the best of TRIES each.
+security_pair() {
+  local label=$1 size=$2 tries=$3 rxns=$4 txns=$5 rxdev=$6 txdev=$7
+  local pm=0 pg=0 sm=0 sg=0 m g
+  for _ in $(seq "$tries"); do
+    for sec in plaintext sealed; do
+      write_cfg rx 2 0 busy "$rxdev"
+      write_cfg tx 1 1 busy "$txdev" 2
+      read -r m g < <(mtp_tput "$rxns" "$txns" "$size")
+      if [ $sec = sealed ]; then
+        grep -q "security required" "$work/mtx.log" ||
+          { echo "dataplane-pairs: the sealed run was not secured" >&2; exit 1; }
+        if py "import sys; sys.exit(0 if $g > $sg else 1)"; then sm=$m sg=$g; fi
+      else
+        if py "import sys; sys.exit(0 if $g > $pg else 1)"; then pm=$m pg=$g; fi
+      fi
+    done
+  done
+  sec=plaintext
+  printf '| %s B %s | %.0f | %.2f | %.0f | %.2f | %s | %s |\n' "$size" "$label" "$pm" "$pg" "$sm" "$sg" \
+    "$(py "print(f'{$sm / max($pm, 1e-9):.3f}')")" "$(py "print(f'{$sg / max($pg, 1e-9):.3f}')")"
+}
+
+if [[ " $pairs " == *" security "* ]]; then
+  keys_up
+  echo "### sealed vs plaintext: mtp-perf reliable tx -> rx, security required vs plaintext, same ports and CPUs (each best of 3, alternating)"
+  printf '| message | plaintext msgs/s | plaintext Gbit/s | sealed msgs/s | sealed Gbit/s | sealed / plaintext msgs | sealed / plaintext Gbit/s |\n|---|---|---|---|---|---|---|\n'
+  for size in 64 1400; do security_pair "(memif)" "$size" 3 - - "$(memif 0 server)" "$(memif 0 client)"; done
+  veth_up
+  for size in 64 1400; do security_pair "(af_xdp)" "$size" 3 "${ns}2" "${ns}1" "$(afxdp_dev 0)" "$(afxdp_dev 0)"; done
+  "$netns" destroy --prefix "$ns" >/dev/null
+  echo
+  echo "### handshakes on one core (tools/bench/handshake_bench, CPU 1)"
+  printf '| what | per second |\n|---|---|\n'
+  taskset -c 1 "$PWD/build/tools/bench/handshake_bench" --benchmark_filter='full_handshake|responder_only|drop_bad_mac1|drop_bad_mac2' \
+    --benchmark_format=json 2>/dev/null | py "
+import json, sys
+for b in json.load(sys.stdin)['benchmarks']:
+    per_s = {'ns': 1e9, 'us': 1e6, 'ms': 1e3, 's': 1}[b['time_unit']] / b['real_time']
+    print(f\"| {b['name']} | {per_s:,.0f} |\")"
   echo
 fi
 

@@ -27,10 +27,12 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
+#include <array>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "keyfile.h"
 #include "mtp/mtp.h"
 #include "mtp/shm_attach.h"
 #include "mtp/shm_commands.h"
@@ -52,7 +54,9 @@ const char usage[] =
     "  --slow-us U           rx: sleep U microseconds per message (a slow receiver)\n"
     "  --verify on|off       rx: check every byte (default on)\n"
     "  --count N             ping: round trips (default 10000)\n"
-    "  --attack KIND         hostile: ring, buffer, handle, oversize, release, batch\n";
+    "  --attack KIND         hostile: ring, buffer, handle, oversize, release, batch\n"
+    "  --security PREF       tx, ping, rx, echo: prohibit|avoid|none|prefer|require (default none)\n"
+    "  --member-keys K[,K..] tx, ping: the public key (base64) each member must prove, in --members order\n";
 
 struct options {
   std::string socket, mode, group, attack;
@@ -61,7 +65,36 @@ struct options {
   uint64_t messages = 1000000, count = 10000, slow_us = 0;
   double seconds = 10;
   bool hold = false, verify = true, datagrams = false;
+  mtp_preference security = MTP_NO_PREFERENCE;
+  std::vector<std::array<uint8_t, 32>> member_keys;
 };
+
+mtp_preference parse_preference(const std::string &s) {
+  if (s == "prohibit") return MTP_PROHIBIT;
+  if (s == "avoid") return MTP_AVOID;
+  if (s == "none") return MTP_NO_PREFERENCE;
+  if (s == "prefer") return MTP_PREFER;
+  if (s == "require") return MTP_REQUIRE;
+  std::fprintf(stderr, "mtp-app: --security takes prohibit|avoid|none|prefer|require, not '%s'\n", s.c_str());
+  std::exit(1);
+}
+
+std::vector<std::array<uint8_t, 32>> parse_keys(const std::string &s) {
+  std::vector<std::array<uint8_t, 32>> v;
+  std::size_t at = 0;
+  while (at <= s.size()) {
+    const std::size_t comma = std::min(s.find(',', at), s.size());
+    std::array<uint8_t, 32> k{};
+    std::string why;
+    if (!mtp::crypto::key_from_base64(s.substr(at, comma - at), k.data(), why)) {
+      std::fprintf(stderr, "mtp-app: --member-keys: %s\n", why.c_str());
+      std::exit(1);
+    }
+    v.push_back(k);
+    at = comma + 1;
+  }
+  return v;
+}
 
 uint64_t now_ns() {
   timespec ts{};
@@ -117,6 +150,11 @@ mtp_connection initiate(app &a, const options &o) {
   p.member_count = static_cast<uint32_t>(o.members.size());
   p.group = o.group.empty() ? nullptr : o.group.c_str();
   p.threshold = o.threshold;
+  p.security = o.security;
+  if (!o.member_keys.empty()) {
+    if (o.member_keys.size() != o.members.size()) fail("--member-keys needs one key per member");
+    p.member_keys = reinterpret_cast<const uint8_t(*)[32]>(o.member_keys.data());
+  }
   mtp_connection c = 0;
   if (const int st = mtp_initiate(a.ch, &p, &c); st != MTP_OK)
     fail(std::string("initiate: ") + mtp_status_text(st));
@@ -289,6 +327,7 @@ int run_rx(const options &o, bool echo) {
   mtp_connection l = 0;
   mtp_preconnection p;
   mtp_preconnection_init(&p);
+  p.security = o.security;
   if (const int st = mtp_listen(a.ch, &p, &l); st != MTP_OK) fail(std::string("listen: ") + mtp_status_text(st));
   std::printf("LISTENING\n");
   std::fflush(stdout);
@@ -342,7 +381,11 @@ int run_rx(const options &o, bool echo) {
         std::fflush(stdout);
         if (!echo) done = true;
       } else if (e.type == MTP_EVENT_CONNECTION_RECEIVED) {
-        std::printf("CONNECTION_RECEIVED from member %u\n", e.member);
+        // On a secured node, who the client proved to be.
+        uint8_t key[32];
+        const bool proved = mtp_peer_identity(a.ch, e.connection, key) == MTP_OK;
+        std::printf("CONNECTION_RECEIVED from member %u identity %s\n", e.member,
+                    proved ? mtp::crypto::key_to_base64(key).c_str() : "none");
         std::fflush(stdout);
       } else if (e.type == MTP_EVENT_RECEIVE_ERROR) {
         // A message whose rest its sender gave up: its pieces go.
@@ -553,6 +596,8 @@ int main(int argc, char **argv) {
     else if (a == "--verify") o.verify = std::string(next()) != "off";
     else if (a == "--count") o.count = std::strtoull(next(), nullptr, 10);
     else if (a == "--attack") o.attack = next();
+    else if (a == "--security") o.security = parse_preference(next());
+    else if (a == "--member-keys") o.member_keys = parse_keys(next());
     else if (a == "-h" || a == "--help") {
       std::fputs(usage, stdout);
       return 0;
