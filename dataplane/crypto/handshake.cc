@@ -438,7 +438,10 @@ hs_error consume_initiation(responder_state &st, const hs_identity &local, std::
   hs_peer_entry peer;
   if (!peers.lookup(peers.ctx, initiator_static, v.sender_id, peer) || peer.greatest_timestamp == nullptr)
     return hs_error::unknown_peer;
-  if (!s.mix_dh(local.keys.priv, local.keys.pub, initiator_static)) return hs_error::bad_key;  // ss
+  if (peer.static_static != nullptr)
+    s.mix_key({peer.static_static, key_bytes});  // ss, precomputed for this peer
+  else if (!s.mix_dh(local.keys.priv, local.keys.pub, initiator_static))
+    return hs_error::bad_key;  // ss
   uint8_t ts[hs_timestamp_bytes];
   if (!s.decrypt_and_hash(v.encrypted_payload, ts)) return hs_error::decrypt_failed;  // payload
   // TAI64N compares as a big-endian number: bytewise.

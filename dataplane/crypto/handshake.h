@@ -227,6 +227,10 @@ struct hs_peer_entry {
   const uint8_t *psk = nullptr;          ///< 32 bytes, or nullptr for none
   uint8_t *greatest_timestamp = nullptr;  ///< 12 bytes (TAI64N), owned by the caller; zeros at first
   uint32_t peer_index = 0;                ///< opaque, handed back in responder_state and hs_session_keys
+  /// DH(our static private, its static public), computed once per peer
+  /// (as WireGuard does), or nullptr: the initiation's `ss` token then
+  /// costs no X25519. 32 bytes, never all zero (the caller checked).
+  const uint8_t *static_static = nullptr;
 };
 using hs_peer_lookup_fn = bool (*)(void *ctx, const uint8_t static_pub[key_bytes], uint32_t sender_member_id,
                                    hs_peer_entry &out);

@@ -75,6 +75,12 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
     if (!crypto::make_identity(rt_.identity, rt_.config.node.id, *identity_)) identity_.reset();
     if (identity_) cookies_ = std::make_unique<crypto::cookie_checker>(*identity_, static_cast<uint64_t>(now_ns));
     peer_timestamps_.resize(rt_.config.peers.size());
+    peer_static_static_.resize(rt_.config.peers.size());
+    peer_static_static_ok_.assign(rt_.config.peers.size(), false);
+    for (std::size_t i = 0; i < rt_.config.peers.size(); ++i)
+      if (const auto &k = rt_.config.peers[i].public_key)
+        peer_static_static_ok_[i] =
+            crypto::x25519(rt_.identity.priv, rt_.identity.pub, k->data(), peer_static_static_[i].data());
     hs_tokens_ = rt_.config.security.cookie_after_handshakes_per_s / 10.0 + 1;
     hs_last_ns_ = now_ns;
   }
@@ -94,6 +100,7 @@ endpoint::endpoint(const runtime &rt, worker_context &w, core::time_ns now_ns)
 }
 
 endpoint::~endpoint() {
+  crypto::wipe(peer_static_static_.data(), peer_static_static_.size() * crypto::key_bytes);
   for (auto &q : tx_) rte_pktmbuf_free_bulk(q.data(), static_cast<unsigned>(q.size()));
   for (auto &s : sessions_)
     if (s) drop_held(*s);
@@ -503,6 +510,11 @@ void endpoint::fan_out(session &s, const built_packet &bp) {
     }
     if (s.sec && !member_keyed(s, m)) {
       hold(s, m, {base + tx_headroom, t.bytes}, bp.sealed);
+      continue;
+    }
+    if (s.sec && !bp.sealed) {
+      // Never in clear: a seal that failed (a key of another ipsec-mb path).
+      w_.counters.seal_failed.inc();
       continue;
     }
     targets[k++] = static_cast<uint32_t>(m);

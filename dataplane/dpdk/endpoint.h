@@ -376,6 +376,10 @@ class endpoint {
   std::unique_ptr<crypto::hs_identity> identity_;
   std::unique_ptr<crypto::cookie_checker> cookies_;
   std::vector<std::array<uint8_t, crypto::hs_timestamp_bytes>> peer_timestamps_;
+  /// DH(our static key, each peer's), once: an initiation then costs the
+  /// responder one X25519 less. Empty entries: not computed (no key).
+  std::vector<std::array<uint8_t, crypto::key_bytes>> peer_static_static_;
+  std::vector<bool> peer_static_static_ok_;
   double hs_tokens_ = 0;
   core::time_ns hs_last_ns_ = 0;
   uint64_t last_wall_ns_ = 0;  ///< the last initiation's timestamp (strictly increasing)

@@ -57,6 +57,7 @@ bool endpoint::lookup_peer(void *ctx, const uint8_t static_pub[crypto::key_bytes
     out.psk = peers[i].preshared_key ? peers[i].preshared_key->data() : nullptr;
     out.greatest_timestamp = self->peer_timestamps_[i].data();
     out.peer_index = static_cast<uint32_t>(i);
+    out.static_static = self->peer_static_static_ok_[i] ? self->peer_static_static_[i].data() : nullptr;
     return true;
   }
   return false;

@@ -100,6 +100,8 @@ struct peer_table {
     bool has_psk = false;
     uint8_t greatest[hs_timestamp_bytes] = {};
     uint32_t index = 0;
+    std::array<uint8_t, 32> static_static{};  ///< precomputed ss, when set
+    bool has_static_static = false;
   };
   std::vector<peer> peers;
   int lookups = 0;
@@ -122,6 +124,7 @@ struct peer_table {
         out.psk = p.has_psk ? p.psk.data() : nullptr;
         out.greatest_timestamp = p.greatest;
         out.peer_index = p.index;
+        out.static_static = p.has_static_static ? p.static_static.data() : nullptr;
         return true;
       }
     }
@@ -376,6 +379,24 @@ TEST_F(handshake_pair, full_handshake_with_random_keys) {
   // Single use on both sides.
   EXPECT_EQ(consume_response(ist, ini, resp, ikeys), hs_error::unexpected);
   EXPECT_EQ(create_response(rst, resp, rkeys), hs_error::unexpected);
+}
+
+// The responder's ss token from a per-peer precomputed DH (one X25519 less
+// per initiation) gives the same handshake; a wrong one fails it.
+TEST_F(handshake_pair, a_precomputed_static_static_is_the_same_handshake) {
+  ASSERT_EQ(table.peers.size(), 1u);
+  ASSERT_TRUE(x25519(rk.priv, rk.pub, ik.pub, table.peers[0].static_static.data()));
+  table.peers[0].has_static_static = true;
+  ASSERT_EQ(consume(initiation()), hs_error::ok);
+  packet_resp resp{};
+  hs_session_keys rkeys, ikeys;
+  ASSERT_EQ(create_response(rst, resp, rkeys), hs_error::ok);
+  ASSERT_EQ(consume_response(ist, ini, resp, ikeys), hs_error::ok);
+  EXPECT_EQ(hex(ikeys.send, 32), hex(rkeys.recv, 32));
+  EXPECT_EQ(hex(ikeys.recv, 32), hex(rkeys.send, 32));
+  // A wrong precomputed value: the timestamp no longer decrypts.
+  table.peers[0].static_static[0] ^= 1;
+  EXPECT_EQ(consume(initiation()), hs_error::decrypt_failed);
 }
 
 TEST_F(handshake_pair, psk_on_both_sides_and_mismatched_psk) {
