@@ -7,18 +7,17 @@ must move the counter that says it was stopped, the daemon must stay
 within its memory budget, and the transfer must complete with every byte
 verified."""
 import json
-import os
 import time
 
 import pytest
 
 from framework.bridge import bridged_taps
-from framework.testbed import ROOT, TESTBED, run
+from framework.on_path import moved, run_attack
+from framework.testbed import TESTBED, run
 
 MIB = 1 << 20
 NS = TESTBED["namespace_prefix"] + "atk"
 ATTACKER_NS = TESTBED["namespace_prefix"] + "atkx"
-ATTACKER = os.path.join(ROOT, "dts", "framework", "attacker.py")
 CID = 0x5EED0001
 SOURCE_ID, SINK_ID = 1, 2
 TOTAL = 96 * MIB
@@ -58,15 +57,7 @@ def bed():
 
 def attack(kind, **spec):
     """Runs one attack from the attacker's namespace; returns its report."""
-    spec = dict({"kind": kind, "src_mac": attacker_mac(), "src_ip": ip(66)}, **spec)
-    out = run("ip", "netns", "exec", ATTACKER_NS, "/usr/bin/python3", ATTACKER, "eth0", json.dumps(spec),
-              timeout=120).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def attacker_mac():
-    out = run("ip", "-n", ATTACKER_NS, "-j", "link", "show", "eth0").stdout
-    return json.loads(out)[0]["address"]
+    return run_attack(ATTACKER_NS, kind, ip(66), **spec)
 
 
 def rss_kib(d):
@@ -76,18 +67,6 @@ def rss_kib(d):
                 return int(line.split()[1])
     return 0
 
-
-def moved(d, counter, before, at_least=1, timeout=10):
-    """Waits until a worker counter grew by at_least (the sink's fault
-    stage drops 1% of what it receives, attacks included); returns the
-    growth."""
-    deadline = time.monotonic() + timeout
-    while True:
-        grown = d.counter(counter) - before
-        if grown >= at_least or time.monotonic() > deadline:
-            assert grown >= at_least, f"{d.name}: {counter} moved by {grown}, expected at least {at_least}"
-            return grown
-        time.sleep(0.1)
 
 
 class TestAttack:

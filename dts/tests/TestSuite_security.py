@@ -62,6 +62,22 @@ def wait_counter(d, name, at_least, timeout):
     raise AssertionError(f"{d.name}: {name} = {d.counter(name)}, expected at least {at_least} in {timeout} s")
 
 
+def transfer(s, make_source, timeout):
+    """Starts sink s, then the source make_source() gives, and waits until
+    the source has every byte stable; stops both, also on failure.
+    Returns the source (stopped)."""
+    s.start()
+    try:
+        src = make_source().start()
+        try:
+            wait_counter(src, "source_complete_us", 1, timeout)
+        finally:
+            src.stop()
+    finally:
+        s.stop()
+    return src
+
+
 def check_sealed_sink(d, total):
     assert d.exit_code == 0
     assert d.worker_total("sink_bytes") == total
@@ -81,15 +97,8 @@ class TestSecurity:
         the sink; one handshake each side; every packet sealed and opened
         (none refused, none replayed); the group key reached the sink."""
         total = 32 * MIB
-        s = sink(keys, "sec-s1", 2, 1).start()
-        try:
-            src = source(keys, "sec-src", [1], total).start()
-            try:
-                wait_counter(src, "source_complete_us", 1, 120)
-            finally:
-                src.stop()
-        finally:
-            s.stop()
+        s = sink(keys, "sec-s1", 2, 1)
+        src = transfer(s, lambda: source(keys, "sec-src", [1], total), 120)
         assert src.exit_code == 0 and src.worker_total("source_bytes_stable") == total
         assert src.worker_total("handshakes_completed") == 1
         assert src.worker_total("handshakes_initiated") >= 1
@@ -153,16 +162,9 @@ class TestSecurity:
         stall or lose traffic."""
         total = 32 * MIB
         roll = {"rekey_after_packets": 128, "rekey_after_s": 1}
-        s = sink(keys, "sec-r1", 2, 1, security=keys.security(2, **roll)).start()
-        try:
-            src = source(keys, "sec-rsrc", [1], total, security=keys.security(1, **roll),
-                         rate_bytes_per_s=8 * MIB).start()
-            try:
-                wait_counter(src, "source_complete_us", 1, 120)
-            finally:
-                src.stop()
-        finally:
-            s.stop()
+        s = sink(keys, "sec-r1", 2, 1, security=keys.security(2, **roll))
+        src = transfer(s, lambda: source(keys, "sec-rsrc", [1], total, security=keys.security(1, **roll),
+                                         rate_bytes_per_s=8 * MIB), 120)
         assert src.worker_total("source_bytes_stable") == total
         names = ("packets_sealed", "packets_opened", "key_rolls", "group_rekeys", "group_keys_installed", "no_key",
                  "mtp_retransmitted")
@@ -187,15 +189,8 @@ class TestSecurity:
         source's next initiation carried the mac2 and completed; the
         transfer is whole."""
         total = 4 * MIB
-        s = sink(keys, "sec-c1", 2, 1, security=keys.security(2, cookie_after_handshakes_per_s=0)).start()
-        try:
-            src = source(keys, "sec-csrc", [1], total).start()
-            try:
-                wait_counter(src, "source_complete_us", 1, 60)
-            finally:
-                src.stop()
-        finally:
-            s.stop()
+        s = sink(keys, "sec-c1", 2, 1, security=keys.security(2, cookie_after_handshakes_per_s=0))
+        src = transfer(s, lambda: source(keys, "sec-csrc", [1], total), 60)
         assert s.worker_total("cookies_sent") >= 1
         assert s.worker_total("hs_bad_mac2") == s.worker_total("cookies_sent")
         assert s.worker_total("sessions_opened") == 1

@@ -11,18 +11,17 @@ says it was stopped, no attack may open a session or cost more than a
 cookie, and the transfer must complete with every byte verified."""
 import base64
 import json
-import os
 import time
 
 import pytest
 
 from framework.bridge import bridged_taps
 from framework.keys import Keyring
-from framework.testbed import ROOT, TESTBED, run
+from framework.on_path import moved, run_attack
+from framework.testbed import TESTBED, run
 
 MIB = 1 << 20
 ATTACKER_NS = TESTBED["namespace_prefix"] + "satkx"
-ATTACKER = os.path.join(ROOT, "dts", "framework", "attacker.py")
 CID = 0x5EC0001
 SOURCE_ID, SINK_ID = 1, 2
 TOTAL = 48 * MIB
@@ -61,25 +60,9 @@ def bed():
 
 
 def attack(kind, **spec):
-    spec = dict({"kind": kind, "src_mac": attacker_mac(), "src_ip": ip(66)}, **spec)
-    out = run("ip", "netns", "exec", ATTACKER_NS, "/usr/bin/python3", ATTACKER, "eth0", json.dumps(spec),
-              timeout=120).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    """Runs one attack from the attacker's namespace; returns its report."""
+    return run_attack(ATTACKER_NS, kind, ip(66), **spec)
 
-
-def attacker_mac():
-    out = run("ip", "-n", ATTACKER_NS, "-j", "link", "show", "eth0").stdout
-    return json.loads(out)[0]["address"]
-
-
-def moved(d, counter, before, at_least, timeout=10):
-    deadline = time.monotonic() + timeout
-    while True:
-        grown = d.counter(counter) - before
-        if grown >= at_least or time.monotonic() > deadline:
-            assert grown >= at_least, f"{d.name}: {counter} moved by {grown}, expected at least {at_least}"
-            return grown
-        time.sleep(0.1)
 
 
 class TestSecurityAttack:
