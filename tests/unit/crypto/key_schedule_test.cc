@@ -16,6 +16,8 @@
 #include <openssl/params.h>
 
 #include <cstring>
+#include <fstream>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -281,3 +283,75 @@ TEST(traffic_keys, roll_stops_before_the_epoch_counter_wraps) {
 }
 
 }  // namespace
+
+// protocol.md appendix B.4 and B.5: sealed packets, from a secret through
+// the key schedule and the AEAD, both directions.
+namespace {
+std::vector<std::map<std::string, std::string>> sealed_vectors() {
+  std::ifstream in(MTP_SOURCE_ROOT "/docs/protocol.md");
+  std::vector<std::map<std::string, std::string>> out;
+  std::string line;
+  bool inside = false;
+  while (std::getline(in, line)) {
+    if (line == "```mtp-sealed-vector") {
+      inside = true;
+      out.emplace_back();
+    } else if (inside && line == "```") {
+      inside = false;
+    } else if (inside) {
+      const auto colon = line.find(": ");
+      if (colon != std::string::npos) out.back()[line.substr(0, colon)] = line.substr(colon + 2);
+    }
+  }
+  return out;
+}
+}  // namespace
+
+TEST(sealed_vectors, protocol_md_appendix_b_packets_seal_and_open) {
+  const auto vectors = sealed_vectors();
+  ASSERT_EQ(vectors.size(), 2u) << "protocol.md appendix B has B.4 and B.5";
+  std::string error;
+  auto engine = aead_engine::create(error);
+  ASSERT_NE(engine, nullptr) << error;
+  for (const auto &v : vectors) {
+    SCOPED_TRACE(v.at("name"));
+    const bytes secret = hex(v.at("secret"));
+    uint8_t key[32], iv[12];
+    derive_packet_key(s32(secret), key, iv);
+    EXPECT_EQ(bytes(key, key + 32), hex(v.at("key")));
+    EXPECT_EQ(bytes(iv, iv + 12), hex(v.at("iv")));
+    traffic_keys tk;
+    ASSERT_TRUE(tk.start(s32(secret)));
+    const uint64_t pn = std::stoull(v.at("packet_number"));
+    if (v.count("nonce")) {
+      uint8_t nonce[12];
+      aead_nonce(tk.current(), pn, nonce);
+      EXPECT_EQ(bytes(nonce, nonce + 12), hex(v.at("nonce")));
+    }
+    const bytes header = hex(v.at("header")), frames = hex(v.at("frames")), packet = hex(v.at("packet"));
+    bytes buf = header;
+    buf.insert(buf.end(), frames.begin(), frames.end());
+    buf.resize(buf.size() + 16);
+    aead_packet p{buf.data(), static_cast<uint32_t>(header.size()), static_cast<uint32_t>(frames.size()),
+                  &tk.current(), pn, false};
+    ASSERT_EQ(engine->seal_burst({&p, 1}), 1u);
+    EXPECT_EQ(buf, packet) << "sealed bytes";
+    bytes in = packet;
+    aead_packet q{in.data(), static_cast<uint32_t>(header.size()), static_cast<uint32_t>(frames.size()),
+                  &tk.current(), pn, false};
+    ASSERT_EQ(engine->open_burst({&q, 1}), 1u);
+    EXPECT_EQ(bytes(in.begin() + static_cast<std::ptrdiff_t>(header.size()),
+                    in.begin() + static_cast<std::ptrdiff_t>(header.size() + frames.size())),
+              frames);
+    if (v.count("next_secret")) {
+      uint8_t next[32];
+      derive_next_secret(s32(secret), next);
+      EXPECT_EQ(bytes(next, next + 32), hex(v.at("next_secret")));
+      ASSERT_TRUE(tk.roll());
+      derive_packet_key(s32(hex(v.at("next_secret"))), key, iv);
+      EXPECT_EQ(bytes(key, key + 32), hex(v.at("next_key")));
+      EXPECT_EQ(bytes(iv, iv + 12), hex(v.at("next_iv")));
+      expect_same_key(tk.current(), expanded(hex(v.at("next_key")), hex(v.at("next_iv"))));
+    }
+  }
+}
