@@ -8,8 +8,11 @@
 // budget, each message reported at most once and only if it was sent,
 // packet numbers never reused.
 //
-// The input is a script: byte 0 sets the stage (role, members, options),
-// then operations follow until the input ends (see the switch below).
+// The input is a script: byte 0 sets the stage (role, members, options,
+// and bit 6: a sealed connection, whose packets are passed as its caller
+// passes them once opened, GROUP_KEY frames known, group keys handed out
+// and replaced), then operations follow until the input ends (see the
+// switch below).
 #include <cstring>
 #include <set>
 #include <vector>
@@ -64,8 +67,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cfg.max_ack_ranges = 16;
   cfg.memory = &memory;
   cfg.seed = stage;
+  const bool sealed = stage & 64;
+  const protection prot = sealed ? protection::sealed : protection::crc;
+  cfg.packet_protection = prot;
   time_ns now = 1'000'000;
   connection c(cfg, now);
+  uint64_t group_epoch = 0;
+  const std::vector<std::byte> group_secret(group_secret_size, std::byte{0x5a});
+  if (sealed && !server && c.set_group_key(++group_epoch, group_secret) != status::ok) __builtin_trap();
 
   std::vector<std::byte> out(1500), pkt(1500), payload(1 << 16);
   std::vector<uint64_t> peer_pn(members + 1, 1000);  // next packet number of each peer (+ a stranger)
@@ -93,7 +102,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       if (t.bytes == 0) break;
       packet_header h;
       std::span<const std::byte> frames;
-      if (parse_packet({out.data(), t.bytes}, h, frames) != parse_status::ok) __builtin_trap();  // we built junk
+      if (parse_packet({out.data(), t.bytes}, h, frames, prot) != parse_status::ok) __builtin_trap();  // we built junk
       if (!sent_pns.insert(h.packet_number).second) __builtin_trap();  // a packet number reused
       sent_to.emplace_back(h.packet_number, t.member_mask);
       if (sent_to.size() > 4096) sent_to.erase(sent_to.begin(), sent_to.begin() + 2048);
@@ -115,18 +124,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!(delta & 0x8000)) peer_pn[m] = h.packet_number + 1;
         h.flags = flag_crc | ((who & 0x40) ? flag_opening : 0);
         // The header from the builder, the frames raw from the input, and a
-        // valid CRC over both: the engine's checks past the CRC are fuzzed.
-        packet_builder b(pkt, h);
+        // valid CRC over both (or, sealed, the tag as its caller leaves it
+        // once opened): the engine's checks past the CRC are fuzzed. A
+        // sealed connection also gets plaintext now and then (not_sealed).
+        const bool as_sealed = sealed && !(who & 0x20);
+        packet_builder b(pkt, h, as_sealed ? protection::sealed : protection::crc);
         (void)b;
-        const std::size_t len = std::min<std::size_t>({in.u8(), in.n - in.i, pkt.size() - header_size - crc_size});
+        const std::size_t len = std::min<std::size_t>(
+            {in.u8(), in.n - in.i, pkt.size() - header_size - trailer_size(protection::sealed)});
         std::memcpy(pkt.data() + header_size, in.p + in.i, len);
         in.i += len;
-        const std::size_t n = seal(pkt, header_size + len);
+        std::size_t n = header_size + len + tag_size;
+        if (!as_sealed) n = seal(pkt, header_size + len);
         c.on_packet({pkt.data(), n}, now);
         drain();
         break;
       }
-      case 1:  // time passes
+      case 1:  // time passes (and, sealed, the client may replace its group key)
+        if (sealed && !server && (op & 0x80) && c.set_group_key(++group_epoch, group_secret) != status::ok)
+          __builtin_trap();
         now += (uint64_t{in.u16()} + 1) * 10'000;
         c.on_expiry(now);
         drain();
@@ -175,7 +191,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         h.connection_id = cid;
         h.sender_id = cfg.members[m];
         h.packet_number = peer_pn[m]++;
-        packet_builder b(pkt, h);
+        packet_builder b(pkt, h, prot);
         if (!b.append_ack({ranges, 2 * r}, in.u8())) break;
         c.on_packet({pkt.data(), b.finish()}, now);
         drain();
