@@ -555,12 +555,17 @@ void endpoint::initiate(app_link &link, uint32_t c, const descriptor &d, core::t
   sp->app = &link;
   sp->channel = c;
   sp->handle = d.connection;
-  if (rt_.secured() && (!aead_ || !identity_)) return refuse(reason::no_resources);
+  std::unique_ptr<secure_state> sec;
+  if (rt_.secured() && (!aead_ || !identity_ || !(sec = make_secure(members.size()))))
+    return refuse(reason::no_resources);
   session *s = add(std::move(sp));
-  if (s == nullptr) return refuse(reason::no_resources);
+  if (s == nullptr) {
+    memory_.budget.release(sec ? sec->charged_bytes : 0);
+    return refuse(reason::no_resources);
+  }
   // Keys first: every packet the engine builds from here on is sealed or
   // held until its member's handshake ends.
-  if (rt_.secured()) start_security(*s, now_ns);
+  if (sec) start_security(*s, std::move(sec), now_ns);
   ch.handles.emplace(d.connection, s->index);
   ++app_connections_;
   w_.counters.app_connections.set(app_connections_);

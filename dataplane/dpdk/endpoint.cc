@@ -205,6 +205,7 @@ void endpoint::remove(session &s) {
   }
   if (s.redirect_tag != 0) end_redirect(s.cid, s.redirect_tag);
   drop_held(s);
+  if (s.sec) memory_.budget.release(s.sec->charged_bytes);
   const uint32_t index = s.index;
   if (s.blocked) blocked_.erase(std::find(blocked_.begin(), blocked_.end(), index));
   wheel_.cancel(index);

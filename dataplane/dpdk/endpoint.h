@@ -177,6 +177,7 @@ class endpoint {
     };
     group_key group_rx[2];
     core::time_ns next_ns = core::never;  ///< the next handshake retry
+    uint64_t charged_bytes = 0;  ///< taken from the worker's session memory budget
   };
   struct built_packet {
     rte_mbuf *mb = nullptr;  ///< the packet at tx_headroom
@@ -327,9 +328,13 @@ class endpoint {
   bool backlogged(const session &s) const;
 
   // secure.cc
+  /// The security state of a session of `members` members, charged to the
+  /// worker's session memory budget (keys and replay windows, a few KiB a
+  /// member); null when the budget says no.
+  std::unique_ptr<secure_state> make_secure(std::size_t members);
   /// Client: keys for the session's members, initiations sent as their
   /// addresses resolve, the first group key handed out.
-  void start_security(session &s, core::time_ns now_ns);
+  void start_security(session &s, std::unique_ptr<secure_state> sec, core::time_ns now_ns);
   /// Client: (re)sends initiations that are due. @return the next due time.
   void service_handshakes(session &s, core::time_ns now_ns);
   /// A handshake packet (types 2-4): from an initiator, a responder, or a

@@ -100,9 +100,16 @@ void endpoint::send_reply(std::size_t port_index, const core::udp_frame_view &v,
   send_to_member(tmp, 0, bytes);
 }
 
-void endpoint::start_security(session &s, core::time_ns now_ns) {
+std::unique_ptr<endpoint::secure_state> endpoint::make_secure(std::size_t members) {
+  const uint64_t bytes = sizeof(secure_state) + members * sizeof(secure_member);
+  if (!memory_.budget.charge(bytes)) return nullptr;
   auto sec = std::make_unique<secure_state>();
-  sec->members.resize(s.members.size());
+  sec->members.resize(members);
+  sec->charged_bytes = bytes;
+  return sec;
+}
+
+void endpoint::start_security(session &s, std::unique_ptr<secure_state> sec, core::time_ns now_ns) {
   for (std::size_t m = 0; m < s.members.size(); ++m) {
     const cfg::peer_config &pc = rt_.config.peers[s.members[m].config_index];
     secure_member &sm = sec->members[m];
@@ -211,14 +218,18 @@ endpoint::onward endpoint::on_handshake(std::size_t port_index, const core::udp_
       w_.counters.mtp_no_session.inc();
       return {};
     }
+    auto sec = make_secure(1);
+    if (!sec) {
+      w_.counters.sessions_refused.inc();
+      remove(*s);
+      return {};
+    }
     uint8_t resp[crypto::response_bytes];
     crypto::hs_session_keys keys;
     if (const crypto::hs_error r = crypto::create_response(st, resp, keys); r != crypto::hs_error::ok) {
       remove(*s);
       return refuse(r);
     }
-    auto sec = std::make_unique<secure_state>();
-    sec->members.resize(1);
     secure_member &sm = sec->members[0];
     sm.tx.start(std::span<const uint8_t, crypto::key_bytes>(keys.send, crypto::key_bytes));
     sm.rx.start(std::span<const uint8_t, crypto::key_bytes>(keys.recv, crypto::key_bytes));

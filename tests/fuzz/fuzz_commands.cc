@@ -3,7 +3,8 @@
 // initiate and listen (shm::check_initiate_params): any 320 bytes, any
 // stream limit. Whatever it accepts must be something mtpd can act on:
 // a NUL-terminated group name, fields in range, at most 64 members, none
-// twice, no zero id, a threshold within the list.
+// twice, no zero id, a threshold within the list, expected keys only for
+// listed members.
 #include <algorithm>
 #include <cstring>
 
@@ -23,10 +24,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (ip.magic != initiate_params::current_magic) __builtin_trap();
   if (std::memchr(ip.group, 0, sizeof ip.group) == nullptr) __builtin_trap();
   if (ip.stream_mode > 1 || ip.reliability > 2 || ip.congestion > 1 || ip.streams > max_streams) __builtin_trap();
-  if (ip.security == 2 || ip.ordering > 1 || ip.multicast > 1) __builtin_trap();
+  // Security 0-2 is the node's to judge against its mode (mtpd does).
+  if (ip.security > 2 || ip.member_keys > 1 || ip.ordering > 1 || ip.multicast > 1) __builtin_trap();
   if (listen) return 0;
   if (ip.member_count > initiate_params::max_members) __builtin_trap();
   if (ip.member_count == 0 && ip.group[0] == '\0') __builtin_trap();
+  if (ip.member_count == 0 && ip.member_keys) __builtin_trap();  // a group's keys are the config's
   if (ip.member_count != 0 && ip.threshold > ip.member_count) __builtin_trap();
   for (uint32_t i = 0; i < ip.member_count; ++i) {
     if (ip.members[i] == 0) __builtin_trap();
