@@ -53,6 +53,10 @@ inline constexpr uint8_t flag_opening = 0x02;
 /// S: sealed (9.4). The payload is encrypted, the packet ends with a
 /// 16-byte AEAD tag, there is no CRC, and byte 3 names the key.
 inline constexpr uint8_t flag_sealed = 0x04;
+/// E: sealed with the client's early key (9.8): new data of idempotent
+/// messages sent to a member before its handshake finished. The engine
+/// ignores the bit; the caller chose the key.
+inline constexpr uint8_t flag_early = 0x08;
 /// How a connection's packets are protected: CRC32C (plaintext, 3.4) or
 /// AEAD (9.4). The engine leaves the sealing to its caller: it builds a
 /// sealed packet's tag space, and takes a sealed packet only once the

@@ -461,6 +461,25 @@ hs_error consume_initiation(responder_state &st, const hs_identity &local, std::
   return hs_error::ok;
 }
 
+namespace {
+constexpr char label_early[] = "mtp1 early";
+void early_from(const uint8_t ck[hash_bytes], uint8_t out[key_bytes]) {
+  hkdf_expand(ck, {reinterpret_cast<const uint8_t *>(label_early), sizeof label_early - 1}, {out, key_bytes});
+}
+}  // namespace
+
+bool early_secret(const initiator_state &st, uint8_t out[key_bytes]) {
+  if (st.state != initiator_state::phase::sent) return false;
+  early_from(st.ck, out);
+  return true;
+}
+
+bool early_secret(const responder_state &st, uint8_t out[key_bytes]) {
+  if (!st.pending) return false;
+  early_from(st.ck, out);
+  return true;
+}
+
 hs_error create_response(responder_state &st, std::span<uint8_t, response_bytes> out, hs_session_keys &keys,
                          const uint8_t *fixed_ephemeral_priv) {
   if (!st.pending) return hs_error::unexpected;

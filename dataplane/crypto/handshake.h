@@ -277,6 +277,18 @@ struct responder_state {
 hs_error consume_initiation(responder_state &st, const hs_identity &local, std::span<const uint8_t> packet,
                             const hs_peer_table &peers, const hs_load &load);
 
+/// The early secret of an initiation (protocol.md 9.8): HKDF-Expand(ck,
+/// "mtp1 early", 32), ck being the chaining key after the initiation's
+/// `ss` token. The initiator has it once create_initiation made the
+/// initiation (a retry, with a new ephemeral, gives a new one); the
+/// responder once consume_initiation accepted it, until create_response.
+/// It authenticates both static keys but is not forward secret and the
+/// initiation can be replayed to a responder that lost its timestamps:
+/// only for data whose replay is harmless (idempotent).
+/// @return false if the state holds no such initiation.
+bool early_secret(const initiator_state &st, uint8_t out[key_bytes]);
+bool early_secret(const responder_state &st, uint8_t out[key_bytes]);
+
 /// Builds the RESPONSE to the initiation `st` holds and derives the keys;
 /// `st` is then wiped (not pending).
 /// @param fixed_ephemeral_priv test vectors only, else nullptr.

@@ -380,6 +380,7 @@ bool endpoint::run_command(app_link &link, uint32_t c, const descriptor &d, core
     case shm::command::send:
       return app_send(link, ch, *s, d, now_ns);
     case shm::command::datagram: {
+      s->early_ok = false;  // datagrams never go as early data
       const shm::buffer_check r = link.ledger.take_for_send(d);
       if (r != shm::buffer_check::ok) {
         command_error(link, ch, d, reason::bad_buffer, r == shm::buffer_check::bad_range);
@@ -648,6 +649,8 @@ void endpoint::set_listener(const listener &l) {
 // @return false: the connection has no room now; nothing changed, and the
 // command is run again later.
 bool endpoint::app_send(app_link &link, app_channel &ch, session &s, const descriptor &d, core::time_ns now_ns) {
+  // One message that is not idempotent, and nothing more goes early.
+  if (!(d.flags & shm::send_idempotent)) s.early_ok = false;
   const shm::buffer_check taken = link.ledger.take_for_send(d);
   if (taken != shm::buffer_check::ok) {
     command_error(link, ch, d, reason::bad_buffer, taken == shm::buffer_check::bad_range);

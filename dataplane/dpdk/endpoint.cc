@@ -509,6 +509,7 @@ void endpoint::fan_out(session &s, const built_packet &bp) {
       w_.counters.mtp_unknown_peer.inc();
       continue;
     }
+    if (bp.early_mask >> m & 1) continue;  // sent its own early copy
     if (s.sec && !member_keyed(s, m)) {
       hold(s, m, {base + tx_headroom, t.bytes}, bp.sealed);
       continue;

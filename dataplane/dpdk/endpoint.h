@@ -161,6 +161,12 @@ class endpoint {
     core::time_ns tx_epoch_ns = 0;    ///< when tx's epoch began
     uint8_t identity[crypto::key_bytes] = {};  ///< its static public key
     std::vector<held_packet> held;
+    // Early data (protocol.md 9.8). Client: the key of its latest
+    // initiation. Member: the key of the initiation it accepted, taken
+    // until a packet under the handshake's keys confirms them.
+    crypto::aead_key early_tx{}, early_rx{};
+    bool early_tx_ready = false, early_rx_ready = false;
+    bool confirmed = false;  ///< member: a packet under the handshake's keys opened
   };
   struct secure_state {
     std::vector<secure_member> members;
@@ -183,6 +189,7 @@ class endpoint {
     rte_mbuf *mb = nullptr;  ///< the packet at tx_headroom
     core::transmit t;
     bool sealed = false;
+    uint64_t early_mask = 0;  ///< members already sent their own early copy
   };
   /// Room in front of a packet for the largest headers.
   static constexpr std::size_t tx_headroom = core::udp_headers_size(6);
@@ -196,6 +203,9 @@ class endpoint {
     uint32_t index = 0;  ///< in sessions_, and its timer's id
     uint64_t generation = 0;  ///< bumped each time the slot is reused
     bool source = false;                ///< the test source's (an opening packet never replaces it)
+    /// Every message given to it so far was idempotent: new data may go
+    /// to a member in its handshake as early data (secured client).
+    bool early_ok = true;
     bool dirty = false;                 ///< on the dirty_ list
     bool blocked = false;               ///< on the blocked_ list
     core::connection_stats seen;        ///< the engine counters already added to the worker's
@@ -350,6 +360,10 @@ class endpoint {
   void fan_out(session &s, const built_packet &bp);
   bool member_keyed(const session &s, std::size_t m) const { return s.sec->members[m].keyed; }
   void hold(session &s, std::size_t m, std::span<const std::byte> payload, bool sealed);
+  /// Client: a copy of a group packet (plaintext) for member m, which is
+  /// still in its handshake, sealed with its early key and sent now.
+  /// @return it went.
+  bool send_early(session &s, std::size_t m, std::span<const std::byte> payload);
   /// Client: a group key that sealed rekey_after_packets packets or is
   /// rekey_after_s old is replaced, before the packets of a transmit are
   /// built (so its GROUP_KEY frames leave ahead of the group packets

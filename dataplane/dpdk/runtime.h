@@ -136,7 +136,9 @@ class counter {
   X(key_rolls, "pairwise traffic keys rolled to a new epoch (count or age)") \
   X(group_keys_installed, "group keys a member took from its client (one per epoch)") \
   X(held_dropped, "packets for a member still in its handshake, over its queue") \
-  X(seal_failed, "packet copies not sent because sealing failed (never expected)")
+  X(seal_failed, "packet copies not sent because sealing failed (never expected)") \
+  X(early_sent, "early-data copies sent: idempotent data to a member still in its handshake") \
+  X(early_opened, "early-data packets opened (member side)")
 
 /// Round-trip times in log-linear buckets: sixteen per power of two, so a
 /// percentile is read within 6.25%. Bucket i covers [bucket_low(i),

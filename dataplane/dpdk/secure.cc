@@ -158,6 +158,13 @@ void endpoint::service_handshakes(session &s, core::time_ns now_ns) {
     if (e == crypto::hs_error::ok) {
       send_to_member(s, m, pkt);
       w_.counters.handshakes_initiated.inc();
+      // This initiation's early key (a retry's replaces the last).
+      uint8_t early[crypto::key_bytes];
+      crypto::traffic_keys k;
+      sm.early_tx_ready = crypto::early_secret(sm.init, early) &&
+                          k.start(std::span<const uint8_t, crypto::key_bytes>(early, crypto::key_bytes));
+      if (sm.early_tx_ready) sm.early_tx = k.current();
+      crypto::wipe(early, sizeof early);
     } else {
       w_.counters.hs_drops[static_cast<std::size_t>(e)].inc();
     }
@@ -223,6 +230,16 @@ endpoint::onward endpoint::on_handshake(std::size_t port_index, const core::udp_
       w_.counters.sessions_refused.inc();
       remove(*s);
       return {};
+    }
+    // The early key of this initiation, before the response spends its state.
+    {
+      uint8_t early[crypto::key_bytes];
+      crypto::traffic_keys k;
+      secure_member &sm = sec->members[0];
+      sm.early_rx_ready = crypto::early_secret(st, early) &&
+                          k.start(std::span<const uint8_t, crypto::key_bytes>(early, crypto::key_bytes));
+      if (sm.early_rx_ready) sm.early_rx = k.current();
+      crypto::wipe(early, sizeof early);
     }
     uint8_t resp[crypto::response_bytes];
     crypto::hs_session_keys keys;
@@ -305,7 +322,16 @@ bool endpoint::open_sealed(session &s, const core::udp_frame_view &v, uint32_t s
   const uint8_t key_byte = p[3];
   const crypto::aead_key *key = nullptr;
   bool rolls = false;
-  if (key_byte & core::key_byte_group) {
+  const bool early = p[2] & core::flag_early;
+  if (early) {
+    // Early data: from the client, under the key of the initiation we
+    // accepted, and only until its handshake keys confirmed it.
+    if (s.conn->side() != core::role::server || !sm.early_rx_ready || sm.confirmed || key_byte != 0) {
+      w_.counters.auth_failed.inc();
+      return false;
+    }
+    key = &sm.early_rx;
+  } else if (key_byte & core::key_byte_group) {
     // Group packets come only from the client.
     if (s.conn->side() != core::role::server) {
       w_.counters.auth_failed.inc();
@@ -344,6 +370,14 @@ bool endpoint::open_sealed(session &s, const core::udp_frame_view &v, uint32_t s
   sm.replay.accept(pn);
   if (rolls) sm.rx.roll();
   w_.counters.packets_opened.inc();
+  if (early) {
+    w_.counters.early_opened.inc();
+  } else if (!sm.confirmed && s.conn->side() == core::role::server) {
+    // The client holds the handshake's keys: no more early data.
+    sm.confirmed = true;
+    sm.early_rx_ready = false;
+    crypto::aead_key_wipe(sm.early_rx);
+  }
   return true;
 }
 
@@ -360,6 +394,13 @@ void endpoint::seal_built(session &s, std::span<built_packet> pkts, core::time_n
     uint8_t *p = rte_pktmbuf_mtod(bp.mb, uint8_t *) + tx_headroom;
     const crypto::aead_key *key = nullptr;
     if (client && bp.t.group) {
+      // Members still in their handshake get their own early copy of the
+      // plaintext first, while only idempotent data was ever queued.
+      if (s.early_ok)
+        for (std::size_t m = 0; m < sec.members.size(); ++m)
+          if ((bp.t.member_mask >> m & 1) && !sec.members[m].keyed &&
+              send_early(s, m, {reinterpret_cast<const std::byte *>(p), bp.t.bytes}))
+            bp.early_mask |= uint64_t{1} << m;
       p[3] = static_cast<uint8_t>(core::key_byte_group | (sec.group_epoch & core::key_byte_epoch_mask));
       key = &sec.group_tx;
       ++sec.group_packets;
@@ -396,6 +437,39 @@ void endpoint::age_group_key(session &s, core::time_ns now_ns) {
       (sec.group_packets >= sc.rekey_after_packets ||
        now_ns - sec.group_since_ns >= core::time_ns{sc.rekey_after_s} * 1'000'000'000))
     rekey_group(s, now_ns);
+}
+
+bool endpoint::send_early(session &s, std::size_t m, std::span<const std::byte> payload) {
+  secure_member &sm = s.sec->members[m];
+  const peer &to = s.members[m];
+  if (!sm.early_tx_ready || sm.gave_up || !to.known) return false;
+  rte_mbuf *mb = rte_pktmbuf_alloc(rt_.pool);
+  const std::size_t hlen = core::udp_headers_size(to.to.dst_ip.family);
+  auto *at = mb != nullptr ? reinterpret_cast<std::byte *>(
+                                 rte_pktmbuf_append(mb, static_cast<uint16_t>(hlen + payload.size())))
+                           : nullptr;
+  if (at == nullptr) {
+    rte_pktmbuf_free(mb);
+    w_.counters.tx_nombuf.inc();
+    return false;
+  }
+  auto *p = reinterpret_cast<uint8_t *>(at + hlen);
+  std::memcpy(p, payload.data(), payload.size());
+  p[2] = static_cast<uint8_t>(p[2] | core::flag_early);
+  p[3] = 0;
+  crypto::aead_packet ap{p, static_cast<uint32_t>(core::header_size),
+                         static_cast<uint32_t>(payload.size() - core::header_size - core::tag_size), &sm.early_tx,
+                         load_be64(p + 16), false};
+  aead_->seal_burst({&ap, 1});
+  if (!ap.ok) {
+    rte_pktmbuf_free(mb);
+    w_.counters.seal_failed.inc();
+    return false;
+  }
+  emit(to, mb, at, {at + hlen, payload.size()});
+  w_.counters.early_sent.inc();
+  w_.counters.packets_sealed.inc();
+  return true;
 }
 
 void endpoint::hold(session &s, std::size_t m, std::span<const std::byte> payload, bool sealed) {

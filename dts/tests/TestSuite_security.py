@@ -4,6 +4,8 @@ protocol.md 9): sealed transfers 1->1 and 1->3 with a member leaving and
 the group rekeyed, traffic keys rolling mid-transfer, cookies demanded on
 every initiation, and the handshakes that must fail (an unknown peer, a
 wrong key, a plaintext client). Keys are made by `mtpd keygen`."""
+import contextlib
+import os
 import signal
 import time
 
@@ -310,6 +312,34 @@ class TestKeys:
                               check=True).stdout == public.stdout
 
 
+@contextlib.contextmanager
+def secured_pair(keys, name, net, mac):
+    """Secured daemons a (node 1) and b (node 2), each naming the other by
+    its key, joined by memif (addresses net.1 and net.2, MACs 02:..:mac:0N);
+    yields (a, b) and stops both."""
+    from TestSuite_libmtp import SOCKETS as LIB_SOCKETS
+    os.makedirs(LIB_SOCKETS, exist_ok=True)
+    device = f"net_memif0,role=server,id=0,socket={LIB_SOCKETS}/{name}.sock,socket-abstract=no"
+    memory = {"memory": {"size_mb": 256, "mbufs": 16383}}
+
+    def node(i, role):
+        other = 3 - i
+        return Daemon(f"{name}-{'ab'[i - 1]}", node_id=i, security=keys.security(i), extra=memory,
+                      peers=[keys.peer({"id": other, "ip": f"{net}.{other}", "mac": f"02:00:00:00:{mac}:0{other}",
+                                        "port": "m0"}, other)],
+                      ports=[{"name": "m0", "device": device.replace("server", role),
+                              "mac": f"02:00:00:00:{mac}:0{i}", "addresses": [f"{net}.{i}/24"]}])
+    b = node(2, "server").start()
+    a = None
+    try:
+        a = node(1, "client").start()
+        yield a, b
+    finally:
+        if a is not None:
+            a.stop()
+        b.stop()
+
+
 class TestApplications:
     """The API's security properties through libmtp (docs/api.md): mtp-app
     on two secured daemons joined by memif."""
@@ -323,21 +353,8 @@ class TestApplications:
         ConnectionReceived with node 1's public key as the identity; (2)
         is refused with PEER_NOT_ALLOWED and (3) with SECURITY_MISMATCH,
         each before any packet: b accepted one connection in all."""
-        from TestSuite_libmtp import App, SOCKETS as LIB_SOCKETS
-        import os
-        os.makedirs(LIB_SOCKETS, exist_ok=True)
-        device = f"net_memif0,role=server,id=0,socket={LIB_SOCKETS}/secapp.sock,socket-abstract=no"
-        memory = {"memory": {"size_mb": 256, "mbufs": 16383}}
-        b = Daemon("sec-app-b", node_id=2, security=keys.security(2), extra=memory,
-                   peers=[keys.peer({"id": 1, "ip": "10.89.0.1", "mac": "02:00:00:00:1c:01", "port": "m0"}, 1)],
-                   ports=[{"name": "m0", "device": device, "mac": "02:00:00:00:1c:02",
-                           "addresses": ["10.89.0.2/24"]}]).start()
-        a = None
-        try:
-            a = Daemon("sec-app-a", node_id=1, security=keys.security(1), extra=memory,
-                       peers=[keys.peer({"id": 2, "ip": "10.89.0.2", "mac": "02:00:00:00:1c:02", "port": "m0"}, 2)],
-                       ports=[{"name": "m0", "device": device.replace("server", "client"),
-                               "mac": "02:00:00:00:1c:01", "addresses": ["10.89.0.1/24"]}]).start()
+        from TestSuite_libmtp import App
+        with secured_pair(keys, "sec-app", "10.89.0", "1c") as (a, b):
             echo = App(b, "echo", "--seconds", 60)
             echo.wait_line("LISTENING")
             ok = App(a, "ping", "--members", 2, "--count", 20, "--security", "require",
@@ -357,10 +374,37 @@ class TestApplications:
                        for line in plain.lines), "\n".join(plain.lines)
             echo.proc.send_signal(signal.SIGTERM)
             echo.finish(timeout=20)
-        finally:
-            if a is not None:
-                a.stop()
-            b.stop()
         assert b.worker_total("sessions_opened") == 1
         assert b.worker_total("handshakes_completed") == 1
         assert a.worker_total("app_command_errors") == 2
+
+    def test_idempotent_messages_go_as_early_data(self, keys):
+        """Steps: secured daemons a (node 1) and b (node 2); a receiver on
+        b; on a, a sender of 300 idempotent messages of 100 B that sends
+        them right after initiate, before Ready; then a second sender of
+        ordinary messages, likewise.
+        Verify: the first connection's first data went as early data (a
+        counted early_sent, b early_opened, the same number), every message
+        arrived once, in order, verified, nothing was refused
+        (auth_failed 0); the second connection sent no early data: its
+        messages waited for the handshake."""
+        from TestSuite_libmtp import App
+        with secured_pair(keys, "sec-early", "10.88.0", "1d") as (a, b):
+            for idempotent in (True, False):
+                rx = App(b, "rx", "--seconds", 30)
+                rx.wait_line("LISTENING")
+                tx = App(a, "tx", "--members", 2, "--messages", 300, "--size", 100, "--seconds", 30,
+                         *(["--idempotent"] if idempotent else []))
+                assert tx.finish(timeout=40) == 0, "\n".join(tx.lines)
+                assert rx.finish(timeout=40) == 0, "\n".join(rx.lines)
+                s, r = tx.summary(), rx.summary()
+                assert s["msgs"] == 300 and s["errors"] == 0, s
+                assert r["msgs"] == 300 and r["verify_errors"] == 0 and r["order_errors"] == 0, r
+                if idempotent:
+                    early = a.counter("early_sent")
+                    print("early data:", early, "sent,", b.counter("early_opened"), "opened")
+                    assert early >= 1, "no early data went"
+                    assert b.counter("early_opened") == early
+            assert a.counter("early_sent") == early, "ordinary messages went as early data"
+        assert a.worker_total("auth_failed") == 0 and b.worker_total("auth_failed") == 0
+        assert b.worker_total("handshakes_completed") == 2

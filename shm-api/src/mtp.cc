@@ -504,6 +504,7 @@ int options_of(const mtp_message_properties *p, send_options &o) {
       return MTP_EINVAL;
   }
   if (p->low_latency) o.flags |= shm::send_low_latency;
+  if (p->idempotent) o.flags |= shm::send_idempotent;
   o.lifetime_ns = p->lifetime_ns;
   o.max_retransmissions = p->max_retransmissions;
   o.final_message = p->final_message != 0;

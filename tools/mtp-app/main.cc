@@ -56,7 +56,8 @@ const char usage[] =
     "  --count N             ping: round trips (default 10000)\n"
     "  --attack KIND         hostile: ring, buffer, handle, oversize, release, batch\n"
     "  --security PREF       tx, ping, rx, echo: prohibit|avoid|none|prefer|require (default none)\n"
-    "  --member-keys K[,K..] tx, ping: the public key (base64) each member must prove, in --members order\n";
+    "  --member-keys K[,K..] tx, ping: the public key (base64) each member must prove, in --members order\n"
+    "  --idempotent          tx: messages are idempotent and sent at once, before Ready (early data)\n";
 
 struct options {
   std::string socket, mode, group, attack;
@@ -66,6 +67,7 @@ struct options {
   double seconds = 10;
   bool hold = false, verify = true, datagrams = false;
   mtp_preference security = MTP_NO_PREFERENCE;
+  bool idempotent = false;
   std::vector<std::array<uint8_t, 32>> member_keys;
 };
 
@@ -158,6 +160,8 @@ mtp_connection initiate(app &a, const options &o) {
   mtp_connection c = 0;
   if (const int st = mtp_initiate(a.ch, &p, &c); st != MTP_OK)
     fail(std::string("initiate: ") + mtp_status_text(st));
+  // Idempotent messages go at once (early data): Ready comes meanwhile.
+  if (o.idempotent) return c;
   // Ready, or why not.
   const uint64_t deadline = now_ns() + 10'000'000'000ull;
   mtp_event ev[64];
@@ -252,6 +256,9 @@ int run_tx(const options &o) {
   const uint64_t stop_at = t0 + static_cast<uint64_t>(o.seconds * 1e9);
   mtp_event ev[256];
   uint64_t stable_at_stop = 0, stop_ns = 0;
+  mtp_message_properties props;
+  mtp_message_properties_init(&props);
+  props.idempotent = o.idempotent ? 1 : 0;
   while (stable < o.messages) {
     const uint64_t now = now_ns();
     if (now >= stop_at) break;
@@ -263,7 +270,7 @@ int run_tx(const options &o) {
         reqs[i] = {c, 0, msgs[i].data(), o.size, queued + i};
       }
       int st = MTP_OK;
-      queued += mtp_send_burst(a.ch, reqs.data(), k, nullptr, &st);
+      queued += mtp_send_burst(a.ch, reqs.data(), k, &props, &st);
       if (st != MTP_OK && st != MTP_EAGAIN) fail(std::string("send: ") + mtp_status_text(st));
     }
     const size_t n = mtp_poll(a.ch, ev, 256);
@@ -598,6 +605,7 @@ int main(int argc, char **argv) {
     else if (a == "--attack") o.attack = next();
     else if (a == "--security") o.security = parse_preference(next());
     else if (a == "--member-keys") o.member_keys = parse_keys(next());
+    else if (a == "--idempotent") o.idempotent = true;
     else if (a == "-h" || a == "--help") {
       std::fputs(usage, stdout);
       return 0;

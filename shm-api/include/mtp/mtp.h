@@ -259,6 +259,12 @@ typedef struct mtp_message_properties {
   uint32_t max_retransmissions;  /* partial: per member */
   int low_latency;               /* send at once, without waiting to fill a packet */
   int final_message;             /* byte stream: end the stream after this */
+  /* Idempotent: receiving it twice does no harm. On a secured mtpd,
+   * messages sent before the handshake with a member finished go at once
+   * as early data (sealed with a key from the first flight, which a replay
+   * could repeat) while every message the connection was given so far is
+   * idempotent; otherwise they wait for the handshake. docs/security.md. */
+  int idempotent;
 } mtp_message_properties;
 
 void mtp_message_properties_init(mtp_message_properties *m);

@@ -174,6 +174,11 @@ class message_properties {
     m_.low_latency = on ? 1 : 0;
     return *this;
   }
+  /// May go as early data (mtp_message_properties::idempotent).
+  message_properties &idempotent(bool on = true) {
+    m_.idempotent = on ? 1 : 0;
+    return *this;
+  }
   message_properties &final_message(bool on = true) {
     m_.final_message = on ? 1 : 0;
     return *this;

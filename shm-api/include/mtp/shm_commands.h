@@ -117,6 +117,9 @@ enum send_flags : uint16_t {
   send_unreliable = 1 << 3,  ///< sent once, never repaired
   send_low_latency = 1 << 4, ///< send now, without waiting to fill a packet
   send_reliable = 1 << 5,    ///< fully reliable, whatever the connection's default
+  /// Idempotent: may go as early data, before the handshake with a member
+  /// finished (replay harmless; protocol.md 9.8).
+  send_idempotent = 1 << 6,
 };
 
 /// open_stream flags.

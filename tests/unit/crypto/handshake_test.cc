@@ -381,6 +381,33 @@ TEST_F(handshake_pair, full_handshake_with_random_keys) {
   EXPECT_EQ(create_response(rst, resp, rkeys), hs_error::unexpected);
 }
 
+// Early data (protocol.md 9.8): both sides derive the same early secret
+// from the initiation alone; a retry (a new ephemeral) gives another; none
+// without a pending initiation, nor after the response.
+TEST_F(handshake_pair, both_sides_derive_the_same_early_secret_per_initiation) {
+  uint8_t none[32];
+  EXPECT_FALSE(early_secret(ist, none)) << "no initiation yet";
+  EXPECT_FALSE(early_secret(rst, none));
+  const auto init = initiation();
+  uint8_t ie[32], re[32];
+  ASSERT_TRUE(early_secret(ist, ie));
+  ASSERT_EQ(consume(init), hs_error::ok);
+  ASSERT_TRUE(early_secret(rst, re));
+  EXPECT_EQ(hex(ie, 32), hex(re, 32));
+  // Not the traffic secrets the response gives.
+  packet_resp resp{};
+  hs_session_keys rkeys;
+  ASSERT_EQ(create_response(rst, resp, rkeys), hs_error::ok);
+  EXPECT_NE(hex(ie, 32), hex(rkeys.recv, 32));
+  EXPECT_NE(hex(ie, 32), hex(rkeys.send, 32));
+  EXPECT_FALSE(early_secret(rst, none)) << "the responder's state is spent";
+  // A retry: another ephemeral, another early secret.
+  (void)initiation(wall0 + 1);
+  uint8_t ie2[32];
+  ASSERT_TRUE(early_secret(ist, ie2));
+  EXPECT_NE(hex(ie, 32), hex(ie2, 32));
+}
+
 // The responder's ss token from a per-peer precomputed DH (one X25519 less
 // per initiation) gives the same handshake; a wrong one fails it.
 TEST_F(handshake_pair, a_precomputed_static_static_is_the_same_handshake) {
