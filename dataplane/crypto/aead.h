@@ -15,7 +15,8 @@
 // key, which the engine guarantees (packet numbers only grow, per path and
 // key epoch).
 //
-// aead_key is filled on the slow path (key_schedule.h, control) and read by
+// aead_key is filled on the slow path (key_schedule.h, at a handshake or a
+// roll, on the worker that owns the session) and read by
 // workers; aead_engine is one per worker thread (it owns an ipsec-mb
 // manager and scratch state) and never allocates, locks, throws or enters
 // the kernel after create().

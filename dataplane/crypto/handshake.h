@@ -301,7 +301,7 @@ hs_error create_response(responder_state &st, std::span<uint8_t, response_bytes>
 /// bytes, replaced every cookie_secret_lifetime_ns; a cookie is the first
 /// 16 bytes of HMAC-SHA-256(secret, source address bytes), so it proves the
 /// initiator receives at that address, and the responder keeps no state per
-/// source. One owner thread (the control lcore).
+/// source. One owner thread (in mtpd, each worker has its own).
 class cookie_checker {
  public:
   /// Draws the first secret. If the CSPRNG fails, no mac2 passes until a
